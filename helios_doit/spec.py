@@ -1,0 +1,190 @@
+"""The JobSpec: the models of what `helios render --emit-job` writes, and loading them.
+
+Loading is strict on purpose. The runner deletes partial outputs, so every path it may
+delete is checked here, before anything runs: a job that fails any check is refused as a
+whole with one line per fault, and nothing is run, written or deleted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from .validate import check_job
+
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+PositiveNumber = Annotated[float, Field(gt=0, strict=False)]
+NonEmptyStr = Annotated[str, Field(min_length=1, strict=True)]
+
+#: Where state lives, relative to the job's folder; chunk outputs may never point into it.
+STATE_ROOT = ".helios-doit"
+
+
+class _Model(BaseModel):
+    # Unknown keys are ignored so that jobs from newer Helios versions still load.
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+
+class Metadata(_Model):
+    total_frames: PositiveInt = Field(alias="totalFrames")
+    fps: PositiveNumber
+    width: PositiveInt
+    height: PositiveInt
+    duration: PositiveNumber
+
+
+class Chunk(_Model):
+    id: NonNegativeInt
+    start_frame: NonNegativeInt = Field(alias="startFrame")
+    frame_count: PositiveInt = Field(alias="frameCount")
+    output_file: NonEmptyStr = Field(alias="outputFile")
+    command: NonEmptyStr
+
+
+class JobSpec(_Model):
+    """Helios' job format, plus `outputFile` and `inputs`, two optional extensions of ours."""
+
+    id: NonEmptyStr | None = None
+    assets_url: NonEmptyStr | None = Field(default=None, alias="assetsUrl")
+    metadata: Metadata
+    chunks: list[Chunk] = Field(min_length=1)
+    merge_command: NonEmptyStr = Field(alias="mergeCommand")
+    output_file: NonEmptyStr | None = Field(default=None, alias="outputFile")
+    inputs: list[NonEmptyStr] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated job with every path resolved: what the task generator works from."""
+
+    spec: JobSpec
+    source: str  # the path or URL it was loaded from, for messages
+    job_file: Path | None  # None for a job loaded from a URL
+    job_dir: Path  # commands run here; relative paths start here
+    state_dir: Path
+    outputs: dict[int, Path]  # chunk id -> absolute output path
+    merge_output: Path | None
+    inputs: tuple[Path, ...]
+
+    @property
+    def chunk_ids(self) -> list[int]:
+        return [chunk.id for chunk in self.spec.chunks]
+
+    def chunk(self, chunk_id: int) -> Chunk:
+        for chunk in self.spec.chunks:
+            if chunk.id == chunk_id:
+                return chunk
+        raise KeyError(chunk_id)
+
+
+class JobError(Exception):
+    """A job that must not run. `lines` holds one self-contained line per fault."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def load_job(source: str | os.PathLike[str], output_root: str | os.PathLike[str] | None = None) -> Job:
+    """Read, parse and validate a job file or URL; raise JobError with every fault found."""
+    source = os.fspath(source)
+    text, job_file, job_dir = _read(source)
+    name = source
+    data = _parse(text, name)
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise JobError([f"{name}: {_describe(err, data)}" for err in exc.errors()]) from None
+    root = Path(output_root).resolve() if output_root is not None else None
+    state_dir = job_dir / STATE_ROOT / _state_name(source, job_file)
+    outputs, merge_output, inputs, faults = check_job(spec, job_dir, job_file, state_dir, root)
+    if faults:
+        raise JobError([f"{name}: {fault}" for fault in faults])
+    return Job(spec, source, job_file, job_dir, state_dir, outputs, merge_output, inputs)
+
+
+def _is_url(source: str) -> bool:
+    return urllib.parse.urlsplit(source).scheme in ("http", "https")
+
+
+def _read(source: str) -> tuple[str, Path | None, Path]:
+    if _is_url(source):
+        try:
+            with urllib.request.urlopen(source, timeout=30) as response:
+                text = response.read().decode("utf-8")
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise JobError([f"{source}: cannot fetch the job: {exc}"]) from None
+        return text, None, Path.cwd().resolve()
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise JobError([f"{source}: is a folder; give the path of a job file (JSON or YAML)"]) from None
+    except FileNotFoundError:
+        raise JobError([f"{source}: no such job file; check the path"]) from None
+    except UnicodeDecodeError as exc:
+        raise JobError([f"{source}: not a text file ({exc.reason} at byte {exc.start}); give a JSON or YAML job"]) from None
+    except OSError as exc:
+        raise JobError([f"{source}: cannot read the job file: {exc.strerror}"]) from None
+    resolved = path.resolve()
+    return text, resolved, resolved.parent
+
+
+def _parse(text: str, name: str) -> Any:
+    suffix = urllib.parse.urlsplit(name).path.lower() if _is_url(name) else name.lower()
+    if suffix.endswith((".yaml", ".yml")):
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise JobError([f"{name}: malformed YAML{where}: {problem}"]) from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise JobError([f"{name}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
+    if not isinstance(data, dict):
+        raise JobError([f"{name}: the job must be an object with metadata, chunks and mergeCommand, got {type(data).__name__}"])
+    return data
+
+
+def _describe(err: Any, data: dict) -> str:
+    """One line for one pydantic error: where (naming the chunk by its id), what, got what."""
+    loc = err["loc"]
+    where = ""
+    for part in loc:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        else:
+            where += f".{part}" if where else str(part)
+    if len(loc) >= 2 and loc[0] == "chunks" and isinstance(loc[1], int):
+        chunks = data.get("chunks")
+        raw = chunks[loc[1]] if isinstance(chunks, list) and loc[1] < len(chunks) else None
+        if isinstance(raw, dict) and "id" in raw and loc[2:3] != ("id",):
+            where = f"chunk {raw['id']!r} ({where})"
+    kind = err["type"]
+    if kind == "missing":
+        return f"{where}: required field is missing"
+    got = err.get("input")
+    shown = json.dumps(got) if isinstance(got, (str, int, float, bool, type(None))) else type(got).__name__
+    message = err["msg"][0].lower() + err["msg"][1:]
+    return f"{where}: {message}, got {shown}"
+
+
+def _state_name(source: str, job_file: Path | None) -> str:
+    if job_file is not None:
+        return job_file.name
+    import hashlib
+
+    base = Path(urllib.parse.urlsplit(source).path).name or "job"
+    return f"{base}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"

@@ -1,0 +1,134 @@
+"""Completion records: the durable truth about which chunks (and the merge) are done.
+
+doit keeps its state in memory and writes it when a run ends, so a SIGKILLed run forgets
+everything it finished. Our records do not depend on that: each is one small file written
+atomically (temp file + rename) the moment its task succeeds, and dropped before the task
+runs again. A record is only believed while the output it describes still has the size and
+modification time it had at that success, so a half-written or replaced output never passes.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from doit.dependency import get_file_md5
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """One folder per job, next to the job file: doit's dep file, records, logs, run markers."""
+
+    root: Path
+
+    @property
+    def dep_file(self) -> Path:
+        return self.root / "doit.sqlite3"
+
+    def record(self, task: str) -> Path:
+        return self.root / "records" / f"{task}.json"
+
+    def log(self, task: str) -> Path:
+        return self.root / "logs" / f"{task}.log"
+
+    def marker(self, task: str) -> Path:
+        """Present while a runner executes `task`: who runs it, for status and crash cleanup."""
+        return self.root / "running" / f"{task}.json"
+
+    def create(self) -> None:
+        for sub in ("records", "logs", "running"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+
+def chunk_task_name(chunk_id: int) -> str:
+    return f"chunk-{chunk_id}"
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Readers see the old file or the new one, never a torn one, whatever kills the writer."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, separators=(",", ":"))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A missing, unreadable or garbage file reads as no record: the work is redone."""
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def stamp(path: Path | str) -> list[int] | None:
+    """(size, mtime in ns) of a regular file, or None: what a record pins an output to."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def fingerprint(*parts: Any) -> str:
+    """What a task's completion is tied to; any change to it makes the task run again."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# -- content states, with doit's MD5Checker rule: same mtime -> same; other size -> changed;
+#    else compare the md5. Kept in our own files so that they survive a killed run.
+
+def content_state(path: Path, previous: list[Any] | None = None) -> list[Any]:
+    st = os.stat(path)
+    if previous and previous[0] == st.st_mtime_ns and previous[1] == st.st_size:
+        return previous
+    return [st.st_mtime_ns, st.st_size, get_file_md5(str(path))]
+
+
+def content_changed(path: Path, state: list[Any] | None) -> bool:
+    if not state:
+        return True
+    try:
+        st = os.stat(path)
+    except OSError:
+        return True
+    if st.st_mtime_ns == state[0]:
+        return False
+    if st.st_size != state[1]:
+        return True
+    return get_file_md5(str(path)) != state[2]
+
+
+def inputs_digest(state: StateDir, inputs: tuple[Path, ...], job_dir: Path) -> str:
+    """One digest of the content of every input; a stat cache avoids re-hashing unchanged files."""
+    if not inputs:
+        return ""
+    cache_path = state.root / "inputs.json"
+    cache = read_json(cache_path) or {}
+    fresh: dict[str, list[Any]] = {}
+    for path in inputs:
+        key = os.path.relpath(path, job_dir)
+        fresh[key] = content_state(path, cache.get(key))
+    if fresh != cache:
+        write_json_atomic(cache_path, fresh)
+    return fingerprint([(key, value[2]) for key, value in sorted(fresh.items())])

@@ -1,0 +1,164 @@
+"""Stopping cleanly: signals, and doit worker processes that die.
+
+doit leaves chunk commands running when its workers are terminated, and waits forever for a
+worker that died. Here SIGINT and SIGTERM stop every running command's process group (each
+runner process stops its own), wait for their partial outputs to be removed, and end the run
+with a KeyboardInterrupt that doit already knows how to unwind. A watchdog thread in the main
+process notices a worker that died, kills the command it left behind and stops the run.
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+import _thread
+from pathlib import Path
+from typing import Iterator
+
+from . import worker
+from .state import read_json, remove
+
+_stopped_by: int | None = None
+_active: dict[int, int] = {}  # thread id -> tasks it is running
+_active_lock = threading.Lock()
+_notes: list[str] = []  # why the run stopped, printed when it ends
+_watched: dict[str, tuple[Path, dict[str, Path]]] = {}  # state root -> (state, outputs by task name)
+_watchdog: threading.Thread | None = None
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal; doit unwinds KeyboardInterrupt and keeps finished work."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stopping() -> int | None:
+    return _stopped_by
+
+
+def ensure_handlers() -> None:
+    """Install our SIGINT/SIGTERM handlers; a no-op off the main thread or when done already."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not _on_signal:
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+    if sys.excepthook is not _excepthook:
+        global _next_hook
+        _next_hook = sys.excepthook
+        sys.excepthook = _excepthook
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    global _stopped_by
+    first = _stopped_by is None
+    if first:
+        _stopped_by = signum
+    worker.signal_running(signal.SIGTERM if first else signal.SIGKILL)
+    if first:
+        _wait_for_other_threads(worker.STOP_GRACE + 5)
+        raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def active() -> Iterator[None]:
+    """Marks a task in progress on this thread, so a stop can wait for its cleanup."""
+    me = threading.get_ident()
+    with _active_lock:
+        _active[me] = _active.get(me, 0) + 1
+    try:
+        yield
+    finally:
+        with _active_lock:
+            _active[me] -= 1
+            if not _active[me]:
+                del _active[me]
+
+
+def _wait_for_other_threads(timeout: float) -> None:
+    me = threading.get_ident()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with _active_lock:
+            if not any(tid != me for tid in _active):
+                return
+        time.sleep(0.02)
+
+
+_next_hook = sys.excepthook
+
+
+def _excepthook(kind: type[BaseException], exc: BaseException, tb: object) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        report_stop()
+    else:
+        _next_hook(kind, exc, tb)  # type: ignore[arg-type]
+
+
+def report_stop() -> None:
+    """One explanation instead of a traceback when a run is stopped."""
+    name = signal.Signals(_stopped_by).name if _stopped_by else "SIGINT"
+    for note in _notes:
+        sys.stderr.write(f"helios-doit: {note}\n")
+    sys.stderr.write(
+        f"helios-doit: stopped by {name}: running commands were stopped and their partial outputs "
+        "removed; finished chunks are kept. Run again to resume.\n"
+    )
+
+
+def watch(state_root: Path, outputs: dict[str, Path]) -> None:
+    """Tell the watchdog which outputs belong to which task of a job (looked up, never trusted from markers)."""
+    _watched[str(state_root)] = (state_root, outputs)
+
+
+def start_watchdog(interval: float = 0.5) -> None:
+    """From the main process of a run: stop the run if a worker process dies under it."""
+    global _watchdog
+    if _watchdog is not None and _watchdog.is_alive():
+        return
+    _watchdog = threading.Thread(target=_watch_workers, args=(interval,), name="helios-doit-watchdog", daemon=True)
+    _watchdog.start()
+
+
+def _watch_workers(interval: float) -> None:
+    seen: dict[int, multiprocessing.process.BaseProcess] = {}
+    while _stopped_by is None:
+        for proc in multiprocessing.active_children():
+            seen.setdefault(proc.pid or 0, proc)
+        for pid, proc in list(seen.items()):
+            code = proc.exitcode
+            if code is None:
+                continue
+            del seen[pid]
+            if code != 0 and _stopped_by is None:
+                _bury(pid, code)
+                _thread.interrupt_main(signal.SIGTERM)
+                return
+        time.sleep(interval)
+
+
+def _bury(pid: int, code: int) -> None:
+    """A worker died: kill the command it was running and remove that command's partial output."""
+    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    victims = []
+    for state_root, outputs in _watched.values():
+        running = state_root / "running"
+        for marker in running.glob("*.json") if running.is_dir() else []:
+            data = read_json(marker)
+            if not data or data.get("pid") != pid:
+                continue
+            task = marker.stem
+            with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
+                os.killpg(int(data["pgid"]), signal.SIGKILL)
+            if task in outputs:
+                remove(outputs[task])
+            remove(marker)
+            victims.append(task.replace("-", " "))
+    what = f" while running {', '.join(victims)}" if victims else ""
+    _notes.append(f"worker process {pid} died ({how}){what}; the run was stopped")

@@ -1,0 +1,103 @@
+"""JobSpec -> doit task dicts: `chunk:<id>` per chunk and `merge` after all of them.
+
+Completion is decided by our durable records (`actions.Complete`), never by doit's own dep
+file, which only holds what a run managed to save when it ended. `merge` waits for the
+`chunk` group through `task_dep`; its record pins the content of every chunk output it
+consumed, so a re-rendered but identical chunk does not force a new merge.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import supervise
+from .actions import Complete, TaskJob, clean_task, run_task
+from .spec import Job, JobError, load_job
+from .state import StateDir, chunk_task_name, fingerprint, inputs_digest
+
+#: The job `doit` renders when no `job=` is given.
+EXAMPLE_JOB = Path(__file__).resolve().parent.parent / "examples" / "hello" / "job.json"
+
+TaskDicts = Iterator[dict[str, Any]]
+
+
+def chunk_tasks(job: Job, state: StateDir, digest: str) -> TaskDicts:
+    yield {"basename": "chunk", "name": None, "doc": f"render all {len(job.spec.chunks)} chunks"}
+    for chunk in job.spec.chunks:
+        name = chunk_task_name(chunk.id)
+        output = str(job.outputs[chunk.id])
+        print_fp = fingerprint(chunk.model_dump(by_alias=True), digest)
+        work = TaskJob(name, f"chunk {chunk.id}", chunk.command, str(job.job_dir), output, str(state.root), print_fp)
+        last = chunk.start_frame + chunk.frame_count - 1
+        yield {
+            "basename": "chunk",
+            "name": str(chunk.id),
+            "doc": f"frames {chunk.start_frame}-{last} -> {chunk.output_file}",
+            "actions": [(run_task, [work])],
+            "targets": [output],
+            "uptodate": [Complete(str(state.record(name)), print_fp, output)],
+            "clean": [(clean_task, [work])],
+            "verbosity": 2,
+        }
+
+
+def merge_task(job: Job, state: StateDir) -> dict[str, Any]:
+    inputs = tuple(str(job.outputs[i]) for i in job.chunk_ids)
+    output = str(job.merge_output) if job.merge_output else None
+    print_fp = fingerprint(job.spec.merge_command, output and os.path.relpath(output, job.job_dir))
+    work = TaskJob("merge", "merge", job.spec.merge_command, str(job.job_dir), output, str(state.root), print_fp, inputs)
+    return {
+        "basename": "merge",
+        "doc": f"stitch the chunks into {os.path.relpath(output, job.job_dir) if output else 'the merged output'}",
+        "actions": [(run_task, [work])],
+        "task_dep": ["chunk"],
+        "targets": [output] if output else [],
+        "uptodate": [Complete(str(state.record("merge")), print_fp, output, inputs, str(job.job_dir))],
+        "clean": [(clean_task, [work])],
+        "verbosity": 2,
+    }
+
+
+def doit_config(job: Job, state: StateDir) -> dict[str, Any]:
+    from .reporter import Reporter
+
+    return {
+        "dep_file": str(state.dep_file),
+        "backend": "sqlite3",
+        "default_tasks": ["chunk", "merge"],
+        "reporter": Reporter,
+    }
+
+
+def namespace(job: Job) -> dict[str, Any]:
+    """What a dodo file holds for `job`: DOIT_CONFIG and the task creators; used by dodo.py and the CLI."""
+    state = StateDir(job.state_dir)
+    state.create()
+    digest = inputs_digest(state, job.inputs, job.job_dir)
+    outputs = {chunk_task_name(i): p for i, p in job.outputs.items()}
+    if job.merge_output:
+        outputs["merge"] = job.merge_output
+    supervise.watch(state.root, outputs)
+    supervise.ensure_handlers()
+
+    def task_chunk() -> TaskDicts:
+        yield from chunk_tasks(job, state, digest)
+
+    def task_merge() -> dict[str, Any]:
+        return merge_task(job, state)
+
+    task_chunk.__doc__ = "render one chunk of the job (chunk:<id>)"
+    task_merge.__doc__ = "stitch the rendered chunks into the final output"
+    return {"DOIT_CONFIG": doit_config(job, state), "task_chunk": task_chunk, "task_merge": task_merge}
+
+
+def load_or_exit(source: str | os.PathLike[str], output_root: str | None = None) -> Job:
+    """Load a job; on a bad one print one line per fault and exit 2 before anything runs."""
+    try:
+        return load_job(source, output_root)
+    except JobError as err:
+        for line in err.lines:
+            sys.stderr.write(f"helios-doit: {line}\n")
+        raise SystemExit(2) from None

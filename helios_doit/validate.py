@@ -1,0 +1,111 @@
+"""Checks across fields of a JobSpec that a schema cannot express.
+
+They exist because the runner deletes the output of a failed chunk: each path it may
+delete must be one the job declares, inside the job's folder (or an output root the user
+allowed explicitly), and claimed by exactly one chunk.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .spec import JobSpec
+
+#: Programs whose `merge OUTPUT INPUT...` argument order we know, so the merged file is known.
+MERGE_PROGRAMS = ("helios", "helios-doit")
+
+
+def check_job(
+    spec: JobSpec, job_dir: Path, job_file: Path | None, state_dir: Path, output_root: Path | None
+) -> tuple[dict[int, Path], Path | None, tuple[Path, ...], list[str]]:
+    faults: list[str] = []
+    allowed = [job_dir.resolve()] + ([output_root] if output_root else [])
+    how = "keep outputs inside the job's folder, or allow another folder with output_root=PATH (CLI: --output-root)"
+
+    def place(raw: str, what: str) -> Path | None:
+        path = (job_dir / raw).resolve()
+        if not any(path.is_relative_to(root) for root in allowed):
+            faults.append(f"{what}: {raw!r} resolves to {path}, outside {allowed[0]}; {how}")
+            return None
+        if path.is_relative_to(state_dir.parent):
+            faults.append(f"{what}: {raw!r} is inside the state folder {state_dir.parent}; choose another path")
+            return None
+        if path.is_dir():
+            faults.append(f"{what}: {raw!r} is an existing folder; an output must be a file path")
+            return None
+        return path
+
+    merge_raw = spec.output_file or merge_output_of(spec.merge_command)
+    merge_output = place(merge_raw, "outputFile" if spec.output_file else "mergeCommand output") if merge_raw else None
+    if merge_output is not None and job_file is not None and merge_output == job_file:
+        faults.append(f"outputFile: {merge_raw!r} is the job file itself; choose another output")
+
+    outputs: dict[int, Path] = {}
+    owners: dict[Path, int] = {}
+    for index, chunk in enumerate(spec.chunks):
+        what = f"chunk {chunk.id} (chunks[{index}]).outputFile"
+        if chunk.id in outputs:
+            faults.append(f"chunk {chunk.id} (chunks[{index}]).id: duplicate chunk id {chunk.id}; every chunk needs its own id")
+            continue
+        path = place(chunk.output_file, what)
+        if path is None:
+            outputs[chunk.id] = job_dir / chunk.output_file
+            continue
+        outputs[chunk.id] = path
+        if job_file is not None and path == job_file:
+            faults.append(f"{what}: {chunk.output_file!r} is the job file itself; choose another output")
+        elif merge_output is not None and path == merge_output:
+            faults.append(f"{what}: {chunk.output_file!r} is also the merged output; give the chunk its own file")
+        elif path in owners:
+            faults.append(f"{what}: {chunk.output_file!r} is also the output of chunk {owners[path]}; give each chunk its own file")
+        else:
+            owners[path] = chunk.id
+
+    faults += _check_frames(spec)
+
+    inputs: list[Path] = []
+    for index, raw in enumerate(spec.inputs):
+        path = (job_dir / raw).resolve()
+        if not path.is_file():
+            faults.append(f"inputs[{index}]: {raw!r} is not a file (looked at {path}); fix the path or remove it")
+        inputs.append(path)
+    return outputs, merge_output, tuple(inputs), faults
+
+
+def _check_frames(spec: JobSpec) -> list[str]:
+    """Chunks must tile one contiguous frame range exactly; it may start past 0."""
+    faults = []
+    ordered = sorted(spec.chunks, key=lambda c: (c.start_frame, c.id))
+    for before, after in zip(ordered, ordered[1:]):
+        end = before.start_frame + before.frame_count
+        if after.start_frame < end:
+            faults.append(
+                f"chunk {after.id}.startFrame: {after.start_frame} overlaps chunk {before.id} "
+                f"(frames {before.start_frame}-{end - 1}); chunk ranges must not overlap"
+            )
+        elif after.start_frame > end:
+            faults.append(
+                f"chunk {after.id}.startFrame: {after.start_frame} leaves frames {end}-{after.start_frame - 1} "
+                f"after chunk {before.id} unrendered; chunk ranges must be contiguous"
+            )
+    total = sum(c.frame_count for c in spec.chunks)
+    if total != spec.metadata.total_frames:
+        faults.append(
+            f"metadata.totalFrames: {spec.metadata.total_frames}, but the chunks' frameCount add up to {total}; "
+            "they must match"
+        )
+    return faults
+
+
+def merge_output_of(command: str) -> str | None:
+    """The OUTPUT of `helios merge OUTPUT INPUT...` (or ours), else None: unknown to us."""
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return None
+    if len(argv) >= 3 and os.path.basename(argv[0]) in MERGE_PROGRAMS and argv[1] == "merge":
+        return argv[2]
+    return None

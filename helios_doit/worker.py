@@ -1,0 +1,184 @@
+"""The worker seam: run one command in one folder, stream its output, stop it on request.
+
+`WorkerAdapter` is the seam a distributed engine plugs into; `LocalAdapter` runs the command
+here. Each command is a shell command run verbatim (no %-formatting, unlike doit's CmdAction)
+as the leader of a new process group, so that stopping it stops everything it started.
+"""
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+#: Seconds a stopped command gets between SIGTERM and SIGKILL (renderers finalise files).
+STOP_GRACE = 3.0
+
+OutputSink = Callable[[str, bytes], None]
+"""Receives ("stdout" | "stderr", bytes) as the command writes them."""
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    command: str
+    cwd: str
+    env: dict[str, str] | None = None
+    timeout: float | None = None
+    on_start: Callable[[int], None] | None = None  # gets the process group id once it runs
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int | None  # None when a signal ended it
+    signal: int | None
+    duration: float
+    stderr_tail: tuple[str, ...] = ()
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def describe(self) -> str:
+        if self.timed_out:
+            return "timed out"
+        if self.signal is not None:
+            return f"killed by {signal.Signals(self.signal).name}"
+        return f"exit code {self.exit_code}"
+
+
+class WorkerAdapter(Protocol):
+    def execute(self, request: CommandRequest, sink: OutputSink) -> CommandResult:
+        """Run to the end; on KeyboardInterrupt stop the command and everything it started, then re-raise."""
+        ...
+
+
+@dataclass
+class _Running:
+    proc: subprocess.Popen[bytes]
+    thread: int = field(default_factory=threading.get_ident)
+
+
+_running: dict[int, _Running] = {}
+_lock = threading.Lock()
+
+
+class LocalAdapter:
+    """Runs commands as child processes of this one."""
+
+    def execute(self, request: CommandRequest, sink: OutputSink) -> CommandResult:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", request.command],
+            cwd=request.cwd,
+            env=request.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        with _lock:
+            _running[proc.pid] = _Running(proc)
+        tail: deque[str] = deque(maxlen=20)
+        timed_out = False
+        try:
+            if request.on_start:
+                request.on_start(proc.pid)
+            timed_out = _pump(proc, request.timeout, started, sink, tail)
+            proc.wait()
+            _kill_group(proc.pid, signal.SIGKILL)  # leftovers of a command that exited: no orphans
+        except BaseException:
+            stop_process(proc)
+            raise
+        finally:
+            with _lock:
+                _running.pop(proc.pid, None)
+        code = proc.returncode
+        return CommandResult(
+            exit_code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            duration=time.monotonic() - started,
+            stderr_tail=tuple(tail),
+            timed_out=timed_out,
+        )
+
+
+def _pump(proc: subprocess.Popen[bytes], timeout: float | None, started: float, sink: OutputSink, tail: deque[str]) -> bool:
+    """Forward output until both pipes close; True if the timeout stopped the command."""
+    selector = selectors.DefaultSelector()
+    assert proc.stdout is not None and proc.stderr is not None
+    selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
+    selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
+    partial = b""
+    timed_out = False
+    try:
+        while selector.get_map():
+            wait = 0.25 if timeout is None else min(0.25, max(0.0, started + timeout - time.monotonic()))
+            events = selector.select(wait)
+            if not timed_out and timeout is not None and time.monotonic() >= started + timeout:
+                timed_out = True
+                stop_process(proc)
+                continue
+            for key, _ in events:
+                data = os.read(key.fd, 65536)
+                if not data:
+                    selector.unregister(key.fileobj)
+                    continue
+                sink(key.data, data)
+                if key.data == "stderr":
+                    lines = (partial + data).split(b"\n")
+                    partial = lines.pop()[-4096:]
+                    tail.extend(line.decode(errors="replace").rstrip("\r") for line in lines)
+            if proc.poll() is not None and selector.get_map():
+                # The shell is gone; whatever still holds the pipes belongs to its group.
+                _kill_group(proc.pid, signal.SIGKILL)
+    finally:
+        selector.close()
+        proc.stdout.close()
+        proc.stderr.close()
+    if partial:
+        tail.append(partial.decode(errors="replace"))
+    return timed_out
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+    """SIGTERM the command's process group, SIGKILL it after `grace` seconds."""
+    _kill_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    _kill_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def signal_running(sig: int) -> int:
+    """Send `sig` to the process group of every command this process runs; returns how many."""
+    with _lock:
+        pids = list(_running)
+    for pid in pids:
+        _kill_group(pid, sig)
+    return len(pids)
+
+
+def wait_for_others(timeout: float) -> None:
+    """Wait until commands run by other threads of this process have been cleaned up."""
+    deadline = time.monotonic() + timeout
+    me = threading.get_ident()
+    while time.monotonic() < deadline:
+        with _lock:
+            if not any(r.thread != me for r in _running.values()):
+                return
+        time.sleep(0.02)
