@@ -1,0 +1,202 @@
+"""Jobs for tests: real doit, real shell commands, real processes.
+
+Each job's chunk command is a small Python script (`stand-in renderer`) that writes its
+output a frame at a time and appends to `runs.log` when it starts and when it finishes, so
+a test can say exactly which chunks ran. Files in the job folder steer it: `fail-<id>`
+makes chunk <id> write part of its output and exit 3; `slow` makes every frame take longer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DOIT = [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py")]
+CLI = [sys.executable, "-m", "helios_doit"]
+
+RENDER = r'''
+import os, sys, time
+out, cid, start, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def note(what):
+    fd = os.open("runs.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"chunk {cid} {what} {os.getpid()}\n".encode()); os.close(fd)
+note("start")
+delay = 0.3 if os.path.exists("slow") else 0.0
+with open(out, "w") as f:
+    for frame in range(start, start + count):
+        f.write(f"frame {frame} {' '.join(sys.argv[5:])}\n"); f.flush()
+        if os.path.exists(f"fail-{cid}"):
+            print(f"chunk {cid}: renderer crashed at frame {frame}", file=sys.stderr)
+            sys.exit(3)
+        time.sleep(delay)
+print(f"chunk {cid}: wrote frames {start}-{start + count - 1}")
+note("done")
+'''
+
+MERGE = r'''
+import os, sys
+out, parts = sys.argv[1], sys.argv[2:]
+fd = os.open("runs.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+os.write(fd, b"merge start\n"); os.close(fd)
+if os.path.exists("fail-merge"):
+    open(out, "w").write("half"); sys.exit(4)
+with open(out, "w") as f:
+    for part in parts:
+        f.write(open(part).read())
+'''
+
+
+@dataclass
+class Job:
+    """A job folder on disk and ways to run it as a user would."""
+
+    folder: Path
+    file: Path
+    data: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)
+
+    def runs(self) -> list[str]:
+        """'chunk 3' or 'merge' for every command that started, in order; cleared after reading."""
+        log = self.folder / "runs.log"
+        if not log.exists():
+            return []
+        lines = [line.split(" start")[0] for line in log.read_text().splitlines() if " start" in line]
+        log.unlink()
+        return lines
+
+    def started(self) -> list[str]:
+        log = self.folder / "runs.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+    def save(self) -> None:
+        self.file.write_text(json.dumps(self.data, indent=2))
+
+    def doit(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return _run([*DOIT, *args, f"job={self.file}"], cwd or REPO, timeout, self.env)
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return _run([*CLI, "job", "run", str(self.file), *args], REPO, timeout, self.env)
+
+    def start_doit(self, *args: str) -> subprocess.Popen[str]:
+        """A run in the background, in its own session so a test can signal the runner alone."""
+        return subprocess.Popen(
+            [*DOIT, *args, f"job={self.file}"], cwd=REPO, env=_env(self.env), text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )
+
+    def output(self, chunk_id: int) -> Path:
+        return self.folder / f"part_{chunk_id}.txt"
+
+    @property
+    def merged(self) -> Path:
+        return self.folder / "out.txt"
+
+    @property
+    def state(self) -> Path:
+        return self.folder / ".helios-doit" / self.file.name
+
+    def expected_merge(self) -> str:
+        return "".join(self.output(c["id"]).read_text() for c in self.data["chunks"])
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+def _run(argv: list[str], cwd: Path, timeout: float, extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, env=_env(extra), text=True, capture_output=True, timeout=timeout)
+
+
+def chunk_command(chunk_id: int, start: int, count: int, extra: str = "") -> str:
+    return f"{sys.executable} render.py part_{chunk_id}.txt {chunk_id} {start} {count}" + (f" {extra}" if extra else "")
+
+
+@pytest.fixture
+def make_job(tmp_path: Path) -> Callable[..., Job]:
+    """make_job(chunks=4, frames=8) -> a valid job with stand-in render and merge scripts."""
+
+    def make(chunks: int = 4, frames: int = 8, folder: str = "job", name: str = "job.json") -> Job:
+        root = tmp_path / folder
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "render.py").write_text(RENDER)
+        (root / "merge.py").write_text(MERGE)
+        spec_chunks = [
+            {"id": i, "startFrame": i * frames, "frameCount": frames, "outputFile": f"part_{i}.txt",
+             "command": chunk_command(i, i * frames, frames)}
+            for i in range(chunks)
+        ]
+        parts = " ".join(c["outputFile"] for c in spec_chunks)
+        data = {
+            "metadata": {"totalFrames": chunks * frames, "fps": 24, "width": 320, "height": 180,
+                         "duration": chunks * frames / 24},
+            "chunks": spec_chunks,
+            "mergeCommand": f"{sys.executable} merge.py out.txt {parts}",
+            "outputFile": "out.txt",
+            "inputs": ["render.py"],
+        }
+        job = Job(root, root / name, data)
+        job.save()
+        return job
+
+    return make
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, found through /proc (chunk commands run in their own sessions)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True for a running process; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def kill_tree(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL a runner and everything it started, as a crash or an OOM kill of the box would."""
+    victims = [proc.pid, *descendants(proc.pid)]
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(10)
+    wait_for(lambda: not any(alive(p) for p in victims), 10, "killed processes to go away")
