@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -89,8 +90,13 @@ class JobError(Exception):
     """A job that must not run. `lines` holds one self-contained line per fault."""
 
     def __init__(self, lines: list[str]):
+        # A newline (or other control character) in a path from the job must not split a line.
+        lines = [_CONTROL.sub(lambda m: repr(m.group())[1:-1], line) for line in lines]
         super().__init__("\n".join(lines))
         self.lines = lines
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def load_job(source: str | os.PathLike[str], output_root: str | os.PathLike[str] | None = None) -> Job:

@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 import time
-import _thread
 from pathlib import Path
 from typing import Iterator
 
@@ -117,7 +116,7 @@ def watch(state_root: Path, outputs: dict[str, Path]) -> None:
     _watched[str(state_root)] = (state_root, outputs)
 
 
-def start_watchdog(interval: float = 0.5) -> None:
+def start_watchdog(interval: float = 0.1) -> None:
     """From the main process of a run: stop the run if a worker process dies under it."""
     global _watchdog
     if _watchdog is not None and _watchdog.is_alive():
@@ -129,7 +128,8 @@ def start_watchdog(interval: float = 0.5) -> None:
 def _watch_workers(interval: float) -> None:
     seen: dict[int, multiprocessing.process.BaseProcess] = {}
     while _stopped_by is None:
-        for proc in multiprocessing.active_children():
+        # Not active_children(): it reaps and forgets a worker that died between two looks.
+        for proc in list(multiprocessing.process._children):  # type: ignore[attr-defined]
             seen.setdefault(proc.pid or 0, proc)
         for pid, proc in list(seen.items()):
             code = proc.exitcode
@@ -138,7 +138,8 @@ def _watch_workers(interval: float) -> None:
             del seen[pid]
             if code != 0 and _stopped_by is None:
                 _bury(pid, code)
-                _thread.interrupt_main(signal.SIGTERM)
+                # a real signal, so that the main thread's blocking read is interrupted
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
                 return
         time.sleep(interval)
 

@@ -26,7 +26,9 @@ def check_job(
     how = "keep outputs inside the job's folder, or allow another folder with output_root=PATH (CLI: --output-root)"
 
     def place(raw: str, what: str) -> Path | None:
-        path = (job_dir / raw).resolve()
+        path = _resolve(job_dir, raw, what, faults)
+        if path is None:
+            return None
         if not any(path.is_relative_to(root) for root in allowed):
             faults.append(f"{what}: {raw!r} resolves to {path}, outside {allowed[0]}; {how}")
             return None
@@ -38,10 +40,30 @@ def check_job(
             return None
         return path
 
+    # Inputs first: an output may not be one of them, or the runner would delete it.
+    inputs: list[Path] = []
+    for index, raw in enumerate(spec.inputs):
+        path = _resolve(job_dir, raw, f"inputs[{index}]", faults)
+        if path is None:
+            continue
+        if not path.is_file():
+            faults.append(f"inputs[{index}]: {raw!r} is not a file (looked at {path}); fix the path or remove it")
+        inputs.append(path)
+
+    def clashes(path: Path, raw: str, what: str) -> bool:
+        if job_file is not None and path == job_file:
+            faults.append(f"{what}: {raw!r} is the job file itself; choose another output")
+        elif path in inputs:
+            faults.append(f"{what}: {raw!r} is also listed in inputs, and outputs are deleted; choose another output")
+        else:
+            return False
+        return True
+
     merge_raw = spec.output_file or merge_output_of(spec.merge_command)
-    merge_output = place(merge_raw, "outputFile" if spec.output_file else "mergeCommand output") if merge_raw else None
-    if merge_output is not None and job_file is not None and merge_output == job_file:
-        faults.append(f"outputFile: {merge_raw!r} is the job file itself; choose another output")
+    merge_what = "outputFile" if spec.output_file else "mergeCommand output"
+    merge_output = place(merge_raw, merge_what) if merge_raw else None
+    if merge_output is not None:
+        clashes(merge_output, merge_raw, merge_what)
 
     outputs: dict[int, Path] = {}
     owners: dict[Path, int] = {}
@@ -55,8 +77,8 @@ def check_job(
             outputs[chunk.id] = job_dir / chunk.output_file
             continue
         outputs[chunk.id] = path
-        if job_file is not None and path == job_file:
-            faults.append(f"{what}: {chunk.output_file!r} is the job file itself; choose another output")
+        if clashes(path, chunk.output_file, what):
+            pass
         elif merge_output is not None and path == merge_output:
             faults.append(f"{what}: {chunk.output_file!r} is also the merged output; give the chunk its own file")
         elif path in owners:
@@ -65,14 +87,19 @@ def check_job(
             owners[path] = chunk.id
 
     faults += _check_frames(spec)
-
-    inputs: list[Path] = []
-    for index, raw in enumerate(spec.inputs):
-        path = (job_dir / raw).resolve()
-        if not path.is_file():
-            faults.append(f"inputs[{index}]: {raw!r} is not a file (looked at {path}); fix the path or remove it")
-        inputs.append(path)
     return outputs, merge_output, tuple(inputs), faults
+
+
+def _resolve(job_dir: Path, raw: str, what: str, faults: list[str]) -> Path | None:
+    """`raw` made absolute, or None with a fault: a NUL byte or an over-long name is no path."""
+    try:
+        path = (job_dir / raw).resolve()
+        path.is_dir()  # raises for what the checks after this would stumble on (ENAMETOOLONG)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        faults.append(f"{what}: {raw!r} is not a usable path ({reason}); fix it")
+        return None
+    return path
 
 
 def _check_frames(spec: JobSpec) -> list[str]:
@@ -92,7 +119,8 @@ def _check_frames(spec: JobSpec) -> list[str]:
                 f"after chunk {before.id} unrendered; chunk ranges must be contiguous"
             )
     total = sum(c.frame_count for c in spec.chunks)
-    if total != spec.metadata.total_frames:
+    # Only ranges that tile have a meaningful sum: an overlap or gap already explains a mismatch.
+    if not faults and total != spec.metadata.total_frames:
         faults.append(
             f"metadata.totalFrames: {spec.metadata.total_frames}, but the chunks' frameCount add up to {total}; "
             "they must match"

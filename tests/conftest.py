@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -63,6 +63,7 @@ class Job:
     file: Path
     data: dict[str, Any]
     env: dict[str, str] = field(default_factory=dict)
+    background: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def runs(self) -> list[str]:
         """'chunk 3' or 'merge' for every command that started, in order; cleared after reading."""
@@ -88,10 +89,12 @@ class Job:
 
     def start_doit(self, *args: str) -> subprocess.Popen[str]:
         """A run in the background, in its own session so a test can signal the runner alone."""
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [*DOIT, *args, f"job={self.file}"], cwd=REPO, env=_env(self.env), text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )
+        self.background.append(proc)
+        return proc
 
     def output(self, chunk_id: int) -> Path:
         return self.folder / f"part_{chunk_id}.txt"
@@ -123,8 +126,10 @@ def chunk_command(chunk_id: int, start: int, count: int, extra: str = "") -> str
 
 
 @pytest.fixture
-def make_job(tmp_path: Path) -> Callable[..., Job]:
+def make_job(tmp_path: Path) -> Iterator[Callable[..., Job]]:
     """make_job(chunks=4, frames=8) -> a valid job with stand-in render and merge scripts."""
+
+    jobs: list[Job] = []
 
     def make(chunks: int = 4, frames: int = 8, folder: str = "job", name: str = "job.json") -> Job:
         root = tmp_path / folder
@@ -147,9 +152,14 @@ def make_job(tmp_path: Path) -> Callable[..., Job]:
         }
         job = Job(root, root / name, data)
         job.save()
+        jobs.append(job)
         return job
 
-    return make
+    yield make
+    for job in jobs:  # a failed test must not leave runners behind
+        for proc in job.background:
+            if proc.poll() is None:
+                kill_tree(proc)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
