@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         code = DoitMain(ModuleTaskLoader(namespace(job)), config_filenames=()).run(run_args)
     except KeyboardInterrupt:
         supervise.report_stop()
-        return 130
+        return supervise.stop_code()
     return _EXIT.get(code, 1)
 
 

@@ -96,6 +96,7 @@ _next_hook = sys.excepthook
 def _excepthook(kind: type[BaseException], exc: BaseException, tb: object) -> None:
     if issubclass(kind, KeyboardInterrupt):
         report_stop()
+        _die_by_signal()
     else:
         _next_hook(kind, exc, tb)  # type: ignore[arg-type]
 
@@ -109,6 +110,22 @@ def report_stop() -> None:
         f"helios-doit: stopped by {name}: running commands were stopped and their partial outputs "
         "removed; finished chunks are kept. Run again to resume.\n"
     )
+
+
+def stop_code() -> int:
+    """The shell's exit code for a run stopped by our signal: 128 + its number (130, 143)."""
+    return 128 + (_stopped_by or signal.SIGINT)
+
+
+def _die_by_signal() -> None:
+    """Exit as the signal would have killed us, once every worker process has cleaned up."""
+    for proc in multiprocessing.active_children():
+        proc.join(worker.STOP_GRACE + 5)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signum = _stopped_by or signal.SIGINT
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def watch(state_root: Path, outputs: dict[str, Path]) -> None:
