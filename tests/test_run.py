@@ -259,3 +259,21 @@ def test_console_script_runs_the_job(make_job):
     result = subprocess.run([str(script), "job", "run", str(job.file)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert job.runs() == ["chunk 0", "merge"]
+
+
+def test_parallel_chunk_output_never_mixes_within_a_line(make_job):
+    job = make_job(chunks=3, frames=1)
+    for chunk in job.data["chunks"]:
+        cid = chunk["id"]
+        chunk["command"] = (
+            f"{sys.executable} -c \"import sys\nfor i in range(400): print('{cid}' * 300, flush=i % 3 == 0)\""
+            f" && echo ok > part_{cid}.txt"
+        )
+    job.save()
+    result = job.doit("-n", "3")
+    assert result.returncode == 0, result.stderr
+    shown = [line for line in result.stdout.splitlines() if line.startswith("[chunk")]
+    assert len(shown) == 1200
+    for line in shown:
+        cid = line[len("[chunk ")]
+        assert line == f"[chunk {cid}] " + cid * 300
