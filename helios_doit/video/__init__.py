@@ -1,0 +1,1 @@
+"""Video: compositions and rendering, probing, stitching and seam reports, all through PyAV."""
