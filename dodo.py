@@ -1,6 +1,8 @@
 """doit entry point: `doit -n 4 job=path/to/job.json` (without `job=`, the bundled example)."""
-from doit import get_var
+from doit import get_var, loader
 
 from helios_doit.tasks import EXAMPLE_JOB, load_or_exit, namespace
 
-globals().update(namespace(load_or_exit(get_var("job") or EXAMPLE_JOB, get_var("output_root"))))
+# doit has changed into this file's folder; the user's paths are relative to where they started.
+JOB = load_or_exit(get_var("job") or EXAMPLE_JOB, get_var("output_root"), loader.initial_workdir)
+globals().update(namespace(JOB, merge=get_var("merge")))

@@ -17,11 +17,22 @@ from doit.exceptions import TaskFailed
 
 from . import supervise
 from .output import LogSink, open_log
+from .video import is_video_path
 from .state import StateDir, content_changed, content_state, read_json, remove, stamp, write_json_atomic
 from .worker import CommandRequest, CommandResult, LocalAdapter, WorkerAdapter
 
 #: Adapters by name, so that a task names its adapter as plain, picklable data.
 ADAPTERS: dict[str, type[WorkerAdapter]] = {"local": LocalAdapter}
+
+
+@dataclass(frozen=True)
+class Expect:
+    """A video output's expected contents: a chunk's frames and size, or the merge's frames and fps."""
+
+    frames: int
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,7 @@ class TaskJob:
     fingerprint: str
     inputs: tuple[str, ...] = ()  # files whose content the record pins (the merge's chunk outputs)
     adapter: str = "local"
+    expect: Expect | None = None  # what a video output must hold to count as done
 
 
 def run_task(job: TaskJob) -> TaskFailed | None:
@@ -83,9 +95,26 @@ def run_task(job: TaskJob) -> TaskFailed | None:
 def _verify(job: TaskJob, result: CommandResult) -> str | None:
     if not result.ok:
         return result.describe()
-    if job.output and stamp(job.output) is None:
+    if not job.output:
+        return None
+    if stamp(job.output) is None:
         return f"the command exited 0 but did not write {job.output}"
-    return None
+    if job.expect is None:
+        return None
+    if not is_video_path(job.output):
+        return None
+    problem = _check_video(job.output, job.expect)
+    return f"the command exited 0 but its output is wrong: {os.path.basename(job.output)}: {problem}" if problem else None
+
+
+def _check_video(path: str, expect: Expect) -> str | None:
+    if expect.fps is not None:
+        from .video.stitch import verify_merged
+
+        return verify_merged(Path(path), expect.frames, expect.fps)
+    from .video.probe import check_chunk
+
+    return check_chunk(Path(path), expect.frames, expect.width, expect.height)
 
 
 def _record(job: TaskJob, result: CommandResult) -> dict[str, object]:

@@ -22,7 +22,7 @@ from .validate import check_job
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
-PositiveNumber = Annotated[float, Field(gt=0, strict=False)]
+PositiveNumber = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
 NonEmptyStr = Annotated[str, Field(min_length=1, strict=True)]
 
 #: Where state lives, relative to the job's folder; chunk outputs may never point into it.
@@ -57,7 +57,7 @@ class JobSpec(_Model):
     assets_url: NonEmptyStr | None = Field(default=None, alias="assetsUrl")
     metadata: Metadata
     chunks: list[Chunk] = Field(min_length=1)
-    merge_command: NonEmptyStr = Field(alias="mergeCommand")
+    merge_command: NonEmptyStr | None = Field(default=None, alias="mergeCommand")  # None: built-in stitcher
     output_file: NonEmptyStr | None = Field(default=None, alias="outputFile")
     inputs: list[NonEmptyStr] = Field(default_factory=list)
 
@@ -99,17 +99,25 @@ class JobError(Exception):
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def load_job(source: str | os.PathLike[str], output_root: str | os.PathLike[str] | None = None) -> Job:
-    """Read, parse and validate a job file or URL; raise JobError with every fault found."""
+def load_job(
+    source: str | os.PathLike[str], output_root: str | os.PathLike[str] | None = None, cwd: Path | None = None
+) -> Job:
+    """Read, parse and validate a job file or URL; raise JobError with every fault found.
+
+    Relative paths given by the user (`source`, `output_root`) are taken from `cwd`, which is
+    also a URL job's folder; doit changes directory before it loads dodo.py, so it passes
+    the directory the user started in.
+    """
     source = os.fspath(source)
-    text, job_file, job_dir = _read(source)
+    cwd = (cwd or Path.cwd()).resolve()
+    text, job_file, job_dir = _read(source, cwd)
     name = source
     data = _parse(text, name)
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
         raise JobError([f"{name}: {_describe(err, data)}" for err in exc.errors()]) from None
-    root = Path(output_root).resolve() if output_root is not None else None
+    root = (cwd / output_root).resolve() if output_root is not None else None
     state_dir = job_dir / STATE_ROOT / _state_name(source, job_file)
     outputs, merge_output, inputs, faults = check_job(spec, job_dir, job_file, state_dir, root)
     if faults:
@@ -121,15 +129,15 @@ def _is_url(source: str) -> bool:
     return urllib.parse.urlsplit(source).scheme in ("http", "https")
 
 
-def _read(source: str) -> tuple[str, Path | None, Path]:
+def _read(source: str, cwd: Path) -> tuple[str, Path | None, Path]:
     if _is_url(source):
         try:
             with urllib.request.urlopen(source, timeout=30) as response:
                 text = response.read().decode("utf-8")
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise JobError([f"{source}: cannot fetch the job: {exc}"]) from None
-        return text, None, Path.cwd().resolve()
-    path = Path(source)
+        return text, None, cwd
+    path = cwd / source
     try:
         text = path.read_text(encoding="utf-8")
     except IsADirectoryError:

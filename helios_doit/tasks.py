@@ -8,12 +8,13 @@ consumed, so a re-rendered but identical chunk does not force a new merge.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 from . import supervise
-from .actions import Complete, TaskJob, clean_task, run_task
+from .actions import Complete, Expect, TaskJob, clean_task, run_task
 from .spec import Job, JobError, load_job
 from .state import StateDir, chunk_task_name, fingerprint, inputs_digest
 
@@ -29,7 +30,8 @@ def chunk_tasks(job: Job, state: StateDir, digest: str) -> TaskDicts:
         name = chunk_task_name(chunk.id)
         output = str(job.outputs[chunk.id])
         print_fp = fingerprint(chunk.model_dump(by_alias=True), digest)
-        work = TaskJob(name, f"chunk {chunk.id}", chunk.command, str(job.job_dir), output, str(state.root), print_fp)
+        expect = Expect(chunk.frame_count, job.spec.metadata.width, job.spec.metadata.height)
+        work = TaskJob(name, f"chunk {chunk.id}", chunk.command, str(job.job_dir), output, str(state.root), print_fp, expect=expect)
         last = chunk.start_frame + chunk.frame_count - 1
         yield {
             "basename": "chunk",
@@ -43,11 +45,27 @@ def chunk_tasks(job: Job, state: StateDir, digest: str) -> TaskDicts:
         }
 
 
-def merge_task(job: Job, state: StateDir) -> dict[str, Any]:
+def merge_command(job: Job, mode: str | None = None) -> str:
+    """The job's mergeCommand, or the built-in stitcher when there is none or `mode` is "builtin"."""
+    if mode not in (None, "", "auto", "builtin", "command"):
+        raise JobError([f"merge={mode}: unknown merge mode; use merge=builtin or merge=command"])
+    if job.spec.merge_command and mode != "builtin":
+        return job.spec.merge_command
+    if mode == "command":
+        raise JobError([f"{job.source}: merge=command, but the job has no mergeCommand"])
+    if job.merge_output is None:
+        raise JobError([f"{job.source}: merge=builtin needs to know the merged file; add an outputFile"])
+    rel = [os.path.relpath(p, job.job_dir) for p in [job.merge_output, *(job.outputs[i] for i in job.chunk_ids)]]
+    return shlex.join(["helios-doit", "merge", *rel])
+
+
+def merge_task(job: Job, state: StateDir, command: str) -> dict[str, Any]:
     inputs = tuple(str(job.outputs[i]) for i in job.chunk_ids)
     output = str(job.merge_output) if job.merge_output else None
-    print_fp = fingerprint(job.spec.merge_command, output and os.path.relpath(output, job.job_dir))
-    work = TaskJob("merge", "merge", job.spec.merge_command, str(job.job_dir), output, str(state.root), print_fp, inputs)
+    print_fp = fingerprint(command, output and os.path.relpath(output, job.job_dir))
+    meta = job.spec.metadata
+    work = TaskJob("merge", "merge", command, str(job.job_dir), output, str(state.root), print_fp, inputs,
+                   expect=Expect(meta.total_frames, fps=meta.fps))
     return {
         "basename": "merge",
         "doc": f"stitch the chunks into {os.path.relpath(output, job.job_dir) if output else 'the merged output'}",
@@ -71,8 +89,16 @@ def doit_config(job: Job, state: StateDir) -> dict[str, Any]:
     }
 
 
-def namespace(job: Job) -> dict[str, Any]:
-    """What a dodo file holds for `job`: DOIT_CONFIG and the task creators; used by dodo.py and the CLI."""
+def namespace(job: Job, merge: str | None = None) -> dict[str, Any]:
+    """What a dodo file holds for `job`: DOIT_CONFIG and the task creators; used by dodo.py and the CLI.
+
+    `merge` is "builtin" to stitch with our stitcher even when the job has a mergeCommand.
+    Bad values exit 2 like a bad job, before anything is written.
+    """
+    try:
+        command = merge_command(job, merge)
+    except JobError as err:
+        _refuse(err)
     state = StateDir(job.state_dir)
     state.create()
     digest = inputs_digest(state, job.inputs, job.job_dir)
@@ -86,18 +112,22 @@ def namespace(job: Job) -> dict[str, Any]:
         yield from chunk_tasks(job, state, digest)
 
     def task_merge() -> dict[str, Any]:
-        return merge_task(job, state)
+        return merge_task(job, state, command)
 
     task_chunk.__doc__ = "render one chunk of the job (chunk:<id>)"
     task_merge.__doc__ = "stitch the rendered chunks into the final output"
     return {"DOIT_CONFIG": doit_config(job, state), "task_chunk": task_chunk, "task_merge": task_merge}
 
 
-def load_or_exit(source: str | os.PathLike[str], output_root: str | None = None) -> Job:
+def load_or_exit(source: str | os.PathLike[str], output_root: str | None = None, cwd: str | None = None) -> Job:
     """Load a job; on a bad one print one line per fault and exit 2 before anything runs."""
     try:
-        return load_job(source, output_root)
+        return load_job(source, output_root, Path(cwd) if cwd else None)
     except JobError as err:
-        for line in err.lines:
-            sys.stderr.write(f"helios-doit: {line}\n")
-        raise SystemExit(2) from None
+        _refuse(err)
+
+
+def _refuse(err: JobError) -> NoReturn:
+    for line in err.lines:
+        sys.stderr.write(f"helios-doit: {line}\n")
+    raise SystemExit(2) from None

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from .spec import JobSpec
@@ -25,17 +26,23 @@ def check_job(
     allowed = [job_dir.resolve()] + ([output_root] if output_root else [])
     how = "keep outputs inside the job's folder, or allow another folder with output_root=PATH (CLI: --output-root)"
 
+    resolve = _resolver(job_dir, faults)
+    roots = [str(root) for root in allowed]
+    state_root = str(state_dir.parent)
+
     def place(raw: str, what: str) -> Path | None:
-        path = _resolve(job_dir, raw, what, faults)
-        if path is None:
+        found = resolve(raw, what)
+        if found is None:
             return None
-        if not any(path.is_relative_to(root) for root in allowed):
+        path, is_dir = found
+        text = str(path)
+        if not any(_within(text, root) for root in roots):
             faults.append(f"{what}: {raw!r} resolves to {path}, outside {allowed[0]}; {how}")
             return None
-        if path.is_relative_to(state_dir.parent):
+        if _within(text, state_root):
             faults.append(f"{what}: {raw!r} is inside the state folder {state_dir.parent}; choose another path")
             return None
-        if path.is_dir():
+        if is_dir:
             faults.append(f"{what}: {raw!r} is an existing folder; an output must be a file path")
             return None
         return path
@@ -43,9 +50,10 @@ def check_job(
     # Inputs first: an output may not be one of them, or the runner would delete it.
     inputs: list[Path] = []
     for index, raw in enumerate(spec.inputs):
-        path = _resolve(job_dir, raw, f"inputs[{index}]", faults)
-        if path is None:
+        found = resolve(raw, f"inputs[{index}]")
+        if found is None:
             continue
+        path = found[0]
         if not path.is_file():
             faults.append(f"inputs[{index}]: {raw!r} is not a file (looked at {path}); fix the path or remove it")
         inputs.append(path)
@@ -59,7 +67,9 @@ def check_job(
             return False
         return True
 
-    merge_raw = spec.output_file or merge_output_of(spec.merge_command)
+    if spec.merge_command is None and spec.output_file is None:
+        faults.append("mergeCommand: required field is missing; add a mergeCommand, or an outputFile to merge with the built-in stitcher")
+    merge_raw = spec.output_file or (merge_output_of(spec.merge_command) if spec.merge_command else None)
     merge_what = "outputFile" if spec.output_file else "mergeCommand output"
     merge_output = place(merge_raw, merge_what) if merge_raw else None
     if merge_output is not None:
@@ -90,21 +100,49 @@ def check_job(
     return outputs, merge_output, tuple(inputs), faults
 
 
-def _resolve(job_dir: Path, raw: str, what: str, faults: list[str]) -> Path | None:
-    """`raw` made absolute, or None with a fault: a NUL byte or an over-long name is no path."""
-    try:
-        path = (job_dir / raw).resolve()
-        path.is_dir()  # raises for what the checks after this would stumble on (ENAMETOOLONG)
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        faults.append(f"{what}: {raw!r} is not a usable path ({reason}); fix it")
-        return None
-    return path
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _resolver(job_dir: Path, faults: list[str]) -> Callable[[str, str], tuple[Path, bool] | None]:
+    """Resolve paths as the shell will see them (symlinks and `..` included), cheaply for 10,000 chunks.
+
+    Chunks share a few folders, so each folder is resolved once; a file that is itself a
+    symlink is followed. A NUL byte or an over-long name is a fault, not a traceback.
+    """
+    folders: dict[str, str] = {}
+
+    def resolve(raw: str, what: str) -> tuple[Path, bool] | None:
+        try:
+            folder, name = os.path.split(os.path.join(job_dir, raw))
+            real = folders.get(folder)
+            if real is None:
+                real = folders[folder] = os.path.realpath(folder)
+            path = os.path.join(real, name) if name not in ("", ".", "..") else os.path.realpath(os.path.join(real, name))
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                return Path(path), False
+            if stat.S_ISLNK(st.st_mode):
+                path = os.path.realpath(path)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    return Path(path), False
+            return Path(path), stat.S_ISDIR(st.st_mode)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            faults.append(f"{what}: {raw!r} is not a usable path ({reason}); fix it")
+            return None
+
+    return resolve
 
 
 def _check_frames(spec: JobSpec) -> list[str]:
     """Chunks must tile one contiguous frame range exactly; it may start past 0."""
-    faults = []
+    faults: list[str] = []
+    if len({c.id for c in spec.chunks}) != len(spec.chunks):
+        return faults  # duplicated ids are reported as such; ranges can be judged once they are fixed
     ordered = sorted(spec.chunks, key=lambda c: (c.start_frame, c.id))
     for before, after in zip(ordered, ordered[1:]):
         end = before.start_frame + before.frame_count

@@ -97,7 +97,7 @@ def run(argv: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 
 
 def run_doit(job: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run([*DOIT, f"job={job}", *extra])
+    return run([*DOIT, *extra, f"job={job}"])
 
 
 def run_cli(job: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -139,6 +139,38 @@ def top(**changes: Any) -> Callable[[Setup], Path]:
         s.data.update(changes)
         return s.write()
     return change
+
+
+def edit(mutate: Callable[[dict[str, Any]], Any]) -> Callable[[Setup], Path]:
+    """Any other change to the job's data."""
+    def change(s: Setup) -> Path:
+        mutate(s.data)
+        return s.write()
+    return change
+
+
+def no_merge(data: dict[str, Any]) -> None:
+    """Without a mergeCommand the built-in stitcher needs an outputFile: with neither, nothing can merge."""
+    del data["mergeCommand"]
+    del data["outputFile"]
+
+
+def merge_into_job_file(data: dict[str, Any]) -> None:
+    del data["outputFile"]
+    data["mergeCommand"] = "helios merge job.json part_0.txt part_1.txt part_2.txt part_3.txt"
+
+
+def several_check_faults(data: dict[str, Any]) -> None:
+    data["chunks"][1]["outputFile"] = "../x.txt"
+    data["chunks"][3]["outputFile"] = "part_2.txt"
+    data["inputs"] = ["missing.blend"]
+    data["metadata"]["totalFrames"] = 30
+
+
+def several_schema_faults(data: dict[str, Any]) -> None:
+    del data["chunks"][1]["command"]
+    data["chunks"][2]["frameCount"] = "8"
+    data["metadata"]["fps"] = 0
 
 
 def text(name: str, content: str | bytes) -> Callable[[Setup], Path]:
@@ -201,7 +233,7 @@ BAD: dict[str, tuple[Callable[[Setup], Path], list[str]]] = {
     # the schema
     "metadata-missing": (drop("metadata"), ["metadata: required field is missing"]),
     "chunk-command-missing": (drop("chunks", 1, "command"), ["chunk 1 ", "chunks[1].command", "missing"]),
-    "mergeCommand-missing": (drop("mergeCommand"), ["mergeCommand: required field is missing"]),
+    "nothing-to-merge-with": (edit(no_merge), ["mergeCommand: required field is missing", "outputFile"]),
     "frameCount-string": (chunk(2, frameCount="8"), ["chunk 2 ", "frameCount", "valid integer", '"8"']),
     "id-float": (chunk(1, id=1.5), ["chunks[1].id", "valid integer", "1.5"]),
     "frameCount-zero": (chunk(2, frameCount=0), ["chunk 2 ", "frameCount", "greater than 0"]),
@@ -210,7 +242,7 @@ BAD: dict[str, tuple[Callable[[Setup], Path], list[str]]] = {
     "fps-zero": (meta(fps=0), ["metadata.fps", "greater than 0"]),
     "width-zero": (meta(width=0), ["metadata.width", "greater than 0"]),
     "chunks-empty": (top(chunks=[]), ["chunks:", "at least 1 item"]),
-    "chunk-not-object": (lambda s: (s.data["chunks"].__setitem__(2, "part_2"), s.write())[1], ["chunks[2]", "valid dictionary"]),
+    "chunk-not-object": (edit(lambda d: d["chunks"].__setitem__(2, "part_2")), ["chunks[2]", "valid dictionary"]),
     "command-empty": (chunk(3, command=""), ["chunk 3 ", "command", "at least 1 character"]),
     "outputFile-empty": (top(outputFile=""), ["outputFile", "at least 1 character"]),
     "inputs-not-list": (top(inputs="scene.txt"), ["inputs", "valid list"]),
@@ -221,9 +253,7 @@ BAD: dict[str, tuple[Callable[[Setup], Path], list[str]]] = {
     "output-is-merged-output": (chunk(2, outputFile="out.txt"), ["chunk 2 ", "outputFile", "merged output"]),
     "output-is-an-input": (chunk(1, outputFile="scene.txt"), ["chunk 1 ", "outputFile", "inputs"]),
     "merged-output-is-job-file": (top(outputFile="job.json"), ["outputFile", "job file itself"]),
-    "merge-command-output-is-job-file": (
-        lambda s: (s.data.pop("outputFile"), top(mergeCommand="helios merge job.json part_0.txt")(s))[1],
-        ["mergeCommand output", "job file itself"]),
+    "merge-command-output-is-job-file": (edit(merge_into_job_file), ["mergeCommand output", "job file itself"]),
     "output-in-state-folder": (chunk(1, outputFile=".helios-doit/part_1.txt"), ["chunk 1 ", "outputFile", "state folder"]),
     "output-is-state-folder": (chunk(1, outputFile=".helios-doit"), ["chunk 1 ", "outputFile", "state folder"]),
     "output-absolute-outside": (absolute_outside, ["chunk 1 ", "outputFile", "outside", "output_root"]),
@@ -281,6 +311,17 @@ def test_bad_job_is_refused_whole(setup: Setup, case: str, entry: str) -> None:
     assert_untouched(setup, before)
 
 
+@pytest.mark.parametrize("command", ["clean", "forget", "list", "-n 4"])
+def test_every_doit_command_refuses_before_touching_anything(setup: Setup, command: str) -> None:
+    """`doit clean` deletes outputs: with a bad job it must stop at loading like `run` does."""
+    job = chunk(1, outputFile="scene.txt")(setup)  # `clean` would delete the input
+    before = snapshot(setup.root)
+    [line] = assert_refused(run_doit(str(job), *command.split()))
+    assert "chunk 1 " in line and "inputs" in line
+    assert_untouched(setup, before)
+    assert (setup.folder / "scene.txt").read_text() == "the scene\n"
+
+
 def test_corpus_starts_from_a_job_that_runs(setup: Setup) -> None:
     """The control: unchanged, the base job runs every command, so `ran.log` proves nothing ran above."""
     job = setup.write()
@@ -293,20 +334,10 @@ def test_corpus_starts_from_a_job_that_runs(setup: Setup) -> None:
 
 # -- several faults: one line each --
 
+#: Schema faults and cross-field faults are found in two passes: a job shows one kind at a time.
 MULTI = {
-    "checks": (lambda s: (
-        s.data["chunks"][1].update(outputFile="../x.txt"),
-        s.data["chunks"][3].update(outputFile="part_2.txt"),
-        s.data.update(inputs=["missing.blend"]),
-        s.data["metadata"].update(totalFrames=30),
-        s.write())[-1],
-        ["chunk 1 ", "chunk 3 ", "inputs[0]", "metadata.totalFrames"]),
-    "schema": (lambda s: (
-        s.data["chunks"][1].pop("command"),
-        s.data["chunks"][2].update(frameCount="8"),
-        s.data["metadata"].update(fps=0),
-        s.write())[-1],
-        ["chunk 1 ", "chunk 2 ", "metadata.fps"]),
+    "checks": (edit(several_check_faults), ["chunk 1 ", "chunk 3 ", "inputs[0]", "metadata.totalFrames"]),
+    "schema": (edit(several_schema_faults), ["chunk 1 ", "chunk 2 ", "metadata.fps"]),
 }
 
 
@@ -376,7 +407,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     handler.log_message = lambda *args: None  # type: ignore[attr-defined]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", folder

@@ -277,3 +277,21 @@ def test_parallel_chunk_output_never_mixes_within_a_line(make_job):
     for line in shown:
         cid = line[len("[chunk ")]
         assert line == f"[chunk {cid}] " + cid * 300
+
+
+def test_relative_job_path_is_taken_from_where_the_user_started(make_job, tmp_path):
+    job = make_job(chunks=2)
+    argv = [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "job=job/job.json"]
+    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert job.runs() == ["chunk 0", "chunk 1", "merge"]
+
+
+def test_unknown_merge_mode_is_bad_input(make_job):
+    job = make_job(chunks=2)
+    result = job.doit("merge=ffmpeg-please")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "helios-doit: merge=ffmpeg-please: unknown merge mode; use merge=builtin or merge=command"
+    ]
+    assert not job.state.exists() and job.runs() == []
