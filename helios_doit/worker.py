@@ -10,6 +10,7 @@ import os
 import selectors
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -68,6 +69,19 @@ _running: dict[int, _Running] = {}
 _lock = threading.Lock()
 
 
+def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The runner's environment, with its own bin folder first on PATH.
+
+    Job commands call `helios-doit render` / `helios-doit merge`; they must find the same
+    installation as the runner even when its virtualenv is not activated.
+    """
+    env = dict(os.environ)
+    bin_dir = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
+    env.update(extra or {})
+    return env
+
+
 class LocalAdapter:
     """Runs commands as child processes of this one."""
 
@@ -76,7 +90,7 @@ class LocalAdapter:
         proc = subprocess.Popen(
             ["/bin/sh", "-c", request.command],
             cwd=request.cwd,
-            env=request.env,
+            env=command_env(request.env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
