@@ -19,7 +19,7 @@ from .spec import Job, JobError, load_job
 from .state import StateDir, chunk_task_name, fingerprint, inputs_digest
 
 #: The job `doit` renders when no `job=` is given.
-EXAMPLE_JOB = Path(__file__).resolve().parent.parent / "examples" / "hello" / "job.json"
+EXAMPLE_JOB = Path(__file__).resolve().parent.parent / "examples" / "orbit" / "job.json"
 
 TaskDicts = Iterator[dict[str, Any]]
 

@@ -1,0 +1,251 @@
+"""Job building: split a frame range into chunks and write the JobSpec that runs them.
+
+`emit_job` writes what `helios render --emit-job` writes, for our own compositions;
+`plan_job` does the same for any renderer that takes a frame range on its command line
+(Blender, a script of your own), from command and output templates.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shlex
+import sys
+from fractions import Fraction
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
+
+from .composition import CompositionError, format_number, frame_total, load_composition, parse_number
+
+#: Tokens of --command-template; --output-template has all but {output}.
+TOKENS = ("id", "start", "end", "count", "output")
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+class PlanError(ValueError):
+    """A template or setting that cannot make a job; one line, for users."""
+
+
+def split_frames(start: int, count: int, concurrency: int) -> list[tuple[int, int]]:
+    """Helios' split: chunks of ceil(count / concurrency) frames, the last one shorter, none empty."""
+    if count < 1 or concurrency < 1:
+        raise PlanError(f"need at least one frame and one chunk, got {count} frames in {concurrency} chunks")
+    size = math.ceil(count / concurrency)
+    return [(start + offset, min(size, count - offset)) for offset in range(0, count, size)]
+
+
+def emit_job(composition: str, output: str, *, concurrency: int, fps: Any, width: int, height: int,
+             duration: Any, start_frame: int = 0, frame_count: int | None = None, video_codec: str = "libx264",
+             quality: int | None = None, audio_codec: str = "pcm_s16le") -> dict[str, Any]:
+    """The JobSpec for rendering `composition` to `output` in chunks; pure, paths as given.
+
+    `composition` and `output` are paths relative to the job file's folder. Chunk files sit next
+    to the output as `<stem>.part<i><ext>` (.mov, or .mkv for codecs .mov cannot hold) and always
+    carry PCM audio, so seams have no gaps; the merge applies a non-PCM `audio_codec`. Each
+    command names its duration too: progress through the composition depends on it.
+    """
+    from .render import VIDEO_CODECS
+
+    fps_q, duration_q = parse_number(fps, "fps"), parse_number(duration, "duration")
+    count = frame_total(duration_q, fps_q) - start_frame if frame_count is None else frame_count
+    chunk_ext = VIDEO_CODECS[video_codec].chunk_extension if video_codec in VIDEO_CODECS else ".mov"
+    out = PurePosixPath(output)
+    chunks, parts = [], []
+    for index, (start, n) in enumerate(split_frames(start_frame, count, concurrency)):
+        part = str(out.with_name(f"{out.stem}.part{index}{chunk_ext}"))
+        argv = ["helios-doit", "render", composition, "-o", part, "--start-frame", str(start), "--frame-count", str(n),
+                "--width", str(width), "--height", str(height), "--fps", format_number(fps_q),
+                "--duration", format_number(duration_q), "--video-codec", video_codec,
+                *(["--quality", str(quality)] if quality is not None else []), "--audio-codec", "pcm_s16le"]
+        chunks.append({"id": index, "startFrame": start, "frameCount": n, "outputFile": part, "command": shlex.join(argv)})
+        parts.append(part)
+    merge = ["helios-doit", "merge", output, *parts, *(["--audio-codec", audio_codec] if audio_codec != "pcm_s16le" else [])]
+    return {
+        "metadata": {"totalFrames": count, "fps": _json_number(fps_q), "width": width, "height": height,
+                     "duration": _json_number(count / fps_q)},
+        "chunks": chunks,
+        "mergeCommand": shlex.join(merge),
+        "outputFile": output,
+        "inputs": [composition],
+    }
+
+
+def write_emitted_job(args: argparse.Namespace, *, concurrency: int, start_frame: int | None, frame_count: int | None,
+                      width: int | None, height: int | None, quality: int | None) -> Path:
+    """`helios-doit render ... --emit-job JOB.json`: check everything, then write the job (and only then)."""
+    from .render import RenderError, resolve
+
+    if concurrency < 1:
+        raise RenderError(f"--concurrency must be at least 1, got {concurrency}")
+    job_file = Path(args.emit_job).absolute()
+    if not job_file.parent.is_dir():
+        raise RenderError(f"{args.emit_job}: folder {job_file.parent} does not exist; create it first")
+    comp = load_composition(args.composition)
+    output = Path(args.output).absolute()
+    if not output.resolve().is_relative_to(job_file.parent.resolve()):
+        raise RenderError(f"{args.output}: is outside the job's folder {job_file.parent}; "
+                          "put the job file in the output's folder or above it")
+    s = resolve(comp, output, start_frame=start_frame or 0, frame_count=frame_count, width=width, height=height,
+                fps=args.fps, duration=args.duration, video_codec=args.video_codec, quality=quality,
+                audio_codec=args.audio_codec)
+    job = emit_job(_relative(Path(args.composition).absolute(), job_file.parent), _relative(output, job_file.parent),
+                   concurrency=concurrency, fps=s.fps, width=s.width, height=s.height, duration=s.duration,
+                   start_frame=s.start_frame, frame_count=s.frame_count, video_codec=s.codec.name, quality=s.quality,
+                   audio_codec=s.audio_codec)
+    faults = _job_faults(job, job_file)
+    if faults:
+        raise RenderError(f"{args.emit_job}: {faults[0]}")
+    _write(job_file, job)
+    return job_file
+
+
+def plan_job(frames: int, concurrency: int, command_template: str, output_template: str, start: int = 0,
+             fps: Any = 30, width: int = 1920, height: int = 1080, *, merge_command: str | None = None,
+             output_file: str | None = None, inputs: Iterable[str] = ()) -> dict[str, Any]:
+    """A JobSpec for any frame-range renderer. Tokens: {id} {start} {end} (inclusive) {count} {output}.
+
+    `{output}` is shell-quoted in the command; `{{` and `}}` are literal braces, and a format
+    spec works as in Python (`{id:04d}`). The merge command may use `{outputs}` (every chunk's
+    output, quoted) and `{output}` (the merged file); by default it is `helios-doit merge`
+    into `output_file`, which defaults to `output<ext of the chunks>`.
+    """
+    fps_q = _plan_number(fps, "--fps")
+    for name, value in (("--frames", frames), ("--concurrency", concurrency), ("--width", width), ("--height", height)):
+        if value < 1:
+            raise PlanError(f"{name} must be at least 1, got {value}")
+    if start < 0:
+        raise PlanError(f"--start must be 0 or more, got {start}")
+    chunks, parts = [], []
+    for index, (first, count) in enumerate(split_frames(start, frames, concurrency)):
+        values: dict[str, Any] = {"id": index, "start": first, "end": first + count - 1, "count": count}
+        part = fill(output_template, values, "--output-template")
+        if part in parts:
+            raise PlanError(f"--output-template gives {part!r} to chunks {parts.index(part)} and {index}; "
+                            "include {id} or {start} in it")
+        command = fill(command_template, {**values, "output": shlex.quote(part)}, "--command-template")
+        chunks.append({"id": index, "startFrame": first, "frameCount": count, "outputFile": part, "command": command})
+        parts.append(part)
+    if output_file is None and merge_command is None:
+        output_file = "output" + PurePosixPath(parts[0]).suffix
+    quoted = " ".join(shlex.quote(p) for p in parts)
+    if merge_command is None:
+        merge = shlex.join(["helios-doit", "merge", str(output_file), *parts])
+    elif output_file is None and re.search(r"(?<!\{)\{output(:[^}]*)?\}", merge_command):
+        raise PlanError("--merge-command uses {output}; name the merged file with --output-file")
+    else:
+        tokens = {"outputs": quoted, **({"output": shlex.quote(output_file)} if output_file is not None else {})}
+        merge = fill(merge_command, tokens, "--merge-command")
+    job: dict[str, Any] = {
+        "metadata": {"totalFrames": frames, "fps": _json_number(fps_q), "width": width, "height": height,
+                     "duration": _json_number(frames / fps_q)},
+        "chunks": chunks,
+        "mergeCommand": merge,
+    }
+    if output_file is not None:
+        job["outputFile"] = output_file
+    if inputs:
+        job["inputs"] = list(inputs)
+    return job
+
+
+def fill(template: str, values: dict[str, Any], what: str) -> str:
+    """Replace {name} / {name:spec} tokens; any other {...} is an error naming the known tokens."""
+    def one(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text in ("{{", "}}"):
+            return text[0]
+        if match.group(1) is None:
+            raise PlanError(f"{what}: unmatched {text!r} in {template!r}; write {text * 2} for a literal brace")
+        name, _, spec = match.group(1).partition(":")
+        if name not in values:
+            known = " ".join("{" + key + "}" for key in values)
+            raise PlanError(f"{what}: unknown token {text} in {template!r}; known: {known} ({{{{ and }}}} are literal braces)")
+        try:
+            return format(values[name], spec)
+        except ValueError as exc:
+            raise PlanError(f"{what}: bad format {text}: {exc}") from None
+
+    return _TOKEN.sub(one, template)
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """`helios-doit plan --frames N --concurrency K --command-template ... --output-template ...`."""
+    parser.add_argument("--frames", required=True, metavar="N", help="number of frames")
+    parser.add_argument("--concurrency", required=True, metavar="K", help="number of chunks")
+    parser.add_argument("--command-template", required=True, metavar="CMD",
+                        help="chunk command; tokens {id} {start} {end} (inclusive) {count} {output} (quoted)")
+    parser.add_argument("--output-template", required=True, metavar="PATH", help="chunk output; tokens {id} {start} {end} {count}")
+    parser.add_argument("--start", default="0", metavar="S", help="first frame (default 0; Blender counts from 1)")
+    parser.add_argument("-o", "--output", metavar="JOB.json", help="write the job here (default: print it)")
+    parser.add_argument("--merge-command", metavar="CMD", help="tokens {outputs} (quoted chunk files) {output}; default helios-doit merge")
+    parser.add_argument("--output-file", metavar="OUT", help="the merged file (default: output<ext of the chunks>)")
+    parser.add_argument("--input", action="append", default=[], metavar="FILE", help="a file every chunk depends on (repeatable)")
+    parser.add_argument("--fps", default="30", metavar="F", help="metadata only (default 30)")
+    parser.add_argument("--width", default="1920", metavar="W", help="metadata only (default 1920)")
+    parser.add_argument("--height", default="1080", metavar="H", help="metadata only (default 1080)")
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """The subcommand: 0 with the job printed or written, 2 for bad templates or numbers."""
+    try:
+        numbers = {key: _plan_int(getattr(args, key), "--" + key) for key in ("frames", "concurrency", "start", "width", "height")}
+        job = plan_job(numbers["frames"], numbers["concurrency"], args.command_template, args.output_template,
+                       numbers["start"], args.fps, numbers["width"], numbers["height"], merge_command=args.merge_command,
+                       output_file=args.output_file, inputs=args.input)
+        if args.output:
+            job_file = Path(args.output).absolute()
+            if not job_file.parent.is_dir():
+                raise PlanError(f"{args.output}: folder {job_file.parent} does not exist; create it first")
+            _write(job_file, job)
+        else:
+            sys.stdout.write(json.dumps(job, indent=2) + "\n")
+    except PlanError as exc:
+        sys.stderr.write(f"helios-doit: {exc}\n")
+        return 2
+    return 0
+
+
+def _plan_int(raw: Any, flag: str) -> int:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise PlanError(f"{flag} must be a whole number, got {raw!r}") from None
+
+
+def _plan_number(raw: Any, flag: str) -> Fraction:
+    try:
+        return parse_number(raw, flag)
+    except CompositionError as exc:
+        raise PlanError(str(exc)) from None
+
+
+def _json_number(value: Fraction) -> int | float:
+    return value.numerator if value.denominator == 1 else float(value)
+
+
+def _relative(path: Path, folder: Path) -> str:
+    """`path` relative to the job's folder (with / separators), as commands run there."""
+    return Path(os.path.relpath(path, folder)).as_posix()
+
+
+def _job_faults(job: dict[str, Any], job_file: Path) -> list[str]:
+    """The runner's own checks, run before the file exists, so a refused job is never written."""
+    from pydantic import ValidationError
+
+    from ..spec import STATE_ROOT, JobSpec
+    from ..validate import check_job
+
+    try:
+        spec = JobSpec.model_validate(job)
+    except ValidationError as exc:
+        return [str(exc).splitlines()[0]]
+    state_dir = job_file.parent / STATE_ROOT / job_file.name
+    return check_job(spec, job_file.parent, job_file, state_dir, None)[3]
+
+
+def _write(path: Path, job: dict[str, Any]) -> None:
+    temp = path.with_name(f".{path.name}.partial")
+    temp.write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
+    os.replace(temp, path)
