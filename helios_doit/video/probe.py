@@ -1,0 +1,298 @@
+"""What a rendered media file holds, found cheaply enough to run after every chunk.
+
+The runner must not take a chunk as done on the strength of an exit code alone: a renderer
+that crashed while finalising can leave a file that opens but stops early, or does not
+decode at all. Probing demuxes every packet (so truncation shows as a short count) but
+decodes only the first video frame (so the cost stays close to reading the file once).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+from . import is_video_path  # noqa: F401  (re-exported: one rule for what is a video)
+
+#: Extensions we treat as video containers (lower case, with the dot).
+
+_PCM = re.compile(r"pcm_([suf])(8|16|24|32|64)(le|be)?$")
+
+
+class ProbeError(Exception):
+    """A file that cannot be read as media; the message is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    codec: str
+    width: int
+    height: int
+    pix_fmt: str | None
+    time_base: Fraction
+    frame_rate: Fraction
+    frames: int  # video packets demuxed (one frame each for the codecs chunks use)
+    first_is_keyframe: bool
+    span: float  # seconds from the first packet's pts to the last packet's end
+    extradata_digest: str | None  # codec configuration (SPS/PPS...); chunks must agree on it
+
+    @property
+    def duration(self) -> float:
+        return float(self.frames / self.frame_rate)
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    codec: str
+    sample_rate: int
+    channels: int
+    layout: str
+    time_base: Fraction
+    samples: int
+
+    @property
+    def is_pcm(self) -> bool:
+        return pcm_sample_bytes(self.codec) is not None
+
+    @property
+    def duration(self) -> float:
+        return self.samples / self.sample_rate if self.sample_rate else 0.0
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: Path
+    format_name: str
+    video: VideoInfo | None
+    audio: tuple[AudioInfo, ...]
+    layout: tuple[str, ...]  # the kind of every stream, in file order ("video", "audio", "data"...)
+    size_bytes: int
+
+
+def pcm_sample_bytes(codec: str) -> int | None:
+    """Bytes per sample of one channel for a PCM codec name, None for anything else."""
+    match = _PCM.match(codec)
+    return int(match.group(2)) // 8 if match else None
+
+
+def probe(path: str | Path) -> MediaInfo:
+    path = Path(path)
+    name = path.name or str(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ProbeError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise ProbeError(f"{name}: cannot read: {exc.strerror}") from None
+    if path.is_dir():
+        raise ProbeError(f"{name}: is a folder, not a media file")
+    try:
+        container = av.open(str(path), metadata_errors="replace")
+    except (av.FFmpegError, OSError, ValueError, UnicodeError) as exc:
+        raise ProbeError(f"{name}: not a readable media file ({_reason(exc)})") from None
+    try:
+        with container:
+            return _probe_open(container, path, name, size)
+    except ProbeError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, UnicodeError, MemoryError) as exc:
+        raise ProbeError(f"{name}: damaged or truncated ({_reason(exc)})") from None
+
+
+def _probe_open(container: Any, path: Path, name: str, size: int) -> MediaInfo:
+    layout = tuple(stream.type for stream in container.streams)
+    video_stream = container.streams.video[0] if container.streams.video else None
+    audio_streams = list(container.streams.audio)
+    wanted = ([video_stream] if video_stream is not None else []) + audio_streams
+    if not wanted:
+        raise ProbeError(f"{name}: has neither video nor audio streams")
+
+    counts = {stream.index: 0 for stream in wanted}
+    samples = {stream.index: 0 for stream in audio_streams}
+    decoded_samples = {stream.index: 0 for stream in audio_streams}
+    first_pts: dict[int, int] = {}
+    end_pts: dict[int, int] = {}
+    first_key: bool | None = None
+    first_frame = False
+    decode_error: str | None = None
+    for packet in container.demux(wanted):
+        stream = packet.stream
+        if packet.size == 0:  # end-of-stream marker that PyAV yields for flushing decoders
+            continue
+        index = stream.index
+        counts[index] += 1
+        if packet.pts is not None:
+            first_pts[index] = min(first_pts.get(index, packet.pts), packet.pts)
+            end = packet.pts + (packet.duration or 0)
+            end_pts[index] = max(end_pts.get(index, end), end)
+        if stream is video_stream:
+            if first_key is None:
+                first_key = bool(packet.is_keyframe)
+            if not first_frame and decode_error is None:
+                try:
+                    first_frame = bool(stream.codec_context.decode(packet))
+                except av.FFmpegError as exc:
+                    decode_error = _reason(exc)
+        else:
+            per_sample = pcm_sample_bytes(stream.codec_context.name)
+            if per_sample is not None:
+                samples[index] += packet.size // (per_sample * max(1, stream.codec_context.channels))
+            else:
+                # Compressed audio carries priming and padding; only decoding tells the true count.
+                for frame in stream.codec_context.decode(packet):
+                    decoded_samples[index] += frame.samples
+
+    video = None
+    if video_stream is not None:
+        if not first_frame and decode_error is None and counts[video_stream.index]:
+            try:
+                first_frame = bool(video_stream.codec_context.decode(None))
+            except av.FFmpegError as exc:
+                decode_error = _reason(exc)
+        if not counts[video_stream.index]:
+            raise ProbeError(f"{name}: the video stream has no frames")
+        # Without a keyframe first, failing to decode is expected; first_is_keyframe tells callers.
+        if decode_error is not None and first_key:
+            raise ProbeError(f"{name}: does not decode: {decode_error}")
+        if not first_frame and first_key:
+            raise ProbeError(f"{name}: does not decode: no frame came out of {counts[video_stream.index]} video packets")
+        video = _video_info(video_stream, counts[video_stream.index], bool(first_key), first_pts, end_pts, name)
+        _check_complete(container, video_stream, video, name)
+
+    audio = []
+    for stream in audio_streams:
+        ctx = stream.codec_context
+        total = samples[stream.index]
+        if pcm_sample_bytes(ctx.name) is None:
+            for frame in ctx.decode(None):
+                decoded_samples[stream.index] += frame.samples
+            total = decoded_samples[stream.index]
+            tb = Fraction(stream.time_base)
+            if stream.index in end_pts and tb <= Fraction(1, ctx.sample_rate):
+                # The last packet's duration marks where the encoder's end padding begins
+                # (priming sits before pts 0), so timestamps give the true length when fine enough.
+                span = round((end_pts[stream.index] - max(0, first_pts[stream.index])) * tb * ctx.sample_rate)
+                total = min(total, span) if span > 0 else total
+        layout_name = ctx.layout.name if ctx.layout is not None else f"{ctx.channels} channels"
+        audio.append(AudioInfo(ctx.name, ctx.sample_rate, ctx.channels, layout_name, Fraction(stream.time_base), total))
+    return MediaInfo(path, container.format.name, video, tuple(audio), layout, size)
+
+
+def _video_info(stream: Any, frames: int, first_key: bool, first_pts: dict[int, int], end_pts: dict[int, int], name: str) -> VideoInfo:
+    ctx = stream.codec_context
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate:
+        raise ProbeError(f"{name}: the video stream has no frame rate")
+    rate = Fraction(rate)
+    time_base = Fraction(stream.time_base)
+    index = stream.index
+    span = 0.0
+    if index in first_pts:
+        end = end_pts[index]
+        # A muxer that stores no packet durations (end == last pts): count the last frame as 1/fps.
+        span = float((end - first_pts[index]) * time_base)
+        if end_pts[index] <= first_pts[index] or span < float((frames - 1) / rate):
+            span = float(frames / rate)
+    extradata = ctx.extradata
+    digest = hashlib.sha1(bytes(extradata)).hexdigest()[:16] if extradata else None
+    pix_fmt = ctx.pix_fmt if ctx.pix_fmt else None
+    return VideoInfo(ctx.name, ctx.width, ctx.height, pix_fmt, time_base, rate, frames, first_key, span, digest)
+
+
+def _check_complete(container: Any, stream: Any, video: VideoInfo, name: str) -> None:
+    """A file cut short still opens when its index comes first; compare what it declares with what it holds."""
+    if stream.frames and video.frames < stream.frames:
+        raise ProbeError(f"{name}: truncated: the header lists {stream.frames} video frames, found {video.frames}")
+    declared = None
+    tag = (stream.metadata or {}).get("DURATION")  # Matroska writes it when the file is finalised
+    if tag:
+        declared = _parse_clock(tag)
+    elif container.format.name.startswith("matroska") and container.duration:
+        declared = container.duration / 1_000_000
+    if declared is not None and video.span < declared - 1.5 / float(video.frame_rate):
+        raise ProbeError(f"{name}: truncated: the header says {declared:.3f} s of video, the frames end at {video.span:.3f} s")
+
+
+def _parse_clock(text: str) -> float | None:
+    match = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", text.strip())
+    if not match:
+        return None
+    return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
+
+
+def _reason(exc: BaseException) -> str:
+    """libav's message without the errno and file name PyAV wraps around it."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+def check_chunk(path: str | Path, frame_count: int, width: int, height: int) -> str | None:
+    """One line saying why a chunk's output is not what the job asked for, or None if it is."""
+    try:
+        info = probe(path)
+    except ProbeError as exc:
+        message = str(exc)
+        prefix = f"{Path(path).name}: "
+        message = message[len(prefix):] if message.startswith(prefix) else message
+        if message.startswith("no such file"):
+            return "was not written"
+        return message if message.startswith("does not decode") else f"does not decode: {message}"
+    video = info.video
+    if video is None:
+        return "has no video stream"
+    if (video.width, video.height) != (width, height):
+        return f"expected {width}x{height}, found {video.width}x{video.height}"
+    if video.frames != frame_count:
+        return f"expected {frame_count} frames, found {video.frames}"
+    if not video.first_is_keyframe:
+        return "does not start on a keyframe, so it cannot be stitched without re-encoding"
+    return None
+
+
+def verify_merged(path: str | Path, total_frames: int, fps: float) -> str | None:
+    """One line saying how a merged file differs from what the job rendered, or None."""
+    try:
+        info = probe(path)
+    except ProbeError as exc:
+        return str(exc).split(": ", 1)[-1]
+    if info.video is None:
+        return "has no video stream"
+    if info.video.frames != total_frames:
+        return f"expected {total_frames} frames, found {info.video.frames}"
+    expected = total_frames / fps
+    if abs(info.video.span - expected) > 0.5 / fps:
+        return f"lasts {info.video.span:.3f} s, expected {expected:.3f} s ({total_frames} frames at {fps:g} fps)"
+    return None
+
+
+def mismatch(info: MediaInfo, ref: MediaInfo, ref_name: str) -> str | None:
+    """Why `info` cannot be stream-copied after `ref` (a stitch would break at the seam), or None."""
+    if info.video is None or ref.video is None:
+        return "has no video stream" if info.video is None else f"has a video stream, but {ref_name} has none"
+    if info.layout != ref.layout:
+        return f"streams are {', '.join(info.layout)}, but {ref_name} has {', '.join(ref.layout)}"
+    v, r = info.video, ref.video
+    for what, mine, theirs in (
+        ("video codec is", v.codec, r.codec),
+        ("video is", v.size, r.size),
+        ("pixel format is", v.pix_fmt, r.pix_fmt),
+        ("frame rate is", v.frame_rate, r.frame_rate),
+        ("video time base is", v.time_base, r.time_base),
+        ("video codec configuration (extradata) is", v.extradata_digest, r.extradata_digest),
+    ):
+        if mine != theirs:
+            return f"{what} {mine}, but {ref_name} is {theirs}"
+    for number, (a, b) in enumerate(zip(info.audio, ref.audio), 1):
+        for what, mine, theirs in (("codec", a.codec, b.codec), ("sample rate", a.sample_rate, b.sample_rate),
+                                   ("channel count", a.channels, b.channels)):
+            if mine != theirs:
+                return f"audio stream {number} {what} is {mine}, but {ref_name} has {theirs}"
+    return None
