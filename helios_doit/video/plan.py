@@ -182,9 +182,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge-command", metavar="CMD", help="tokens {outputs} (quoted chunk files) {output}; default helios-doit merge")
     parser.add_argument("--output-file", metavar="OUT", help="the merged file (default: output<ext of the chunks>)")
     parser.add_argument("--input", action="append", default=[], metavar="FILE", help="a file every chunk depends on (repeatable)")
-    parser.add_argument("--fps", default="30", metavar="F", help="metadata only (default 30)")
-    parser.add_argument("--width", default="1920", metavar="W", help="metadata only (default 1920)")
-    parser.add_argument("--height", default="1080", metavar="H", help="metadata only (default 1080)")
+    parser.add_argument("--fps", default="30", metavar="F", help="frame rate of the chunks (default 30); video chunks and the merge are checked against it")
+    parser.add_argument("--width", default="1920", metavar="W", help="frame width (default 1920); video chunks are checked against it")
+    parser.add_argument("--height", default="1080", metavar="H", help="frame height (default 1080); video chunks are checked against it")
 
 
 def run_plan(args: argparse.Namespace) -> int:
