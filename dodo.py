@@ -1,8 +1,12 @@
 """doit entry point: `doit -n 4 job=path/to/job.json` (without `job=`, the bundled example)."""
+import sys
+
 from doit import get_var, loader
 
-from helios_doit.tasks import EXAMPLE_JOB, load_or_exit, namespace
+from helios_doit.options import from_vars
+from helios_doit.tasks import EXAMPLE_JOB, load_or_exit, namespace, refuse_bad
 
 # doit has changed into this file's folder; the user's paths are relative to where they started.
 JOB = load_or_exit(get_var("job") or EXAMPLE_JOB, get_var("output_root"), loader.initial_workdir)
-globals().update(namespace(JOB, merge=get_var("merge")))
+OPTIONS = refuse_bad(lambda: from_vars(get_var, sys.argv))
+globals().update(namespace(JOB, merge=get_var("merge"), options=OPTIONS))

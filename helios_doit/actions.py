@@ -7,7 +7,10 @@ remove the partial output (make's .DELETE_ON_ERROR) so nothing half-written is e
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import random
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -15,7 +18,9 @@ from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
-from . import supervise
+from . import events, supervise
+from .locks import task_lock
+from .options import RunOptions
 from .output import LogSink, open_log
 from .video import is_video_path
 from .state import StateDir, content_changed, content_state, read_json, remove, stamp, write_json_atomic
@@ -49,6 +54,12 @@ class TaskJob:
     inputs: tuple[str, ...] = ()  # files whose content the record pins (the merge's chunk outputs)
     adapter: str = "local"
     expect: Expect | None = None  # what a video output must hold to count as done
+    chunk_id: int | None = None  # None for the merge
+    options: RunOptions = RunOptions()
+
+    def complete(self) -> Complete:
+        return Complete(str(StateDir(Path(self.state_root)).record(self.name)), self.fingerprint, self.output,
+                        self.inputs, self.cwd)
 
 
 def run_task(job: TaskJob) -> TaskFailed | None:
@@ -56,40 +67,113 @@ def run_task(job: TaskJob) -> TaskFailed | None:
     if supervise.stopping():
         raise supervise.Interrupted(supervise.stopping() or 0)
     state = StateDir(Path(job.state_root))
-    record = state.record(job.name)
+    with task_lock(state.lock(job.name), supervise.stopping) as waited:
+        if waited and job.complete()():
+            events.emit(state.root, "task-skip", task=job.name, chunkId=job.chunk_id, reason="done by another runner")
+            return None
+        return _attempts(job, state)
+
+
+def _attempts(job: TaskJob, state: StateDir) -> TaskFailed | None:
+    """Run until success, a final failure, or the run is cancelled; count every attempt."""
+    remove(state.record(job.name))
+    remove(state.failure(job.name))
+    allowed = job.options.attempts if job.chunk_id is not None else 1
+    cancel = state.cancel_flag(events.run_id())
+    for attempt in range(1, allowed + 1):
+        if cancel.exists():
+            return TaskFailed(f"{job.label} stopped: {cancel.read_text().strip()}")
+        failure, result = _attempt(job, state, attempt, allowed)
+        if failure is None:
+            write_json_atomic(state.record(job.name), _record(job, result, attempt))
+            size = stamp(job.output)[0] if job.output and stamp(job.output) else None
+            events.emit(state.root, "task-done", task=job.name, chunkId=job.chunk_id, attempt=attempt,
+                        duration=round(result.duration, 3), frames=job.expect.frames if job.expect else None, size=size)
+            return None
+        if cancel.exists() and result.signal is not None:
+            return TaskFailed(f"{job.label} stopped: {cancel.read_text().strip()}")
+        fatal = result.exit_code is not None and result.exit_code in job.options.fatal_exit_codes
+        if attempt < allowed and not fatal:
+            delay = job.options.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+            events.emit(state.root, "task-retry", task=job.name, chunkId=job.chunk_id, attempt=attempt,
+                        message=failure, delay=round(delay, 2))
+            _pause(delay)
+            continue
+        return _give_up(job, state, attempt, failure, result, cancel)
+    raise AssertionError("unreachable")
+
+
+def _give_up(job: TaskJob, state: StateDir, attempt: int, failure: str, result: CommandResult, cancel: Path) -> TaskFailed:
+    log = str(state.log(job.name))
+    write_json_atomic(state.failure(job.name), {
+        "task": job.name, "attempts": attempt, "exitCode": result.exit_code, "signal": result.signal,
+        "timedOut": result.timed_out, "message": failure, "stderrTail": list(result.stderr_tail[-10:]), "log": log,
+        "at": time.time(), "runId": events.run_id(),
+    })
+    events.emit(state.root, "task-failed", task=job.name, chunkId=job.chunk_id, attempt=attempt, message=failure,
+                exitCode=result.exit_code, signal=result.signal, stderrTail=list(result.stderr_tail[-5:]), log=log, final=True)
+    if not job.options.keep_going and job.chunk_id is not None:
+        _cancel_others(state, job, cancel, f"{job.label} failed")
+    tries = f" after {attempt} attempts" if attempt > 1 else ""
+    lines = [f"{job.label} failed{tries}: {failure}; log: {log}"]
+    lines += [f"  | {line}" for line in result.stderr_tail[-5:]]
+    return TaskFailed("\n".join(lines))
+
+
+def _cancel_others(state: StateDir, job: TaskJob, cancel: Path, reason: str) -> None:
+    """Without keep-going the first chunk that fails for good stops the others of this run, cleanly."""
+    cancel.write_text(reason + "\n")
+    me, run = socket.gethostname(), events.run_id()
+    for marker in state.marker(job.name).parent.glob("*.json"):
+        data = read_json(marker)
+        if data and data.get("runId") == run and data.get("host") == me and marker.stem != job.name:
+            with contextlib.suppress(ProcessLookupError, PermissionError, TypeError, ValueError):
+                os.killpg(int(data["pgid"]), signal.SIGTERM)
+
+
+def _pause(seconds: float) -> None:
+    """A retry's backoff, cut short by a stop of the run (signals reach only the main thread)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if supervise.stopping():
+            raise supervise.Interrupted(supervise.stopping() or 0)
+        time.sleep(min(left, 0.1))
+
+
+def _attempt(job: TaskJob, state: StateDir, attempt: int, allowed: int) -> tuple[str | None, CommandResult]:
+    """One run of the command: never leaves a partial output behind, whatever ends it."""
     marker = state.marker(job.name)
-    remove(record)
     if job.output:
         remove(Path(job.output))
         Path(job.output).parent.mkdir(parents=True, exist_ok=True)
-    log = open_log(state.log(job.name), f"{job.label} on {socket.gethostname()} pid {os.getpid()}: {job.command}")
+    host, pid = socket.gethostname(), os.getpid()
+    log = open_log(state.log(job.name), f"{job.label} attempt {attempt}/{allowed} on {host} pid {pid}: {job.command}")
     sink = LogSink(log, f"[{job.label}] ")
 
     def on_start(pgid: int) -> None:
-        write_json_atomic(marker, {"pid": os.getpid(), "pgid": pgid, "host": socket.gethostname(), "startedAt": time.time()})
+        write_json_atomic(marker, {"pid": pid, "pgid": pgid, "host": host, "startedAt": time.time(),
+                                   "runId": events.run_id(), "attempt": attempt})
 
-    done = False
+    timeout = job.options.chunk_timeout if job.chunk_id is not None else None
+    ok = False
     footer = "interrupted"
     try:
         with supervise.active():
-            result = ADAPTERS[job.adapter]().execute(CommandRequest(job.command, job.cwd, on_start=on_start), sink)
+            events.emit(state.root, "task-start", task=job.name, chunkId=job.chunk_id, attempt=attempt,
+                        attempts=allowed, pid=pid, host=host)
+            request = CommandRequest(job.command, job.cwd, timeout=timeout, on_start=on_start)
+            result = ADAPTERS[job.adapter]().execute(request, sink)
             failure = _verify(job, result)
             footer = f"{result.describe()} after {result.duration:.2f}s" + (f": {failure}" if failure else "")
-            if failure is None:
-                write_json_atomic(record, _record(job, result))
-                done = True
+            ok = failure is None
     finally:
         sink.close()
         log.write(f"=== {footer}\n".encode())
         log.close()
-        if not done and job.output:
+        if not ok and job.output:
             remove(Path(job.output))
         remove(marker)
-    if done:
-        return None
-    lines = [f"{job.label} failed: {failure}; log: {state.log(job.name)}"]
-    lines += [f"  | {line}" for line in result.stderr_tail[-5:]]
-    return TaskFailed("\n".join(lines))
+    return failure, result
 
 
 def _verify(job: TaskJob, result: CommandResult) -> str | None:
@@ -117,7 +201,7 @@ def _check_video(path: str, expect: Expect) -> str | None:
     return check_chunk(Path(path), expect.frames, expect.width, expect.height)
 
 
-def _record(job: TaskJob, result: CommandResult) -> dict[str, object]:
+def _record(job: TaskJob, result: CommandResult, attempts: int) -> dict[str, object]:
     cwd = Path(job.cwd)
     return {
         "task": job.name,
@@ -127,6 +211,7 @@ def _record(job: TaskJob, result: CommandResult) -> dict[str, object]:
         "finishedAt": time.time(),
         "duration": round(result.duration, 3),
         "host": socket.gethostname(),
+        "attempts": attempts,
     }
 
 

@@ -12,8 +12,8 @@ import importlib
 import sys
 from typing import Callable
 
-from . import supervise
-from .tasks import load_or_exit, namespace
+from . import options, supervise
+from .tasks import load_or_exit, namespace, refuse_bad
 
 #: doit's exit codes -> ours: 0 done, 1 a chunk or the merge failed, 2 bad input or arguments.
 _EXIT = {0: 0, 1: 1, 2: 1, 3: 2}
@@ -61,12 +61,14 @@ def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-merge", action="store_true", help="render the chunks but do not merge")
     run.add_argument("--merge", choices=["builtin", "command"], help="merge with the built-in stitcher, or the job's mergeCommand")
     run.add_argument("--output-root", metavar="DIR", help="also allow outputs under DIR (outside the job folder)")
+    options.add_arguments(run)
 
 
 def _run_job(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         return _usage(f"--concurrency must be at least 1, got {args.concurrency}")
     job = load_or_exit(args.file, args.output_root)
+    run_options = refuse_bad(lambda: options.from_args(args, args.doit_args))
     if args.chunk is not None and args.chunk not in job.chunk_ids:
         known = ", ".join(map(str, job.chunk_ids[:20])) + (", ..." if len(job.chunk_ids) > 20 else "")
         return _usage(f"{args.file}: no chunk with id {args.chunk}; the job has chunks {known}")
@@ -75,12 +77,14 @@ def _run_job(args: argparse.Namespace) -> int:
     else:
         targets = ["chunk"] if args.no_merge else ["chunk", "merge"]
     concurrency = ["-n", str(args.concurrency)] if args.concurrency > 1 else []
-    run_args = ["run", *concurrency, *args.doit_args, *targets]
+    keep_going = ["--continue"] if run_options.keep_going and "--continue" not in args.doit_args else []
+    run_args = ["run", *concurrency, *keep_going, *args.doit_args, *targets]
     from doit.cmd_base import ModuleTaskLoader
     from doit.doit_cmd import DoitMain
 
     try:
-        code = DoitMain(ModuleTaskLoader(namespace(job, args.merge)), config_filenames=()).run(run_args)
+        loader = ModuleTaskLoader(namespace(job, args.merge, run_options))
+        code = DoitMain(loader, config_filenames=()).run(run_args)
     except KeyboardInterrupt:
         supervise.report_stop()
         return supervise.stop_code()

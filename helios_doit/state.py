@@ -37,12 +37,23 @@ class StateDir:
     def log(self, task: str) -> Path:
         return self.root / "logs" / f"{task}.log"
 
+    def failure(self, task: str) -> Path:
+        """The last final failure of `task`: what `status` and the summary report."""
+        return self.root / "failures" / f"{task}.json"
+
+    def lock(self, task: str) -> Path:
+        return self.root / "locks" / f"{task}.lock"
+
+    def cancel_flag(self, run: str) -> Path:
+        """Present once a chunk of run `run` failed for good without keep-going: stop the rest."""
+        return self.root / "runs" / f"{run}.cancel"
+
     def marker(self, task: str) -> Path:
         """Present while a runner executes `task`: who runs it, for status and crash cleanup."""
         return self.root / "running" / f"{task}.json"
 
     def create(self) -> None:
-        for sub in ("records", "logs", "running"):
+        for sub in ("records", "logs", "running", "failures", "locks", "runs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
 

@@ -11,11 +11,17 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Iterator, NoReturn
+from typing import Any, Callable, Iterator, NoReturn, TypeVar
 
-from . import supervise
+T = TypeVar("T")
+
+from . import events, supervise
 from .actions import Complete, Expect, TaskJob, clean_task, run_task
+from .options import RunOptions
 from .spec import Job, JobError, load_job
+
+#: Where the reporter finds the progress file to keep current (set from progress= / --progress-json).
+PROGRESS_ENV = "HELIOS_DOIT_PROGRESS_JSON"
 from .state import StateDir, chunk_task_name, fingerprint, inputs_digest
 
 #: The job `doit` renders when no `job=` is given.
@@ -24,14 +30,15 @@ EXAMPLE_JOB = Path(__file__).resolve().parent.parent / "examples" / "orbit" / "j
 TaskDicts = Iterator[dict[str, Any]]
 
 
-def chunk_tasks(job: Job, state: StateDir, digest: str) -> TaskDicts:
+def chunk_tasks(job: Job, state: StateDir, digest: str, options: RunOptions = RunOptions()) -> TaskDicts:
     yield {"basename": "chunk", "name": None, "doc": f"render all {len(job.spec.chunks)} chunks"}
     for chunk in job.spec.chunks:
         name = chunk_task_name(chunk.id)
         output = str(job.outputs[chunk.id])
         print_fp = fingerprint(chunk.model_dump(by_alias=True), digest)
         expect = Expect(chunk.frame_count, job.spec.metadata.width, job.spec.metadata.height)
-        work = TaskJob(name, f"chunk {chunk.id}", chunk.command, str(job.job_dir), output, str(state.root), print_fp, expect=expect)
+        work = TaskJob(name, f"chunk {chunk.id}", chunk.command, str(job.job_dir), output, str(state.root), print_fp,
+                       expect=expect, chunk_id=chunk.id, options=options)
         last = chunk.start_frame + chunk.frame_count - 1
         yield {
             "basename": "chunk",
@@ -59,13 +66,13 @@ def merge_command(job: Job, mode: str | None = None) -> str:
     return shlex.join(["helios-doit", "merge", *rel])
 
 
-def merge_task(job: Job, state: StateDir, command: str) -> dict[str, Any]:
+def merge_task(job: Job, state: StateDir, command: str, options: RunOptions = RunOptions()) -> dict[str, Any]:
     inputs = tuple(str(job.outputs[i]) for i in job.chunk_ids)
     output = str(job.merge_output) if job.merge_output else None
     print_fp = fingerprint(command, output and os.path.relpath(output, job.job_dir))
     meta = job.spec.metadata
     work = TaskJob("merge", "merge", command, str(job.job_dir), output, str(state.root), print_fp, inputs,
-                   expect=Expect(meta.total_frames, fps=meta.fps))
+                   expect=Expect(meta.total_frames, fps=meta.fps), options=options)
     return {
         "basename": "merge",
         "doc": f"stitch the chunks into {os.path.relpath(output, job.job_dir) if output else 'the merged output'}",
@@ -78,18 +85,21 @@ def merge_task(job: Job, state: StateDir, command: str) -> dict[str, Any]:
     }
 
 
-def doit_config(job: Job, state: StateDir) -> dict[str, Any]:
+def doit_config(job: Job, state: StateDir, options: RunOptions = RunOptions()) -> dict[str, Any]:
     from .reporter import Reporter
 
-    return {
+    config = {
         "dep_file": str(state.dep_file),
         "backend": "sqlite3",
         "default_tasks": ["chunk", "merge"],
         "reporter": Reporter,
     }
+    if options.keep_going:
+        config["continue"] = True
+    return config
 
 
-def namespace(job: Job, merge: str | None = None) -> dict[str, Any]:
+def namespace(job: Job, merge: str | None = None, options: RunOptions = RunOptions()) -> dict[str, Any]:
     """What a dodo file holds for `job`: DOIT_CONFIG and the task creators; used by dodo.py and the CLI.
 
     `merge` is "builtin" to stitch with our stitcher even when the job has a mergeCommand.
@@ -107,22 +117,33 @@ def namespace(job: Job, merge: str | None = None) -> dict[str, Any]:
         outputs["merge"] = job.merge_output
     supervise.watch(state.root, outputs)
     supervise.ensure_handlers()
+    events.run_id()  # made here, in the main process, so that every worker shares it
+    if options.progress_json:
+        os.environ[PROGRESS_ENV] = os.path.abspath(options.progress_json)
 
     def task_chunk() -> TaskDicts:
-        yield from chunk_tasks(job, state, digest)
+        yield from chunk_tasks(job, state, digest, options)
 
     def task_merge() -> dict[str, Any]:
-        return merge_task(job, state, command)
+        return merge_task(job, state, command, options)
 
     task_chunk.__doc__ = "render one chunk of the job (chunk:<id>)"
     task_merge.__doc__ = "stitch the rendered chunks into the final output"
-    return {"DOIT_CONFIG": doit_config(job, state), "task_chunk": task_chunk, "task_merge": task_merge}
+    return {"DOIT_CONFIG": doit_config(job, state, options), "task_chunk": task_chunk, "task_merge": task_merge}
 
 
 def load_or_exit(source: str | os.PathLike[str], output_root: str | None = None, cwd: str | None = None) -> Job:
     """Load a job; on a bad one print one line per fault and exit 2 before anything runs."""
     try:
         return load_job(source, output_root, Path(cwd) if cwd else None)
+    except JobError as err:
+        _refuse(err)
+
+
+def refuse_bad(make: Callable[[], T]) -> T:
+    """`make()`, or its JobError as one line per fault and exit 2."""
+    try:
+        return make()
     except JobError as err:
         _refuse(err)
 

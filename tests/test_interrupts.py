@@ -129,7 +129,8 @@ def test_a_worker_process_that_dies_does_not_hang_the_run(make_job):
     (job.folder / "slow").touch()
     runner = job.start_doit("-n", "2")
     wait_for(lambda: len(chunk_pids(job)) >= 2, what="two chunk commands")
-    victim_chunk, command_pid = sorted(chunk_pids(job).items())[0]
+    running = {name: pid for name, pid in chunk_pids(job).items() if name not in chunk_pids(job, "done") and alive(pid)}
+    victim_chunk, command_pid = sorted(running.items())[0]
     doit_worker = command_pid  # walk up from the renderer to the doit worker process running it
     while parent_of(doit_worker) != runner.pid:
         doit_worker = parent_of(doit_worker)

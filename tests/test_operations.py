@@ -1,0 +1,128 @@
+"""When things go wrong: retries, timeouts, keep-going, and two runners on one job."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from conftest import alive, wait_for
+
+FLAKY = (
+    "n=$(cat tries-{id} 2>/dev/null || echo 0); n=$((n+1)); echo $n > tries-{id}; "
+    "if [ $n -le {fails} ]; then echo \"attempt $n breaks\" >&2; {how}; fi; "
+    f"{sys.executable} render.py part_{{id}}.txt {{id}} {{start}} 8"
+)
+
+
+def flaky(job, chunk_id: int, fails: int, how: str = "exit 5") -> None:
+    chunk = job.data["chunks"][chunk_id]
+    chunk["command"] = FLAKY.format(id=chunk_id, fails=fails, how=how, start=chunk["startFrame"])
+    job.save()
+
+
+def record(job, chunk_id: int) -> dict:
+    return json.loads((job.state / "records" / f"chunk-{chunk_id}.json").read_text())
+
+
+def test_a_flaky_chunk_is_retried_and_its_attempts_are_counted(make_job):
+    job = make_job(chunks=2)
+    flaky(job, 1, fails=2)
+    result = job.cli("--retries", "2", "--retry-delay", "0.05")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert record(job, 1)["attempts"] == 3 and record(job, 0)["attempts"] == 1
+    log = (job.state / "logs" / "chunk-1.log").read_text()
+    assert "attempt 1/3" in log and "attempt 3/3" in log and "exit code 5" in log
+    runs = (job.state / "runs").glob("*.jsonl")
+    retries = [e for path in runs for e in map(json.loads, path.read_text().splitlines()) if e["event"] == "task-retry"]
+    assert [(e["chunkId"], e["attempt"]) for e in retries] == [(1, 1), (1, 2)]
+
+
+def test_death_by_signal_is_retried_too(make_job):
+    job = make_job(chunks=1)
+    flaky(job, 0, fails=1, how="kill -9 $$")
+    result = job.doit("retries=1", "retry_delay=0.05")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert record(job, 0)["attempts"] == 2
+
+
+def test_a_fatal_exit_code_is_final_at_once(make_job):
+    job = make_job(chunks=1)
+    flaky(job, 0, fails=5, how="exit 64")
+    result = job.cli("--retries", "4", "--retry-delay", "0.05", "--fatal-exit-codes", "2,64")
+    assert result.returncode == 1
+    assert "chunk 0 failed: exit code 64" in result.stdout
+    failure = json.loads((job.state / "failures" / "chunk-0.json").read_text())
+    assert failure["attempts"] == 1 and failure["exitCode"] == 64
+    assert "attempt 1 breaks" in failure["stderrTail"]
+
+
+def test_exhausted_retries_report_attempts_and_stderr(make_job):
+    job = make_job(chunks=1)
+    flaky(job, 0, fails=9)
+    result = job.cli("--retries", "1", "--retry-delay", "0.05")
+    assert result.returncode == 1
+    assert "chunk 0 failed after 2 attempts: exit code 5" in result.stdout
+    assert "attempt 2 breaks" in result.stdout
+
+
+def test_a_hung_chunk_times_out_and_its_whole_tree_is_killed(make_job):
+    job = make_job(chunks=1)
+    job.data["chunks"][0]["command"] = "sleep 60 & echo $! > sleeper.pid; wait"
+    job.save()
+    started = time.monotonic()
+    result = job.doit("chunk_timeout=1")
+    assert time.monotonic() - started < 20
+    assert result.returncode == 1
+    assert "chunk 0 failed: timed out" in result.stdout
+    sleeper = int((job.folder / "sleeper.pid").read_text())
+    wait_for(lambda: not alive(sleeper), 5, "the timed-out command's child to die")
+
+
+def test_keep_going_finishes_the_others_and_does_not_merge(make_job):
+    job = make_job(chunks=4)
+    (job.folder / "fail-1").touch()
+    result = job.cli("--keep-going", "--concurrency", "2")
+    assert result.returncode == 1
+    for i in (0, 2, 3):
+        assert (job.state / "records" / f"chunk-{i}.json").exists()
+    assert not job.merged.exists()
+    assert "chunk 1 failed: exit code 3" in result.stdout
+
+
+def test_without_keep_going_a_failure_stops_the_running_chunks(make_job):
+    job = make_job(chunks=3, frames=20)
+    (job.folder / "slow").touch()  # 6 s a chunk
+    job.data["chunks"][0]["command"] = "sleep 1; echo broken >&2; exit 7"
+    job.save()
+    started = time.monotonic()
+    result = job.doit("-n", "3")
+    assert result.returncode == 1
+    assert time.monotonic() - started < 5, "the slow chunks should have been stopped"
+    assert "chunk 0 failed: exit code 7" in result.stdout
+    pids = [int(line.split()[3]) for line in job.started() if " start " in line]
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids)
+    assert not job.output(1).exists() and not job.output(2).exists()
+
+
+def test_two_runners_on_one_job_render_each_chunk_once(make_job):
+    job = make_job(chunks=6, frames=3)
+    (job.folder / "slow").touch()  # 0.9 s a chunk
+    first = job.start_doit("-n", "2")
+    second = job.start_doit("-n", "2")
+    assert first.wait(60) == 0 and second.wait(60) == 0, (first.stderr.read(), second.stderr.read())
+    runs = job.runs()
+    assert sorted(r for r in runs if r.startswith("chunk")) == [f"chunk {i}" for i in range(6)]
+    assert job.merged.read_text() == job.expected_merge()
+
+
+def test_bad_operation_options_are_bad_input(make_job):
+    job = make_job(chunks=1)
+    result = job.cli("--retries", "-1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "helios-doit: --retries -1: not valid; give a whole number of extra attempts, e.g. --retries 2"
+    ]
+    result = job.doit("chunk_timeout=soon")
+    assert result.returncode == 2
+    assert "chunk_timeout=soon: not valid" in result.stderr
+    assert not job.state.exists()
