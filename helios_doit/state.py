@@ -12,8 +12,10 @@ import contextlib
 import hashlib
 import json
 import os
+import sqlite3
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,25 @@ class StateDir:
     def create(self) -> None:
         for sub in ("records", "logs", "running", "failures", "locks", "runs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+
+def usable_dep_file(state: StateDir) -> str | None:
+    """doit refuses to start on a damaged dep file; ours is only a cache, so set it aside.
+
+    Returns a note for the user when it had to, else None. Completion lives in our records,
+    so nothing finished is lost.
+    """
+    path = state.dep_file
+    if not path.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("select count(*) from sqlite_master").fetchone()
+        return None
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+        os.replace(path, aside)
+        return f"doit's state file {path} was unreadable ({exc}); moved it to {aside.name}, records are intact"
 
 
 def chunk_task_name(chunk_id: int) -> str:

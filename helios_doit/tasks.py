@@ -22,7 +22,7 @@ from .spec import Job, JobError, load_job
 
 #: Where the reporter finds the progress file to keep current (set from progress= / --progress-json).
 PROGRESS_ENV = "HELIOS_DOIT_PROGRESS_JSON"
-from .state import StateDir, chunk_task_name, fingerprint, inputs_digest
+from .state import StateDir, chunk_task_name, fingerprint, inputs_digest, usable_dep_file
 
 #: The job `doit` renders when no `job=` is given.
 EXAMPLE_JOB = Path(__file__).resolve().parent.parent / "examples" / "orbit" / "job.json"
@@ -111,6 +111,9 @@ def namespace(job: Job, merge: str | None = None, options: RunOptions = RunOptio
         _refuse(err)
     state = StateDir(job.state_dir)
     state.create()
+    note = usable_dep_file(state)
+    if note:
+        sys.stderr.write(f"helios-doit: {note}\n")
     digest = inputs_digest(state, job.inputs, job.job_dir)
     outputs = {chunk_task_name(i): p for i, p in job.outputs.items()}
     if job.merge_output:
