@@ -24,11 +24,7 @@ from .options import RunOptions
 from .output import LogSink, open_log
 from .video import is_video_path
 from .state import StateDir, content_changed, content_state, read_json, remove, stamp, write_json_atomic
-from .worker import CommandRequest, CommandResult, LocalAdapter, WorkerAdapter
-
-#: Adapters by name, so that a task names its adapter as plain, picklable data.
-ADAPTERS: dict[str, type[WorkerAdapter]] = {"local": LocalAdapter}
-
+from .worker import CommandRequest, CommandResult, get_adapter
 
 @dataclass(frozen=True)
 class Expect:
@@ -52,7 +48,7 @@ class TaskJob:
     state_root: str
     fingerprint: str
     inputs: tuple[str, ...] = ()  # files whose content the record pins (the merge's chunk outputs)
-    adapter: str = "local"
+    adapter: str = "local"  # a name in worker.ADAPTERS, so that tasks stay plain, picklable data
     expect: Expect | None = None  # what a video output must hold to count as done
     chunk_id: int | None = None  # None for the merge
     options: RunOptions = RunOptions()
@@ -162,7 +158,7 @@ def _attempt(job: TaskJob, state: StateDir, attempt: int, allowed: int) -> tuple
             events.emit(state.root, "task-start", task=job.name, chunkId=job.chunk_id, attempt=attempt,
                         attempts=allowed, pid=pid, host=host)
             request = CommandRequest(job.command, job.cwd, timeout=timeout, on_start=on_start)
-            result = ADAPTERS[job.adapter]().execute(request, sink)
+            result = get_adapter(job.adapter, job.options.scheduler).execute(request, sink)
             failure = _verify(job, result)
             footer = f"{result.describe()} after {result.duration:.2f}s" + (f": {failure}" if failure else "")
             ok = failure is None

@@ -20,6 +20,9 @@ class RunOptions:
     chunk_timeout: float | None = None  # seconds; the chunk's whole process tree is killed
     keep_going: bool = False  # other chunks finish after one fails; merge does not run
     progress_json: str | None = None
+    executor: str = "local"  # where chunk commands run: a name in worker.ADAPTERS
+    scheduler: str | None = None  # the executor's address (Dask: tcp://HOST:PORT); None: start one
+    merge_executor: str = "local"  # the merge runs here, never on the chunk executor unless asked
 
     @property
     def attempts(self) -> int:
@@ -44,6 +47,14 @@ def _codes(text: str) -> tuple[int, ...]:
     return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
 
 
+def _executor(text: str) -> str:
+    from .worker import ADAPTERS
+
+    if text not in ADAPTERS:
+        raise ValueError
+    return text
+
+
 def _flag(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -60,6 +71,9 @@ _VARS: dict[str, tuple[str, Callable[[str], object]]] = {
     "chunk_timeout": ("chunk_timeout", _seconds),
     "keep_going": ("keep_going", _flag),
     "progress": ("progress_json", str),
+    "executor": ("executor", _executor),
+    "scheduler": ("scheduler", str),
+    "merge_executor": ("merge_executor", _executor),
 }
 
 _HOW = {
@@ -69,6 +83,9 @@ _HOW = {
     "chunk_timeout": "seconds greater than 0, e.g. chunk_timeout=600",
     "keep_going": "1 or 0",
     "progress": "a file path",
+    "executor": "local or dask",
+    "scheduler": "an address such as tcp://10.0.0.5:8786",
+    "merge_executor": "local or dask",
 }
 
 
@@ -95,13 +112,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-timeout", metavar="SECONDS", help="kill a chunk's whole process tree after this long")
     parser.add_argument("--keep-going", action="store_true", help="let other chunks finish after one fails (no merge)")
     parser.add_argument("--progress-json", metavar="PATH", help="keep a JSON progress file current")
+    parser.add_argument("--executor", metavar="NAME", help="where chunk commands run: local (default) or dask")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="the executor's scheduler, e.g. tcp://HOST:8786")
+    parser.add_argument("--merge-executor", metavar="NAME", help="where the merge runs (default local)")
 
 
 def from_args(args: argparse.Namespace, doit_args: list[str]) -> RunOptions:
     given = {
         "retries": args.retries, "retry_delay": args.retry_delay, "fatal_exit_codes": args.fatal_exit_codes,
         "chunk_timeout": args.chunk_timeout, "keep_going": "1" if args.keep_going else None,
-        "progress": args.progress_json,
+        "progress": args.progress_json, "executor": args.executor, "scheduler": args.scheduler,
+        "merge_executor": args.merge_executor,
     }
     try:
         return from_vars(given.get, doit_args)

@@ -38,7 +38,7 @@ def chunk_tasks(job: Job, state: StateDir, digest: str, options: RunOptions = Ru
         print_fp = fingerprint(chunk.model_dump(by_alias=True), digest)
         expect = Expect(chunk.frame_count, job.spec.metadata.width, job.spec.metadata.height)
         work = TaskJob(name, f"chunk {chunk.id}", chunk.command, str(job.job_dir), output, str(state.root), print_fp,
-                       expect=expect, chunk_id=chunk.id, options=options)
+                       adapter=options.executor, expect=expect, chunk_id=chunk.id, options=options)
         last = chunk.start_frame + chunk.frame_count - 1
         yield {
             "basename": "chunk",
@@ -72,7 +72,7 @@ def merge_task(job: Job, state: StateDir, command: str, options: RunOptions = Ru
     print_fp = fingerprint(command, output and os.path.relpath(output, job.job_dir))
     meta = job.spec.metadata
     work = TaskJob("merge", "merge", command, str(job.job_dir), output, str(state.root), print_fp, inputs,
-                   expect=Expect(meta.total_frames, fps=meta.fps), options=options)
+                   adapter=options.merge_executor, expect=Expect(meta.total_frames, fps=meta.fps), options=options)
     return {
         "basename": "merge",
         "doc": f"stitch the chunks into {os.path.relpath(output, job.job_dir) if output else 'the merged output'}",

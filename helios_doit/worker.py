@@ -82,8 +82,23 @@ def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: Adapters by name -> "module:Class", imported on first use (a local run never loads Dask).
+ADAPTERS: dict[str, str] = {"local": "helios_doit.worker:LocalAdapter", "dask": "helios_doit.dask_executor:DaskAdapter"}
+
+
+def get_adapter(name: str, scheduler: str | None = None) -> WorkerAdapter:
+    """The adapter called `name`; `scheduler` is the address of a distributed engine, if it has one."""
+    import importlib
+
+    module, _, cls = ADAPTERS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)(scheduler)  # type: ignore[no-any-return]
+
+
 class LocalAdapter:
     """Runs commands as child processes of this one."""
+
+    def __init__(self, scheduler: str | None = None):
+        pass  # nothing to connect to
 
     def execute(self, request: CommandRequest, sink: OutputSink) -> CommandResult:
         started = time.monotonic()
