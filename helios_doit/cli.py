@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "merge": ("stitch rendered chunks into one video: merge OUTPUT INPUT...", "helios_doit.video.stitch", "add_merge_arguments", "run_merge"),
     "plan": ("write a job for any frame-range command", "helios_doit.video.plan", "add_plan_arguments", "run_plan"),
     "seams": ("draw every seam of a job or video into a PNG", "helios_doit.video.seams", "add_seams_arguments", "run_seams"),
+    "status": ("show where every chunk and the merge of a job stand", "helios_doit.status", "add_status_arguments", "run_status"),
     "worker": ("render the chunk of an array job's index (Kubernetes, Slurm, AWS Batch, Cloud Run)", "helios_doit.array", "add_worker_arguments", "run_worker"),
     "export": ("print a Kubernetes Indexed Job or a Slurm array script for a job", "helios_doit.export", "add_export_arguments", "run_export"),
 }

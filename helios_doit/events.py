@@ -6,13 +6,13 @@ after the run. Each event is one `write(2)` on an O_APPEND file, so lines of par
 workers never mix.
 
 Events (every one has "event", "at" (unix time), "task" where it applies):
-- run-start:   runId, totalChunks, totalFrames, pid, host
+- run-start:   runId, totalChunks, totalFrames, chunkFrames ({id: frames}), merge (bool), pid, host
 - task-start:  task ("chunk-3" | "merge"), chunkId, attempt, attempts (allowed), pid, host
 - task-retry:  task, chunkId, attempt, message, delay (seconds before the next attempt)
 - task-done:   task, chunkId, attempt, duration, frames, size
 - task-failed: task, chunkId, attempt, message, exitCode, signal, stderrTail, log, final (bool)
 - task-skip:   task, chunkId, reason ("up to date" | "done by another runner")
-- run-end:     code, elapsed
+- run-end:     code (0 done, 1 a task failed, 2 doit refused, 128+N stopped by signal N), failed (tasks), elapsed
 """
 from __future__ import annotations
 

@@ -34,14 +34,34 @@ def task_lock(path: Path, stop: Callable[[], object], poll: float = 0.1) -> Iter
         os.close(fd)  # releases the lock
 
 
-def is_held(path: Path) -> bool:
-    """Whether some runner holds the lock now (read-only callers such as `status`)."""
+def is_held(lock: Path, this_machine: bool = True) -> bool:
+    """Is the lock held? For this machine from /proc/locks: asking never takes it.
+
+    Taking the lock to test it (LOCK_NB) would, for that instant, make a runner starting
+    the task believe another runner has it; only a holder on another machine needs that.
+    """
+    if not this_machine:
+        return _held_anywhere(lock)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        st = os.stat(lock)
+        with open("/proc/locks") as handle:
+            table = handle.read()
+    except OSError:
+        return _held_anywhere(lock)
+    exact = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    inodes = [fields[5] for fields in (line.split() for line in table.splitlines())
+              if len(fields) > 5 and fields[1] == "FLOCK"]  # waiters ("->") are not holders
+    return exact in inodes or any(i.rsplit(":", 1)[-1] == str(st.st_ino) for i in inodes)
+
+
+def _held_anywhere(lock: Path) -> bool:
+    """Try the lock without waiting (works across NFS clients); let go at once."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:

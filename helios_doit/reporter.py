@@ -1,42 +1,204 @@
-"""doit reporter: doit's console lines, then a summary a person can act on.
+"""doit reporter: progress while a run goes, then a summary a person can act on.
 
 It is also the hook that runs in the main process when a run starts, which is where the
 worker watchdog belongs; `doit -n 4 job=...` and the CLI both get it through DOIT_CONFIG.
+
+Attempts and retries happen in doit's worker processes; they reach this process through the
+run's event log (`runs/<runId>.jsonl`), which a small thread tails, because under `-n` the
+main thread sits blocked in doit's result queue between callbacks. doit's own callbacks are
+fed to the same `Progress` model (it ignores what it already knows), so progress stays right
+even for a task whose worker wrote no event.
+
+Output: in a terminal, a rich live display (see `live.LiveView` for how chunk commands'
+own output stays readable); otherwise plain lines: doit's `.  chunk:3` and `-- chunk:3`,
+plus `ok`, `R` (retry) and `F` (failure) lines. With `HELIOS_DOIT_PROGRESS_JSON` set, a JSON
+progress file is kept current (at most every 0.2 s, and always at the end).
 """
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from doit.exceptions import BaseFail, TaskFailed
 from doit.reporter import ConsoleReporter
 
-from . import supervise
+from . import events, supervise
+from .progress import PROGRESS_ENV, Progress, first_line, retry_line
+from .state import read_json, write_json_atomic
+
+#: Set to 0 to get plain lines even in a terminal.
+LIVE_ENV = "HELIOS_DOIT_LIVE"
+_TICK = 0.1  # how often the event log is read
+_MIN_WRITE = 0.2  # progress file: at most this often when something changed ...
+_MAX_QUIET = 1.0  # ... and at least this often (elapsed and ETA move on)
 
 
 class Reporter(ConsoleReporter):
-    desc = "helios-doit: console lines and a failure summary"
+    desc = "helios-doit: progress, console lines and a failure summary"
 
     def __init__(self, outstream: TextIO, options: dict[str, Any]):
         super().__init__(outstream, options)
         self.done: list[str] = []
+        self.lock = threading.RLock()  # doit calls us from worker threads under `-P thread`
+        self.progress = Progress()
+        self.state_root: Path | None = None
+        self.offset = 0
+        self.json_path = _progress_path()
+        self.json_written = 0.0
+        self.json_dirty = True
+        self.stop = threading.Event()
+        self.ticker: threading.Thread | None = None
+        self.live: Any = None  # live.LiveView in a terminal
 
+    # -- output -------------------------------------------------------------------------
     def write(self, text: str) -> None:
-        # Chunk output reaches the terminal by write(2); flush so that lines stay in order.
-        self.outstream.write(text)
-        self.outstream.flush()
+        with self.lock:
+            if self.live is not None:
+                self.live.print(text)
+                return
+            # Chunk output reaches the terminal by write(2); flush so that lines stay in order.
+            self.outstream.write(text)
+            self.outstream.flush()
 
+    # -- doit callbacks -----------------------------------------------------------------
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
         supervise.ensure_handlers()
         supervise.start_watchdog()
+        jobs = {name: job for name, job in ((n, _task_job(t)) for n, t in tasks.items()) if job is not None}
+        in_run = _closure(tasks, selected_tasks)
+        frames = {job.chunk_id if getattr(job, "chunk_id", None) is not None else int(name.split(":")[1]):
+                  job.expect.frames if job.expect else 0
+                  for name, job in jobs.items() if name.startswith("chunk:") and name in in_run}
+        run = events.run_id()
+        self.progress = Progress(frames, "merge" in in_run and "merge" in jobs, run)
+        self.state_root = Path(next(iter(jobs.values())).state_root) if jobs else None
+        if self.state_root is not None:
+            self.offset = _size(events.log_path(self.state_root, run))
+            self._emit("run-start", runId=run, totalChunks=len(frames), totalFrames=sum(frames.values()),
+                       pid=os.getpid(), host=socket.gethostname(), merge="merge" in in_run,
+                       chunkFrames={str(k): v for k, v in frames.items()})
+        if _live_wanted(self.outstream):
+            from .live import LiveView
 
-    def add_failure(self, task: Any, fail: BaseFail) -> None:
-        self.failures.append({"task": task, "exception": fail})
+            self.live = LiveView(self.progress)
+            self.live.start()
+        self.ticker = threading.Thread(target=self._tick, name="helios-doit-progress", daemon=True)
+        self.ticker.start()
+
+    def execute_task(self, task: Any) -> None:
+        with self.lock:
+            self._drain()
+            if _is_work(task):
+                self._feed({"event": "task-start", "task": task.name})
+            super().execute_task(task)
+
+    def skip_uptodate(self, task: Any) -> None:
+        with self.lock:
+            if _is_work(task):
+                self._emit("task-skip", task=_key(task), chunkId=_chunk_id(task), reason="up to date")
+            super().skip_uptodate(task)
 
     def add_success(self, task: Any) -> None:
-        self.done.append(task.name)
+        with self.lock:
+            self.done.append(task.name)
+            self._drain()  # the worker's task-done, with its duration, is in the log by now
+            if _is_work(task):
+                self._feed({"event": "task-done", "task": task.name})
+                self.write(self.progress.done_line(_key(task)) + "\n")
+
+    def add_failure(self, task: Any, fail: BaseFail) -> None:
+        with self.lock:
+            self.failures.append({"task": task, "exception": fail})
+            self._drain()
+            if _is_work(task) and isinstance(fail, TaskFailed):
+                self._feed({"event": "task-failed", "task": task.name, "message": fail.get_msg(), "final": True})
+                self.write(self.progress.failed_line(_key(task)) + "\n")
+            elif _is_work(task):
+                self._feed({"event": "task-failed", "task": task.name, "notRun": True})
 
     def complete_run(self) -> None:
-        failed = [f for f in self.failures if isinstance(f["exception"], TaskFailed)]
+        self.stop.set()
+        if self.ticker is not None:
+            self.ticker.join(2)
+        try:
+            with self.lock:
+                self._drain()
+                self._emit("run-end", code=self._code(), elapsed=round(time.time() - self.progress.started, 3),
+                           failed=[_key(f["task"]) for f in self.failures if _is_work(f["task"])])
+                self._write_json(force=True)
+        finally:
+            if self.live is not None:
+                live, self.live = self.live, None
+                live.close()  # the terminal is ours again before the summary
+        self._summary()
+
+    # -- the event log and the progress file --------------------------------------------
+    def _tick(self) -> None:
+        while not self.stop.wait(_TICK):
+            with self.lock:
+                self._drain()
+                self._write_json()
+                if self.live is not None:
+                    self.live.update()
+
+    def _drain(self) -> None:
+        """Read what workers (and we) appended to the run's event log since the last look."""
+        if self.state_root is None:
+            return
+        found, self.offset = events.read(events.log_path(self.state_root, self.progress.run_id), self.offset)
+        for event in found:
+            self.json_dirty |= self.progress.apply(event)
+            line = retry_line(event)
+            if line and self.live is None:
+                self.write(line + "\n")
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        """Into the run's log for anyone reading it (status, tools), and into our model at once."""
+        if self.state_root is not None:
+            try:
+                events.emit(self.state_root, kind, **fields)
+            except OSError:
+                pass  # a full disk must not fail the run over its log
+        self._feed({"event": kind, **fields})
+
+    def _feed(self, event: dict[str, Any]) -> None:
+        self.json_dirty |= self.progress.apply(event)
+
+    def _write_json(self, force: bool = False) -> None:
+        if self.json_path is None:
+            return
+        now = time.monotonic()
+        due = now - self.json_written >= (_MIN_WRITE if self.json_dirty else _MAX_QUIET)
+        if not (force or due):
+            return
+        try:
+            self.json_path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.json_path, self.progress.snapshot())
+        except OSError as err:
+            sys.stderr.write(f"helios-doit: cannot write the progress file {self.json_path}: {err}; not trying again\n")
+            self.json_path = None
+            return
+        self.json_written, self.json_dirty = now, False
+
+    def _code(self) -> int:
+        """The run's outcome as the CLI exits: 0 done, 1 a task failed, 2 doit refused, 128+N stopped."""
+        if supervise.stopping():
+            return 128 + int(supervise.stopping() or signal.SIGINT)
+        if self.runtime_errors:
+            return 2
+        return 1 if self.failures else 0
+
+    # -- the summary --------------------------------------------------------------------
+    def _summary(self) -> None:
+        ours = [f for f in self.failures if isinstance(f["exception"], TaskFailed)]
+        stopped = [f for f in ours if " stopped: " in f["exception"].message.split("\n", 1)[0]]
+        failed = [f for f in ours if f not in stopped]
         other = [f for f in self.failures if not isinstance(f["exception"], TaskFailed)]
         if failed:
             chunks = [f for f in failed if f["task"].name.startswith("chunk:")]
@@ -45,9 +207,100 @@ class Reporter(ConsoleReporter):
                 what = f"{what} and the merge" if what else "the merge"
             self.write(f"helios-doit: {what} failed; rerun to retry what is not done:\n")
             for result in failed:
-                self.write(f"  {result['exception'].message}\n")
+                self.write(self._describe(result["task"], result["exception"]))
+        if stopped:
+            names = ", ".join(sorted((f["task"].name for f in stopped), key=lambda n: (len(n), n)))
+            self.write(f"helios-doit: stopped because of that (their partial outputs removed): {names}\n")
         for result in other:
             exc = result["exception"]
             self.write(f"helios-doit: {result['task'].name}: {exc.get_name()}: {exc.get_msg().strip()}\n")
         if self.runtime_errors:
             self.write("helios-doit: run aborted: " + "\n".join(self.runtime_errors) + "\n")
+
+    def _describe(self, task: Any, fail: TaskFailed) -> str:
+        """A failed task from its failure record (this run's), else from doit's message."""
+        record = read_json(self.state_root / "failures" / f"{_key(task)}.json") if self.state_root else None
+        if not record or record.get("runId") not in (None, self.progress.run_id):
+            return "".join(f"  {line}\n" for line in fail.message.splitlines())
+        name = task.name.replace(":", " ")
+        attempts = int(record.get("attempts") or 1)
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        message = first_line(record.get("message") or _how(record))
+        lines = [f"  {name} failed{tries}: {message}; log: {record.get('log') or ''}"]
+        lines += [f"    | {line}" for line in [str(line) for line in record.get("stderrTail") or []][-5:]]
+        return "".join(line + "\n" for line in lines)
+
+
+def _how(record: dict[str, Any]) -> str:
+    if record.get("timedOut"):
+        return "timed out"
+    sig = record.get("signal")
+    if sig:
+        try:
+            return f"killed by {signal.Signals(int(sig)).name}"
+        except (ValueError, TypeError):
+            return f"killed by signal {sig}"
+    return f"exit code {record.get('exitCode')}"
+
+
+def _task_job(task: Any) -> Any:
+    """The TaskJob inside a chunk or merge task's action (`(actions.run_task, [TaskJob])`)."""
+    for action in getattr(task, "actions", None) or []:
+        for arg in getattr(action, "args", None) or []:
+            if hasattr(arg, "state_root") and hasattr(arg, "fingerprint"):
+                return arg
+    return None
+
+
+def _closure(tasks: dict[str, Any], selected: list[str]) -> set[str]:
+    """Every task this run may execute: the selected ones and what they depend on."""
+    seen: set[str] = set()
+    todo = list(selected or [])
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in tasks:
+            continue
+        seen.add(name)
+        todo.extend(getattr(tasks[name], "task_dep", []) or [])
+        todo.extend(getattr(tasks[name], "setup_tasks", []) or [])
+    return seen
+
+
+def _is_work(task: Any) -> bool:
+    return task.name == "merge" or task.name.startswith("chunk:")
+
+
+def _key(task: Any) -> str:
+    return task.name.replace(":", "-")
+
+
+def _chunk_id(task: Any) -> int | None:
+    return int(task.name.split(":")[1]) if task.name.startswith("chunk:") else None
+
+
+def _size(path: Path) -> int:
+    """The log's length now: this run reads only what is appended from here on."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _progress_path() -> Path | None:
+    value = os.environ.get(PROGRESS_ENV)
+    if not value:
+        return None
+    from doit import loader
+
+    base = getattr(loader, "initial_workdir", None) or os.getcwd()
+    return Path(base, value)
+
+
+def _live_wanted(stream: TextIO) -> bool:
+    """Live display only on a real terminal on fd 1: it has to own that terminal."""
+    if os.environ.get(LIVE_ENV, "1") in ("0", "false", "no") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty() and stream.fileno() == 1
+    except (AttributeError, ValueError, OSError):
+        return False

@@ -151,8 +151,11 @@ def content_changed(path: Path, state: list[Any] | None) -> bool:
     return get_file_md5(str(path)) != state[2]
 
 
-def inputs_digest(state: StateDir, inputs: tuple[Path, ...], job_dir: Path) -> str:
-    """One digest of the content of every input; a stat cache avoids re-hashing unchanged files."""
+def inputs_digest(state: StateDir, inputs: tuple[Path, ...], job_dir: Path, write: bool = True) -> str:
+    """One digest of the content of every input; a stat cache avoids re-hashing unchanged files.
+
+    `write=False` for readers such as `status`, which must leave the state folder untouched.
+    """
     if not inputs:
         return ""
     cache_path = state.root / "inputs.json"
@@ -161,6 +164,6 @@ def inputs_digest(state: StateDir, inputs: tuple[Path, ...], job_dir: Path) -> s
     for path in inputs:
         key = os.path.relpath(path, job_dir)
         fresh[key] = content_state(path, cache.get(key))
-    if fresh != cache:
+    if write and fresh != cache:
         write_json_atomic(cache_path, fresh)
     return fingerprint([(key, value[2]) for key, value in sorted(fresh.items())])

@@ -18,10 +18,8 @@ T = TypeVar("T")
 from . import events, supervise
 from .actions import Complete, Expect, TaskJob, clean_task, run_task
 from .options import RunOptions
+from .progress import PROGRESS_ENV
 from .spec import Job, JobError, load_job
-
-#: Where the reporter finds the progress file to keep current (set from progress= / --progress-json).
-PROGRESS_ENV = "HELIOS_DOIT_PROGRESS_JSON"
 from .state import StateDir, chunk_task_name, fingerprint, inputs_digest, usable_dep_file
 
 #: The job `doit` renders when no `job=` is given.

@@ -1,0 +1,201 @@
+"""Progress: the model fed with events, the progress file of real runs, and what a console shows."""
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import time
+from typing import Any
+
+from conftest import DOIT, REPO, _env, wait_for
+from helios_doit.progress import PROGRESS_ENV, Progress, retry_line
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ev(kind: str, at: float, **fields: Any) -> dict[str, Any]:
+    return {"event": kind, "at": at, **fields}
+
+
+def test_model_counts_frames_of_finished_chunks_and_holds_below_1_until_the_merge():
+    clock = Clock()
+    progress = Progress({0: 10, 1: 30}, merge=True, run_id="r1", clock=clock)
+    progress.apply(ev("task-start", 1001, task="chunk-0", chunkId=0, attempt=1, attempts=1))
+    progress.apply(ev("task-start", 1001, task="chunk-1", chunkId=1, attempt=1, attempts=1))
+    clock.now = 1003
+    assert progress.snapshot()["running"] == [0, 1]
+    progress.apply(ev("task-done", 1003, task="chunk-1", chunkId=1, attempt=1, duration=2.0, frames=30))
+    snap = progress.snapshot()
+    assert (snap["chunksDone"], snap["framesDone"], snap["totalFrames"]) == (1, 30, 40)
+    assert snap["overallProgress"] == 0.75 and snap["running"] == [0]
+    assert snap["timeToFinish"] == 0.7  # 30 frames in 2 s -> 10 frames left take 0.67 s
+    progress.apply(ev("task-done", 1004, task="chunk-0", chunkId=0, attempt=1, duration=3.0))
+    assert progress.snapshot()["overallProgress"] == 0.99 and progress.snapshot()["stage"] == "rendering"
+    progress.apply(ev("task-start", 1004, task="merge", attempt=1))
+    assert progress.snapshot()["stage"] == "merging"
+    progress.apply(ev("task-done", 1005, task="merge", attempt=1, duration=1.0))
+    progress.apply(ev("run-end", 1005, code=0))
+    clock.now = 1005
+    snap = progress.snapshot()
+    assert snap["overallProgress"] == 1.0 and snap["done"] is True and snap["stage"] == "done"
+    assert snap["timeToFinish"] == 0.0 and snap["elapsed"] == 5.0 and snap["merge"] == "done"
+    assert snap["slowestChunks"] == [{"chunkId": 0, "duration": 3.0}, {"chunkId": 1, "duration": 2.0}]
+    assert snap["errors"] == [] and snap["fatalErrorEncountered"] is False
+
+
+def test_model_retry_then_success():
+    progress = Progress({3: 8}, clock=Clock())
+    progress.apply(ev("task-start", 1001, task="chunk-3", chunkId=3, attempt=1, attempts=3))
+    progress.apply(ev("task-retry", 1002, task="chunk-3", chunkId=3, attempt=1, message="exit code 3", delay=1.0))
+    assert progress.snapshot()["running"] == [3]  # waiting for its next attempt still counts as running
+    progress.apply(ev("task-start", 1003, task="chunk-3", chunkId=3, attempt=2, attempts=3))
+    progress.apply(ev("task-done", 1004, task="chunk-3", chunkId=3, attempt=2, duration=1.0))
+    snap = progress.snapshot()
+    assert snap["errors"] == [{"chunkId": 3, "attempt": 1, "willRetry": True, "message": "exit code 3"}]
+    assert snap["fatalErrorEncountered"] is False and snap["chunksDone"] == 1
+    assert progress.done_line("chunk-3") == "ok chunk:3 in 1.00s after 2 attempts [1/1 chunks, 8/8 frames]"
+    assert retry_line(ev("task-retry", 1, task="chunk-3", attempt=1, message="exit code 3\nmore", delay=1.25)) == \
+        "R  chunk:3 attempt 1 failed: exit code 3; retrying in 1.2s"
+
+
+def test_model_final_failure_and_doit_callbacks_do_not_count_twice():
+    progress = Progress({0: 8, 1: 8}, merge=True, clock=Clock())
+    progress.apply(ev("task-start", 1001, task="chunk-1"))  # doit's callback: no attempt known
+    progress.apply(ev("task-start", 1001, task="chunk-1", chunkId=1, attempt=1, attempts=2))  # the worker's
+    progress.apply(ev("task-retry", 1002, task="chunk-1", chunkId=1, attempt=1, message="exit code 3"))
+    progress.apply(ev("task-start", 1003, task="chunk-1", chunkId=1, attempt=2, attempts=2))
+    progress.apply(ev("task-failed", 1004, task="chunk-1", chunkId=1, attempt=2, message="exit code 3",
+                      exitCode=3, final=True))
+    progress.apply(ev("task-failed", 1004, task="chunk:1", message="chunk 1 failed after 2 attempts", final=True))
+    progress.apply(ev("task-skip", 1000, task="chunk-0", chunkId=0, reason="up to date"))
+    progress.apply(ev("task-done", 1000, task="chunk:0"))  # doit's add_success after a skip changes nothing
+    progress.apply(ev("task-failed", 1005, task="merge", notRun=True))
+    snap = progress.snapshot()
+    assert snap["errors"] == [
+        {"chunkId": 1, "attempt": 1, "willRetry": True, "message": "exit code 3"},
+        {"chunkId": 1, "attempt": 2, "willRetry": False, "message": "exit code 3"},
+    ]
+    assert snap["fatalErrorEncountered"] is True and snap["running"] == []
+    assert (snap["chunksDone"], snap["framesDone"], snap["framesRendered"]) == (1, 8, 0)
+    assert snap["merge"] == "not run" and snap["timeToFinish"] is None
+    assert progress.failed_line("chunk-1") == "F  chunk:1 failed after 2 attempts: exit code 3"
+    assert "chunk:1 attempt 2 failed: exit code 3" in progress.display_lines()
+
+
+def test_model_builds_itself_from_a_bare_log():
+    progress = Progress(clock=Clock())
+    progress.apply(ev("run-start", 999, runId="r9", totalChunks=2, totalFrames=12, merge=False,
+                      chunkFrames={"0": 4, "1": 8}))
+    progress.apply(ev("task-done", 1000, task="chunk-1", chunkId=1, attempt=1, duration=0.5, frames=8))
+    snap = progress.snapshot()
+    assert (snap["runId"], snap["totalChunks"], snap["totalFrames"], snap["framesDone"]) == ("r9", 2, 12, 8)
+    assert snap["merge"] is None and snap["elapsed"] == 1.0
+
+
+def run_with_progress(job: Any, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    path = job.folder / "progress.json"
+    job.env[PROGRESS_ENV] = str(path)
+    result = job.doit(*args)
+    return result, json.loads(path.read_text())
+
+
+def test_progress_file_after_a_run(make_job):
+    job = make_job(chunks=4)
+    result, final = run_with_progress(job, "-n", "2")
+    assert result.returncode == 0, result.stderr
+    assert final["done"] is True and final["overallProgress"] == 1.0 and final["stage"] == "done"
+    assert (final["chunksDone"], final["totalChunks"], final["framesDone"], final["totalFrames"]) == (4, 4, 32, 32)
+    assert final["running"] == [] and final["errors"] == [] and final["fatalErrorEncountered"] is False
+    assert len(final["slowestChunks"]) == 3 and final["merge"] == "done"
+    # nothing to do the second time: every chunk counts as done, none was rendered
+    result, again = run_with_progress(job)
+    assert (again["chunksDone"], again["framesDone"], again["framesRendered"]) == (4, 32, 0)
+    log = sorted((job.state / "runs").glob("*.jsonl"))
+    kinds = [json.loads(line)["event"] for path in log for line in path.read_text().splitlines()]
+    assert kinds.count("run-start") == 2 and kinds.count("run-end") == 2 and kinds.count("task-skip") == 5
+
+
+def test_progress_file_is_current_during_a_run(make_job):
+    job = make_job(chunks=3, frames=3)
+    (job.folder / "slow").touch()
+    path = job.folder / "sub" / "progress.json"
+    job.env[PROGRESS_ENV] = str(path)
+    runner = job.start_doit("-n", "1")
+    seen: list[dict[str, Any]] = []
+
+    def one_done_one_running() -> bool:
+        if path.exists():
+            seen.append(json.loads(path.read_text()))
+        return bool(seen) and seen[-1]["chunksDone"] >= 1 and bool(seen[-1]["running"])
+
+    wait_for(one_done_one_running, what="a progress file with one chunk done and one running")
+    during = seen[-1]
+    assert during["done"] is False and during["totalChunks"] == 3 and during["totalFrames"] == 9
+    assert 0 < during["overallProgress"] < 1 and during["running"] in ([1], [2])
+    assert during["elapsed"] > 0 and during["framesDone"] == 3 * during["chunksDone"]
+    assert seen[0]["chunksDone"] == 0 and seen[0]["done"] is False
+    assert runner.wait(60) == 0
+    final = json.loads(path.read_text())
+    assert final["done"] is True and final["chunksDone"] == 3
+
+
+def test_retry_and_failure_reach_the_file_the_console_and_the_summary(make_job):
+    job = make_job(chunks=3)
+    (job.folder / "fail-2").touch()
+    result, final = run_with_progress(job, "--continue", "retries=1", "retry_delay=0.05")
+    assert result.returncode != 0
+    assert final["errors"] == [
+        {"chunkId": 2, "attempt": 1, "willRetry": True, "message": "exit code 3"},
+        {"chunkId": 2, "attempt": 2, "willRetry": False, "message": "exit code 3"},
+    ]
+    assert final["fatalErrorEncountered"] is True and final["done"] is True and final["chunksDone"] == 2
+    out = result.stdout
+    assert "\x1b[" not in out  # not a terminal: plain lines only
+    assert ".  chunk:0\n" in out and "ok chunk:0 in " in out
+    assert "R  chunk:2 attempt 1 failed: exit code 3; retrying in " in out
+    assert "F  chunk:2 failed after 2 attempts: exit code 3\n" in out
+    summary = out[out.index("helios-doit: 1 chunk(s) failed"):]
+    log = job.state / "logs" / "chunk-2.log"
+    assert f"  chunk 2 failed after 2 attempts: exit code 3; log: {log}\n" \
+           "    | chunk 2: renderer crashed at frame 16\n" in summary
+
+
+def test_terminal_gets_a_live_display_and_whole_command_lines(make_job):
+    job = make_job(chunks=3)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*DOIT, "-n", "3", f"job={job.file}"], cwd=REPO, stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=slave, env=_env({"TERM": "xterm", "COLUMNS": "120"}))
+    os.close(slave)
+    data = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the terminal closed: the run is over
+                break
+            if not chunk:
+                break
+            data += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    assert proc.wait(10) == 0
+    text = data.decode(errors="replace")
+    assert "chunks 3/3" in text and "merge done" in text  # the display's last drawing
+    for cid in range(3):  # each command line arrives whole, at the start of a line
+        line = f"[chunk {cid}] chunk {cid}: wrote frames {cid * 8}-{cid * 8 + 7}\r\n"
+        assert line in text
+        before = text[text.index(line) - 4: text.index(line)]
+        assert before.endswith("\x1b[2K") or before.endswith("\r\n")
+    assert text.rstrip().endswith("\x1b[?25h") or "\x1b[?25h" in text[-200:]  # the cursor is back
+    assert job.merged.read_text() == job.expected_merge()
