@@ -69,13 +69,32 @@ class Progress:
         self.fatal = False
         self.ended = False
         self.code: int | None = None
+        # Kept up to date event by event: a 10,000-chunk run must not recount every chunk per event.
+        self._chunks: dict[str, TaskState] = {}
+        self._sums = [0, 0, 0, 0]  # chunks finished, frames finished, frames rendered, frames in all
         self._set_chunks(chunk_frames or {}, merge)
 
     def _set_chunks(self, chunk_frames: Mapping[int, int], merge: bool) -> None:
         for cid, frames in chunk_frames.items():
-            self.tasks.setdefault(f"chunk-{int(cid)}", TaskState(int(cid), int(frames)))
+            self._add(f"chunk-{int(cid)}", TaskState(int(cid), int(frames)))
         if merge:
             self.tasks.setdefault("merge", TaskState(None, 0))
+
+    def _add(self, key: str, task: TaskState) -> TaskState:
+        if key not in self.tasks:
+            self.tasks[key] = task
+            if task.chunk_id is not None:
+                self._chunks[key] = task
+                self._count(task, 1)
+        return self.tasks[key]
+
+    def _count(self, task: TaskState, sign: int) -> None:
+        if task.chunk_id is None:
+            return
+        finished = task.finished
+        for i, value in enumerate((int(finished), task.frames if finished else 0,
+                                   task.frames if task.state == "done" else 0, task.frames)):
+            self._sums[i] += sign * value
 
     # -- feeding ------------------------------------------------------------------------
     def apply(self, event: Event) -> bool:
@@ -99,9 +118,15 @@ class Progress:
         task = self.tasks.get(key)
         if task is None:  # a task this run did not announce (e.g. a log from an older layout)
             cid = event.get("chunkId")
-            task = self.tasks[key] = TaskState(int(cid) if cid is not None else None, int(event.get("frames") or 0))
+            task = self._add(key, TaskState(int(cid) if cid is not None else None, int(event.get("frames") or 0)))
         handler = _HANDLERS.get(str(kind))
-        return handler(self, task, key, event, at) if handler else False
+        if handler is None:
+            return False
+        self._count(task, -1)
+        try:
+            return handler(self, task, key, event, at)
+        finally:
+            self._count(task, 1)
 
     def _start(self, task: TaskState, key: str, event: Event, at: float) -> bool:
         attempt = event.get("attempt")
@@ -171,7 +196,7 @@ class Progress:
 
     # -- answering ----------------------------------------------------------------------
     def chunks(self) -> dict[str, TaskState]:
-        return {k: t for k, t in self.tasks.items() if t.chunk_id is not None}
+        return self._chunks
 
     def running(self) -> list[int]:
         return sorted(t.chunk_id for t in self.chunks().values() if t.state in ("running", "retrying"))
@@ -179,10 +204,8 @@ class Progress:
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """The progress file's content."""
         now = self.clock() if now is None else now
-        chunks = self.chunks().values()
-        total_frames = sum(t.frames for t in chunks)
-        frames_done = sum(t.frames for t in chunks if t.finished)
-        rendered = sum(t.frames for t in chunks if t.state == "done")
+        chunks = self._chunks.values()
+        chunks_done, frames_done, rendered, total_frames = self._sums
         merge = self.tasks.get("merge")
         overall = frames_done / total_frames if total_frames else (1.0 if self.ended else 0.0)
         if merge is not None and not merge.finished:
@@ -198,8 +221,8 @@ class Progress:
         return {
             "runId": self.run_id,
             "overallProgress": round(overall, 4),
-            "chunksDone": sum(1 for t in chunks if t.finished),
-            "totalChunks": len(self.chunks()),
+            "chunksDone": chunks_done,
+            "totalChunks": len(self._chunks),
             "framesDone": frames_done,
             "totalFrames": total_frames,
             "framesRendered": rendered,
@@ -241,8 +264,8 @@ class Progress:
     def done_line(self, key: str) -> str:
         """The plain line for a task doit reports finished: how long, and where the run stands."""
         task = self.tasks.get(key)
-        snap = self.snapshot()
-        counts = f"{snap['chunksDone']}/{snap['totalChunks']} chunks, {snap['framesDone']}/{snap['totalFrames']} frames"
+        chunks_done, frames_done, _, total_frames = self._sums
+        counts = f"{chunks_done}/{len(self._chunks)} chunks, {frames_done}/{total_frames} frames"
         if task is not None and task.state == "skipped":
             return f"-- {label(key)} (done by another runner) [{counts}]"
         took = f" in {task.duration:.2f}s" if task is not None and task.duration is not None else ""
