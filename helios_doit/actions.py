@@ -157,7 +157,8 @@ def _attempt(job: TaskJob, state: StateDir, attempt: int, allowed: int) -> tuple
         with supervise.active():
             events.emit(state.root, "task-start", task=job.name, chunkId=job.chunk_id, attempt=attempt,
                         attempts=allowed, pid=pid, host=host)
-            request = CommandRequest(job.command, job.cwd, timeout=timeout, on_start=on_start)
+            request = CommandRequest(job.command, job.cwd, timeout=timeout, on_start=on_start, output=job.output,
+                                     should_stop=state.cancel_flag(events.run_id()).exists)
             result = get_adapter(job.adapter, job.options.scheduler).execute(request, sink)
             failure = _verify(job, result)
             footer = f"{result.describe()} after {result.duration:.2f}s" + (f": {failure}" if failure else "")

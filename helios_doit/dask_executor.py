@@ -1,98 +1,85 @@
 """The `dask` worker adapter: chunk commands run in Dask workers, doit stays the bookkeeper.
 
-Only the shell command leaves this process. Up-to-date checks, records, verification, logs
-and locks stay in `actions.run_task`, so a Dask run means exactly what a local run means. The
-job folder must be on storage the workers share (commands run in `request.cwd` there).
+Only the shell command leaves this process: up-to-date checks, records, verification, logs and
+locks stay in `actions.run_task`, so a Dask run means what a local run means. The job folder
+must be on storage the workers share (commands run in `request.cwd`), and the workers need
+helios-doit installed (they import `_run_remote` by name; job commands call it anyway).
 
-In the worker, `_run_remote` starts a small guard (`GUARD`) as the leader of a new process
-group; the guard runs `/bin/sh -c COMMAND` in that group and kills the whole group when the
-worker process dies (its stdin, a pipe from the worker, reaches EOF), so a worker lost to the
-OOM killer leaves no renderer writing the output while Dask reruns the chunk elsewhere.
+In the worker, `_run_remote` runs `/bin/sh -c COMMAND` as the leader of a new process group,
+as `LocalAdapter` does, plus `WATCHER` in that group, which SIGKILLs the group when the worker
+process dies. So a worker lost to the OOM killer leaves no renderer writing the output while
+Dask reruns the chunk elsewhere (the scheduler reschedules the tasks of a lost worker by
+itself, up to `distributed.scheduler.allowed-failures`).
 Output is batched (0.2 s / 64 KiB) into a `distributed.Queue` named by the task's key, which
-the adapter drains while it waits: live lines, as with local commands. The worker function
-watches its own key: once the task is cancelled (by this adapter on a stop, or by the
-scheduler because this process' client went away) it stops the group like a local stop:
-SIGTERM, SIGKILL after `STOP_GRACE`.
+the adapter drains while it waits: live lines as with local commands. The worker function
+watches its own key: once the task is cancelled (by this adapter on a stop, or by the scheduler
+because this process' client went away) it stops the group like a local stop does.
 
-Use `doit -n N -P thread ... executor=dask`: one `Client` per process and address is shared
-by doit's threads. Processes work too, each with its own client; without a scheduler address
-each process would then start its own `LocalCluster`, unless `ensure_cluster` ran in the main
-process first.
+The command's environment is the worker's own, then the runner's variables except those about
+the runner's machine or session (`WORKER_LOCAL`), then `request.env`; PATH is the worker's
+interpreter bin folder, the worker's PATH, then the runner's; `HELIOS_DOIT_DASK_WORKER(_NAME)`
+says where it ran.
+
+Use `doit -n N -P thread ... executor=dask`: doit's threads share one `Client` per process and
+address. Processes work too (a client each). Without a scheduler address a `LocalCluster` is
+started once per process, unless `ensure_cluster` ran in the main process first: its address
+then reaches doit's worker processes through `SCHEDULER_ENV`.
 """
 from __future__ import annotations
 
 import atexit
 import contextlib
 import dataclasses
+import logging
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from . import supervise, worker
 from .worker import STOP_GRACE, CommandRequest, CommandResult, OutputSink
 
-#: Exit code reported when Dask could not run or finish a command (ssh uses it for a lost link).
+#: Exit code of a command Dask could not run or finish (ssh's code for a lost connection).
 LOST = 255
-#: Threads of the LocalCluster started without a scheduler: doit's -n is the real limit.
+#: The scheduler used when none is given; set by `ensure_cluster`, inherited by doit's workers.
+SCHEDULER_ENV = "HELIOS_DOIT_DASK_SCHEDULER"
+#: Threads of the LocalCluster: doit's -n is the real limit on chunks in flight.
 LOCAL_THREADS = 64
 CONNECT_TIMEOUT = 15.0
 _POLL, _FLUSH_EVERY, _FLUSH_BYTES = 0.2, 0.2, 64 * 1024
 
-#: Runner variables that describe the runner's machine or session, never copied to a worker.
+#: Runner variables about the runner's machine or session: never copied to a worker.
 WORKER_LOCAL = frozenset({
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "HOSTNAME", "SHLVL", "_", "TERM",
     "TMPDIR", "TMP", "TEMP", "DISPLAY", "XAUTHORITY", "DBUS_SESSION_BUS_ADDRESS", "LANG", "LANGUAGE",
-    "LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV", "CUDA_VISIBLE_DEVICES",
-    "NVIDIA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "KRB5CCNAME",
+    "LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV", "KRB5CCNAME",
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
 })
 WORKER_LOCAL_PREFIXES = ("SSH_", "XDG_", "LC_", "DASK_", "CONDA_", "MALLOC_")
 
-#: Runs in the worker as the process group's leader: sh in the same group, killed with the worker.
-GUARD = r"""
-import os, signal, sys, threading
-for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-    signal.signal(s, lambda *_: None)  # a stop of the group is for the command; stay to report it
-pid = os.fork()
-if pid == 0:
-    try:
-        for s in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(s, signal.SIG_DFL)  # as subprocess restores them: Python ignores both
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        os.execv("/bin/sh", ["/bin/sh", "-c", sys.argv[1]])
-    finally:
-        os._exit(127)
-def orphaned():
-    while os.read(0, 512):
-        pass
-    os.killpg(0, signal.SIGKILL)  # EOF: the Dask worker died
-threading.Thread(target=orphaned, daemon=True).start()
-code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-if code < 0:
-    if -code not in (signal.SIGKILL, signal.SIGSTOP):
-        signal.signal(-code, signal.SIG_DFL)
-    os.kill(os.getpid(), -code)
-sys.exit(code & 255)
-"""
+#: Joins the command's process group and SIGKILLs it when its stdin, a pipe from the Dask
+#: worker, reaches EOF: the worker died. A stop of the group (SIGTERM) is not for it.
+WATCHER = 'trap "" TERM INT HUP; while read -r _; do :; done; kill -KILL 0'
 
-_cache_lock = threading.RLock()
-_clients: dict[tuple[int, str], Any] = {}  # (pid, address) -> Client; a forked child makes its own
+_lock = threading.RLock()
+_clients: dict[tuple[int, str], Any] = {}  # (pid, address) -> Client: a forked child makes its own
 _clusters: dict[int, Any] = {}  # pid -> LocalCluster
-_running: dict[str, _Remote] = {}
-_registered = False
+_running: dict[str, _Remote] = {}  # task key -> command in flight, for `signal_running`
+_exit_hook: list[bool] = []
 
 
 def ensure_cluster(options: Any) -> Any:
-    """RunOptions with a scheduler address: a LocalCluster in this process when none was given.
+    """`options` (RunOptions) with a scheduler: a LocalCluster in this process if none was given.
 
-    Meant for `tasks.namespace` (the runner's main process), so that doit's worker processes
-    share one cluster instead of starting one each.
+    For the runner's main process (`tasks.namespace`), so that doit's worker processes share
+    one cluster instead of starting one each.
     """
     if options.scheduler or "dask" not in (options.executor, options.merge_executor):
         return options
@@ -100,24 +87,24 @@ def ensure_cluster(options: Any) -> Any:
 
 
 def local_cluster() -> str:
-    """Address of this process' LocalCluster: threads in this process (no extra processes for
-    the watchdog to mistake for dead doit workers), reachable over loopback TCP by forked ones."""
-    with _cache_lock:
-        cluster = _clusters.get(os.getpid())
-        if cluster is None:
+    """This process' LocalCluster: worker threads here (no processes for supervise's watchdog to
+    take for dead doit workers), on loopback TCP so that doit's forked workers reach it."""
+    with _lock:
+        if os.getpid() not in _clusters:
             from distributed import LocalCluster
 
             _at_exit()
-            cluster = LocalCluster(n_workers=1, threads_per_worker=LOCAL_THREADS, processes=False,
-                                   protocol="tcp://", host="127.0.0.1", dashboard_address=None)
-            _clusters[os.getpid()] = cluster
-        return str(cluster.scheduler_address)
+            _clusters[os.getpid()] = LocalCluster(n_workers=1, threads_per_worker=LOCAL_THREADS, processes=False,
+                                                  protocol="tcp://", host="127.0.0.1", dashboard_address=None,
+                                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})  # not 8787
+        os.environ[SCHEDULER_ENV] = address = str(_clusters[os.getpid()].scheduler_address)
+        return address
 
 
 def client(scheduler: str | None) -> Any:
-    """The one Client of this process for `scheduler` (None: the local cluster)."""
-    address = scheduler or local_cluster()
-    with _cache_lock:
+    """The one Client of this process for `scheduler` (None: SCHEDULER_ENV, else a local cluster)."""
+    address = scheduler or os.environ.get(SCHEDULER_ENV) or local_cluster()
+    with _lock:
         found = _clients.get((os.getpid(), address))
         if found is None or found.status in ("closing", "closed"):
             from distributed import Client
@@ -128,16 +115,17 @@ def client(scheduler: str | None) -> Any:
 
 
 def _at_exit() -> None:
-    """After distributed registered its own exit hooks: atexit runs ours first."""
-    global _registered
-    if not _registered:
-        _registered = True
+    """Registered after distributed registered its own hooks, so that ours runs first."""
+    if not _exit_hook:
+        _exit_hook.append(True)
         atexit.register(_close_all)
 
 
 def _close_all() -> None:
-    """At exit, clients before the cluster they talk to: no warnings about lost tasks."""
-    for (pid, _), each in list(_clients.items()) + [((p, ""), c) for p, c in _clusters.items()]:
+    """Clients before the cluster they talk to, quietly: as the runner exits, distributed's own
+    complaints about closing (older versions log tracebacks) tell the user nothing."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    for pid, each in [(pid, c) for (pid, _), c in _clients.items()] + list(_clusters.items()):
         if pid == os.getpid():
             with contextlib.suppress(Exception):
                 each.close(timeout=2)
@@ -151,30 +139,28 @@ class DaskAdapter:
 
     def execute(self, request: CommandRequest, sink: OutputSink) -> CommandResult:
         started = time.monotonic()
-        try:
-            dask = client(self.scheduler)
-        except Exception as err:  # unreachable scheduler: a failed attempt that --retries may redo
-            return _lost(sink, started, f"cannot reach the Dask scheduler {self.scheduler or '(local)'}: {err}")
-        from distributed import Queue
-
         key = f"helios-doit-{uuid.uuid4().hex}"
         try:
+            from distributed import Queue
+
+            dask = client(self.scheduler)
             queue = Queue(key, client=dask)
-        except Exception as err:
-            return _lost(sink, started, f"the Dask scheduler {self.scheduler or '(local)'} does not answer: {err}")
-        env = {k: v for k, v in os.environ.items() if k not in WORKER_LOCAL and not k.startswith(WORKER_LOCAL_PREFIXES)}
-        future = dask.submit(_run_remote, request.command, request.cwd, env, dict(request.env or {}), request.timeout,
-                             getattr(request, "output", None), worker.command_env()["PATH"], key, key=key, pure=False)
-        remote = _Remote(dask, future, queue, request, sink, started)
-        with _cache_lock:
+            env = {k: v for k, v in os.environ.items() if k not in WORKER_LOCAL and not k.startswith(WORKER_LOCAL_PREFIXES)}
+            future = dask.submit(_run_remote, request.command, request.cwd, env, dict(request.env or {}),
+                                 request.timeout, getattr(request, "output", None), worker.command_env()["PATH"], key,
+                                 key=key, pure=False)
+        except Exception as err:  # a failed attempt, which --retries may redo
+            return _lost(sink, started, f"cannot reach the Dask scheduler {self.scheduler or '(local)'}: {err}")
+        remote = _Remote(future, queue, request, sink, started)
+        with _lock:
             _running[key] = remote
         try:
             return remote.follow()
-        except BaseException:
+        except BaseException:  # KeyboardInterrupt from supervise, or a failing sink: no orphans
             remote.stop()
             raise
         finally:
-            with _cache_lock:
+            with _lock:
                 _running.pop(key, None)
             with contextlib.suppress(Exception):
                 future.release()
@@ -182,66 +168,75 @@ class DaskAdapter:
 
 
 class _Remote:
-    """One submitted command, seen from the runner: its messages, its result, its stop."""
+    """One submitted command seen from the runner: its messages, its result, its stop."""
 
-    def __init__(self, dask: Any, future: Any, queue: Any, request: CommandRequest, sink: OutputSink, started: float):
-        self.dask, self.future, self.queue, self.request, self.sink = dask, future, queue, request, sink
-        self.started = started
+    def __init__(self, future: Any, queue: Any, request: CommandRequest, sink: OutputSink, started: float):
+        self.future, self.queue, self.request, self.sink, self.started = future, queue, request, sink, started
         self.where: dict[str, Any] | None = None  # the "start" message of the current run
-        self.final: dict[str, Any] | None = None
+        self.final: dict[str, Any] | None = None  # the "end" message
 
     def follow(self) -> CommandResult:
-        stop = getattr(self.request, "should_stop", None)  # a hook actions may pass (cancel flag)
+        should_stop = getattr(self.request, "should_stop", None)  # optional hook: the run's cancel flag
+        poll = _POLL
         while True:
-            done = _wait(self.future, _POLL)
-            self._take()
-            if self.final is not None:  # sent before the function returns: complete when done
+            done = _wait(self.future, poll)  # wakes at once when the task ends
+            poll = _POLL if self._take() else min(poll * 2, 1.0)  # a quiet command costs the scheduler 1 call/s
+            if self.final is not None:  # sent before the function returns, so complete once done
                 return self._result()
-            if done:
+            if done or self.future.client.status in ("closing", "closed"):
                 return self._failed()
-            if supervise.stopping() or (stop is not None and stop()):
-                return self.stop()  # a stop seen by this thread (signals reach the main thread only)
+            if supervise.stopping() or (should_stop is not None and should_stop()):
+                return self.stop()  # signals reach only the main thread; other threads look here
 
     def stop(self) -> CommandResult:
-        """Cancel the task: the worker function SIGTERMs the group, SIGKILLs it after the grace."""
-        with contextlib.suppress(Exception):
-            self.dask.cancel(self.future, reason="helios-doit stop")
+        """Cancel the task; the worker function SIGTERMs the group, SIGKILLs it after the grace."""
+        self.signal(signal.SIGTERM)
         deadline = time.monotonic() + (STOP_GRACE + 3 if self.where else _POLL)
         while self.final is None and time.monotonic() < deadline:
             time.sleep(_POLL / 2)
             self._take()
-        if self.final is None and self.where:  # the worker did not answer: kill by process group
-            signal_one(self, signal.SIGKILL)
+        if self.final is None:
+            self.signal(signal.SIGKILL)  # the worker did not answer: kill its process group directly
         return self._result() if self.final else CommandResult(None, signal.SIGTERM, time.monotonic() - self.started)
 
-    def _take(self) -> None:
-        """Deliver whatever the worker has sent so far (never a blocking get: the scheduler logs
-        an error for every Queue.get that times out)."""
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(Exception):
+            if sig != signal.SIGKILL or self.where is None:
+                self.future.client.cancel(self.future)
+            else:
+                self.future.client.run(_kill_group, self.where["pgid"], workers=[self.where["worker"]])
+
+    def _take(self) -> bool:
+        """Deliver what the worker sent so far; True if anything came (never a blocking get: the
+        scheduler logs an error for each Queue.get that times out)."""
         try:
             batches = self.queue.get(batch=True)
-        except Exception:  # the client lost the scheduler; the future says what became of the task
-            return
-        for batch in batches:
-            for kind, data in batch:
-                if kind == "out":
-                    self.sink(data[0], data[1])
-                elif kind == "start":
-                    if self.where is not None:
-                        self.sink("stderr", f"helios-doit: Dask worker {self.where['worker']} was lost; "
-                                            f"the command runs again on {data['worker']}\n".encode())
-                    self.where = data
-                    if self.request.on_start and data["machine"] == machine():
-                        self.request.on_start(data["pgid"])  # only a pgid of this machine means anything here
-                elif kind == "end":
-                    self.final = data
+        except Exception:  # the client lost the scheduler; the future tells what became of the task
+            return False
+        for kind, data in (item for batch in batches for item in batch):
+            if kind == "out":
+                self.sink(data[0], data[1])
+            elif kind == "start":
+                if self.where is not None:
+                    self.sink("stderr", f"helios-doit: Dask worker {self.where['worker']} was lost; "
+                                        f"the command runs again on {data['worker']}\n".encode())
+                self.where = data
+                if data["machine"] == machine():
+                    if self.request.on_start:
+                        self.request.on_start(data["pgid"])  # a pgid means something only on its own machine
+                elif (on_remote_start := getattr(self.request, "on_remote_start", None)) is not None:
+                    on_remote_start(data)  # optional hook: where it runs, for the marker and status
+            elif kind == "end":
+                self.final = data
+        return bool(batches)
 
     def _result(self) -> CommandResult:
-        data = self.final or self.future.result()
+        data = self.final or {}
         return CommandResult(data["exit_code"], data["signal"], data["duration"], tuple(data["tail"]), data["timed_out"])
 
     def _failed(self) -> CommandResult:
-        if self.future.status == "finished":
-            self.final = self.future.result()  # its messages were lost, not its result
+        if self.future.status == "finished":  # its messages were lost, not its result
+            self.final = self.future.result()
             return self._result()
         why = repr(self.future.exception()) if self.future.status == "error" else f"the task was {self.future.status}"
         return _lost(self.sink, self.started, f"the command did not finish on Dask: {why}")
@@ -251,11 +246,8 @@ def _wait(future: Any, timeout: float) -> bool:
     """True once the future is done (finished, failed or cancelled), waiting up to `timeout`."""
     from distributed import wait
 
-    try:
-        with future.client.as_current():
-            wait(future, timeout=timeout)
-    except TimeoutError:
-        pass
+    with contextlib.suppress(Exception), future.client.as_current():  # TimeoutError, FuturesCancelledError
+        wait(future, timeout=timeout)
     return bool(future.done())
 
 
@@ -265,32 +257,23 @@ def _lost(sink: OutputSink, started: float, message: str) -> CommandResult:
     return CommandResult(LOST, None, time.monotonic() - started, (line,))
 
 
-def signal_one(remote: _Remote, sig: int) -> None:
-    """SIGKILL goes straight to the worker's process group; anything else cancels gracefully."""
-    if sig != signal.SIGKILL or remote.where is None:
-        with contextlib.suppress(Exception):
-            remote.dask.cancel(remote.future, reason="helios-doit stop")
-        return
-    with contextlib.suppress(Exception):
-        remote.dask.run(_kill_group, remote.where["pgid"], workers=[remote.where["worker"]], on_error="ignore")
-
-
 def signal_running(sig: int) -> int:
-    """Like `worker.signal_running`, for the commands this process runs on Dask; returns how many."""
-    with _cache_lock:
+    """`worker.signal_running` for the commands this process runs on Dask: SIGKILL kills their
+    groups at once, any other signal cancels them (SIGTERM, then SIGKILL after the grace)."""
+    with _lock:
         remotes = list(_running.values())
     for remote in remotes:
-        signal_one(remote, sig)
+        remote.signal(sig)
     return len(remotes)
 
 
 def machine() -> str:
-    """Boot and pid namespace: two processes with the same value can signal each other's pgids."""
+    """Boot and pid namespace: processes with the same value can signal each other's groups."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as handle:
             return f"{handle.read().strip()}:{os.stat('/proc/self/ns/pid').st_ino}"
     except OSError:
-        return f"unknown:{uuid.uuid4()}"  # never equal: never signal a pgid of another machine
+        return f"unknown:{uuid.uuid4()}"  # never equal: never signal a group of another machine
 
 
 def _kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
@@ -301,7 +284,7 @@ def _kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
 # -- in the Dask worker ----------------------------------------------------------------------
 
 class _Outbox:
-    """Batches output into the task's Queue; losing a batch never fails the command."""
+    """Batches messages into the task's Queue; a lost batch never fails the command."""
 
     def __init__(self, name: str):
         from distributed import Queue
@@ -311,88 +294,91 @@ class _Outbox:
     def add(self, kind: str, data: Any, now: bool = False) -> None:
         self.items.append((kind, data))
         self.size += len(data[1]) if kind == "out" else 0
-        if now or self.size >= _FLUSH_BYTES:
-            self.flush()
-        self.tick()
+        self.tick(now or self.size >= _FLUSH_BYTES)
 
-    def tick(self) -> None:
-        if time.monotonic() - self.last >= _FLUSH_EVERY:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.items:
+    def tick(self, now: bool = False) -> None:
+        if self.items and (now or time.monotonic() - self.last >= _FLUSH_EVERY):
             with contextlib.suppress(Exception):
                 self.queue.put(self.items)
-        self.items, self.size, self.last = [], 0, time.monotonic()
+            self.items, self.size, self.last = [], 0, time.monotonic()
 
 
-def _wanted(dask_worker: Any, key: str) -> bool:
-    """False once the scheduler cancelled or forgot this task (a stop, or its client died)."""
+def _wanted(me: Any, key: str) -> bool:
+    """False once the scheduler cancelled or forgot this task (a stop, or its client is gone), or
+    the worker is closing (it lost the scheduler: nobody can take the result any more)."""
     try:
-        task = dask_worker.state.tasks.get(key)
-    except AttributeError:  # an older worker without WorkerState: rely on the guard and SIGKILL
+        task = me.state.tasks.get(key)
+        closing = getattr(me.status, "name", "") in ("closing", "closed", "failed")
+    except AttributeError:  # a worker without WorkerState: stops come by SIGKILL only
         return True
-    return task is not None and task.state in ("executing", "long-running", "resumed")
+    return not closing and task is not None and task.state in ("executing", "long-running", "resumed")
 
 
 def _run_remote(command: str, cwd: str, shared: dict[str, str], explicit: dict[str, str], timeout: float | None,
                 output: str | None, runner_path: str, key: str) -> dict[str, Any]:
+    import dask
     from distributed import get_worker
 
     me, started = get_worker(), time.monotonic()
     box, tail = _Outbox(key), deque(maxlen=20)
-    result = {"exit_code": None, "signal": signal.SIGTERM, "duration": 0.0, "tail": [], "timed_out": False}
+    result: dict[str, Any] = {"exit_code": None, "signal": signal.SIGTERM, "duration": 0.0, "tail": [], "timed_out": False}
     if not _wanted(me, key):
         return result  # cancelled before it started: nothing ran
     env = dict(os.environ)
-    for name in worker_spawn_defaults():
-        env.pop(name, None)  # the nanny's 1-thread BLAS defaults are for Python tasks, not renderers
+    for name in dask.config.get("distributed.nanny.pre-spawn-environ", None) or {}:
+        env.pop(name, None)  # the nanny's 1-thread BLAS settings are for Python tasks, not renderers
     env.update(shared)
     path = [os.path.dirname(sys.executable), *env.get("PATH", os.defpath).split(os.pathsep)]
-    env["PATH"] = os.pathsep.join(dict.fromkeys(path + runner_path.split(os.pathsep)))
+    env["PATH"] = os.pathsep.join(dict.fromkeys(path + runner_path.split(os.pathsep)))  # the worker's own first
     env.update(explicit)
     env.update(HELIOS_DOIT_DASK_WORKER=me.address, HELIOS_DOIT_DASK_WORKER_NAME=str(me.name))
-    if output:  # a rerun after a lost worker: the first run's partial output must not look done
+    if output:  # a rerun after a lost worker: the first run's partial output must go
         with contextlib.suppress(FileNotFoundError):
             os.unlink(output)
     try:
-        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", GUARD, command], cwd=cwd, env=env,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     except OSError as err:
         line = f"helios-doit: cannot start the command on Dask worker {me.address} in {cwd}: {err}"
         box.add("out", ("stderr", (line + "\n").encode()))
         result.update(exit_code=LOST, signal=None, tail=[line])
-        box.add("end", result, now=True)
-        return result
-    box.add("start", {"worker": me.address, "name": str(me.name), "pgid": proc.pid, "machine": machine()}, now=True)
-    timed_out = _pump(proc, box, tail, timeout, lambda: _wanted(me, key))
-    assert proc.stdin is not None
-    proc.stdin.close()
-    code = proc.wait()
-    result.update(exit_code=code if code >= 0 else None, signal=-code if code < 0 else None,
-                  duration=time.monotonic() - started, tail=list(tail), timed_out=timed_out)
+    else:
+        box.add("start", {"worker": me.address, "name": str(me.name), "host": socket.gethostname(), "pgid": proc.pid,
+                          "machine": machine()}, now=True)
+        try:
+            watcher = subprocess.Popen(["/bin/sh", "-c", WATCHER], cwd="/", stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=proc.pid)
+        except OSError:
+            watcher = None  # the group is gone already: nothing left to guard
+        try:
+            timed_out = _pump(proc, box, tail, timeout, lambda: _wanted(me, key))
+        finally:
+            _kill_group(proc.pid, signal.SIGKILL)  # leftovers and the watcher (it keeps the pgid taken)
+            if watcher is not None:
+                watcher.stdin.close()  # type: ignore[union-attr]
+                watcher.wait()
+        code = proc.returncode
+        result.update(exit_code=code if code >= 0 else None, signal=-code if code < 0 else None,
+                      duration=time.monotonic() - started, tail=list(tail), timed_out=timed_out)
     box.add("end", result, now=True)
     return result
 
 
-def worker_spawn_defaults() -> list[str]:
-    import dask
-
-    return list(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
-
-
 def _pump(proc: subprocess.Popen[bytes], box: _Outbox, tail: deque[str], timeout: float | None,
-          wanted: Any) -> bool:
-    """Forward output until both pipes close; stop on timeout or cancellation. True: timed out."""
+          wanted: Callable[[], bool]) -> bool:
+    """Forward output until the command has exited and both pipes are closed; stop the group on
+    timeout or cancellation (SIGTERM, SIGKILL after the grace). True if the timeout stopped it."""
     assert proc.stdout is not None and proc.stderr is not None
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
     selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
     started, partial, timed_out, stopped_at = time.monotonic(), b"", False, None
     try:
-        while selector.get_map():
-            for sel_key, _ in selector.select(_POLL):
+        while selector.get_map() or proc.poll() is None:
+            if not selector.get_map():  # the command closed its output but still runs
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(_POLL)
+            for sel_key, _ in selector.select(_POLL) if selector.get_map() else ():
                 data = os.read(sel_key.fd, 65536)
                 if not data:
                     selector.unregister(sel_key.fileobj)
@@ -402,22 +388,23 @@ def _pump(proc: subprocess.Popen[bytes], box: _Outbox, tail: deque[str], timeout
                     lines = (partial + data).split(b"\n")
                     partial = lines.pop()[-4096:]
                     tail.extend(line.decode(errors="replace").rstrip("\r") for line in lines)
-            box.tick()  # a quiet command's last lines go out too
+            box.tick()
             now = time.monotonic()
-            if stopped_at is None and timeout is not None and now >= started + timeout:
-                timed_out = True
+            timed_out = timed_out or (stopped_at is None and timeout is not None and now >= started + timeout)
             if stopped_at is None and (timed_out or not wanted()):
                 stopped_at = now
                 _kill_group(proc.pid, signal.SIGTERM)
             if (stopped_at is not None and now >= stopped_at + STOP_GRACE) or proc.poll() is not None:
-                _kill_group(proc.pid, signal.SIGKILL)  # after the grace, or leftovers of an ended guard
+                _kill_group(proc.pid, signal.SIGKILL)  # after the grace, or leftovers of a finished command
     finally:
         selector.close()
         proc.stdout.close()
         proc.stderr.close()
+        if proc.poll() is None:  # only after an error here
+            _kill_group(proc.pid, signal.SIGKILL)
+        proc.wait()
     if partial:
         tail.append(partial.decode(errors="replace"))
-    box.flush()
     return timed_out
 
 

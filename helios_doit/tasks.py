@@ -107,6 +107,10 @@ def namespace(job: Job, merge: str | None = None, options: RunOptions = RunOptio
         command = merge_command(job, merge)
     except JobError as err:
         _refuse(err)
+    if "dask" in (options.executor, options.merge_executor) and not options.scheduler:
+        from .dask_executor import ensure_cluster  # one cluster for every doit worker process
+
+        options = ensure_cluster(options)
     state = StateDir(job.state_dir)
     state.create()
     note = usable_dep_file(state)

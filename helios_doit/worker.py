@@ -31,6 +31,8 @@ class CommandRequest:
     env: dict[str, str] | None = None
     timeout: float | None = None
     on_start: Callable[[int], None] | None = None  # gets the process group id once it runs
+    output: str | None = None  # the file the command writes: a remote rerun removes it first
+    should_stop: Callable[[], bool] | None = None  # polled by remote engines: the run was cancelled
 
 
 @dataclass(frozen=True)
@@ -193,13 +195,21 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> No
     proc.wait()
 
 
+_stoppers: list[Callable[[int], int]] = []
+
+
+def register_stopper(stop: Callable[[int], int]) -> None:
+    """Let a remote engine's adapter take part in `signal_running` (for a second signal's SIGKILL)."""
+    _stoppers.append(stop)
+
+
 def signal_running(sig: int) -> int:
     """Send `sig` to the process group of every command this process runs; returns how many."""
     with _lock:
         pids = list(_running)
     for pid in pids:
         _kill_group(pid, sig)
-    return len(pids)
+    return len(pids) + sum(stop(sig) for stop in list(_stoppers))
 
 
 def wait_for_others(timeout: float) -> None:

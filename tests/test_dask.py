@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -142,13 +143,41 @@ def test_without_a_scheduler_a_local_cluster_runs_the_job(make_job):
     assert job.merged.read_text() == job.expected_merge()
 
 
-@pytest.mark.parametrize("par_type", ["thread", "process"])
+def test_the_chunk_timeout_kills_the_whole_remote_tree(make_job, dask_cluster):
+    job = make_job(chunks=1)
+    job.data["chunks"][0]["command"] = "sleep 60 & echo $! > sleeper.pid; wait"
+    job.save()
+    result = job.doit("chunk_timeout=1", "executor=dask", f"scheduler={dask_cluster.address}")
+    assert result.returncode == 1
+    assert "chunk 0 failed: timed out" in result.stdout
+    sleeper = int((job.folder / "sleeper.pid").read_text())
+    wait_for(lambda: not alive(sleeper), 5, "the timed-out command's child to die")
+
+
+def test_a_chunk_that_fails_for_good_stops_the_other_remote_chunk(make_job, dask_cluster):
+    job = make_job(chunks=2, frames=20)
+    via_where(job)
+    (job.folder / "slow").touch()  # 6 s a chunk
+    job.data["chunks"][0]["command"] = "sleep 1; echo broken >&2; exit 7"
+    job.save()
+    started = time.monotonic()
+    result = job.doit("-n", "2", "-P", "thread", "executor=dask", f"scheduler={dask_cluster.address}")
+    assert result.returncode == 1
+    assert time.monotonic() - started < 5, "the slow chunk should have been stopped"
+    assert "chunk 0 failed: exit code 7" in result.stdout
+    assert [r[0] for r in where(job)] == ["1"] and not alive(where(job)[0][3][0])
+    assert not job.output(1).exists()
+
+
+@pytest.mark.parametrize("par_type", ["thread", "process", "none"])
 def test_sigterm_to_the_runner_stops_the_remote_commands(make_job, dask_cluster, par_type):
     job = make_job(chunks=4, frames=20)
     via_where(job)
     (job.folder / "slow").touch()  # 6 s a chunk
-    runner = job.start_doit("-n", "2", "-P", par_type, "executor=dask", f"scheduler={dask_cluster.address}")
-    wait_for(lambda: (job.folder / "where.log").exists() and len(where(job)) >= 2, 30, "two remote commands")
+    pool = ["-n", "2", "-P", par_type] if par_type != "none" else []  # none: the main thread runs the chunk
+    runner = job.start_doit(*pool, "executor=dask", f"scheduler={dask_cluster.address}")
+    want = 2 if pool else 1
+    wait_for(lambda: (job.folder / "where.log").exists() and len(where(job)) >= want, 30, "remote commands")
     wait_for(lambda: all(job.output(int(r[0])).exists() for r in where(job)), 10, "partial outputs")
     commands = [r[3][0] for r in where(job)]
     assert all(alive(pid) for pid in commands)
@@ -158,31 +187,32 @@ def test_sigterm_to_the_runner_stops_the_remote_commands(make_job, dask_cluster,
     assert "stopped by SIGTERM" in err and "Traceback" not in err, err
     wait_for(lambda: not any(alive(pid) for pid in commands), 3, "the remote commands to die")
     for chunk_id, *_ in where(job):
-        assert not job.output(int(chunk_id)).exists(), "a partial output was left behind"
-    assert not list((job.state / "running").iterdir())
+        assert not job.output(int(chunk_id)).exists(), f"a partial output was left behind\n{out}{err}"
+    assert not list((job.state / "running").iterdir()), out + err
 
 
 def test_a_chunk_lost_with_its_worker_is_rendered_again_elsewhere(make_job, tmp_path):
     cluster = start_cluster(tmp_path / "dask", "w1", "w2")
     try:
-        job = make_job(chunks=4, frames=6)
+        job = make_job(chunks=4, frames=4)
         via_where(job)
-        (job.folder / "slow").touch()  # 1.8 s a chunk
+        (job.folder / "slow").touch()  # 1.2 s a chunk
         runner = job.start_doit("-n", "2", "-P", "thread", "executor=dask", f"scheduler={cluster.address}")
         wait_for(lambda: (job.folder / "where.log").exists() and len(where(job)) >= 2, 30, "two remote commands")
         chunk_id, victim, _, chain = where(job)[0]
         wait_for(lambda: job.output(int(chunk_id)).exists() and job.output(int(chunk_id)).read_text(), 10,
                  "a partial output")
         os.kill(cluster.workers[victim].pid, signal.SIGKILL)  # the worker only: its command is orphaned
-        wait_for(lambda: not alive(chain[0]), 5, "the orphaned command to be killed by its guard")
+        wait_for(lambda: not alive(chain[0]), 5, "the orphaned command to be killed by its watcher")
         out, err = runner.communicate(timeout=60)
         assert runner.returncode == 0, out + err
+        assert f"chunk {chunk_id} done {chain[0]}" not in job.started(), "the orphaned command went on"
         runs = where(job)
         again = [r for r in runs if r[0] == chunk_id]
         assert len(again) == 2 and again[1][1] != victim
         assert sorted({r[0] for r in runs}) == ["0", "1", "2", "3"]
         for i in range(4):
-            assert job.output(i).read_text().count("frame") == 6
+            assert job.output(i).read_text().count("frame") == 4
         assert job.merged.read_text() == job.expected_merge()
         assert "was lost; the command runs again on" in (job.state / "logs" / f"chunk-{chunk_id}.log").read_text()
     finally:
