@@ -32,7 +32,7 @@ from typing import Any
 
 from .locks import is_held
 from .spec import Job, JobError
-from .state import StateDir, fingerprint, inputs_digest, read_json, stamp
+from .state import StateDir, inputs_digest, read_json, stamp
 from .tasks import chunk_tasks, load_or_exit, merge_command, merge_task
 
 

@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from conftest import REPO, alive, wait_for  # noqa: E402
+from conftest import alive, wait_for  # noqa: E402
 
 WHERE = r'''
 import os, sys

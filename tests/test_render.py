@@ -91,6 +91,7 @@ def test_a_chunk_starts_on_a_keyframe_at_time_zero(tmp_path: Path) -> None:
     with av.open(str(tmp_path / "part.mov")) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
         assert (video.codec_context.width, video.codec_context.height) == (160, 90)
+        assert audio.codec_context.name == "pcm_s16le"
         assert video.time_base == Fraction(1, 24)
         packets = [p for p in container.demux(video) if p.size]
     assert len(packets) == 12
