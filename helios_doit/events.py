@@ -40,18 +40,17 @@ def log_path(state_root: Path | str, run: str | None = None) -> Path:
     return Path(state_root) / "runs" / f"{run or run_id()}.jsonl"
 
 
+_open: dict[Path, int] = {}  # one O_APPEND descriptor per log and process: no open() per event
+
+
 def emit(state_root: Path | str, event: str, **fields: Any) -> None:
     path = log_path(state_root)
     line = json.dumps({"event": event, "at": round(time.time(), 3), **fields}, separators=(",", ":")) + "\n"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    except FileNotFoundError:
+    fd = _open.get(path)
+    if fd is None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+        fd = _open[path] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    os.write(fd, line.encode())
 
 
 def read(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:

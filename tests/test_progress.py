@@ -176,6 +176,7 @@ def test_terminal_gets_a_live_display_and_whole_command_lines(make_job):
     os.close(slave)
     data = b""
     deadline = time.monotonic() + 60
+    quiet_since = None
     while time.monotonic() < deadline:
         ready, _, _ = select.select([master], [], [], 0.2)
         if ready:
@@ -186,8 +187,11 @@ def test_terminal_gets_a_live_display_and_whole_command_lines(make_job):
             if not chunk:
                 break
             data += chunk
-        elif proc.poll() is not None:
-            break
+            quiet_since = None
+        elif proc.poll() is not None:  # ended: drain what is still buffered, then stop
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since > 1.0:
+                break
     os.close(master)
     assert proc.wait(10) == 0
     text = data.decode(errors="replace")
