@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 from common import BENCH, PYTHON, bench_env, code_root, doit_argv, machine_facts, run_measured, scratch_root, use_snapshot  # noqa: E402
-from jobs import clean_touch_outputs, write_floor_dodo, write_touch_workload  # noqa: E402
+from jobs import clean_touch_outputs, write_floor_dodos, write_touch_workload  # noqa: E402
 
 PHASES = BENCH / "phases.py"
 
@@ -213,9 +213,9 @@ def section_4(h: Path, p: Path, n: int, work: Path, say) -> None:
         m = run_measured(["make", "-j2"], h)
         say(f"  {'make -j2':<30} wall {m.wall:7.2f} s  CPU {m.cpu:6.2f} s ({m.cpu / n * 1000:.2f} ms CPU/chunk)")
         floor = work / "floor"
-        write_floor_dodo(floor, n)
-        for label, dargs in (("doit floor: N no-op actions -n 2", ["-f", "dodo_floor.py", "-n", "2", "dispatch"]),
-                             ("doit floor: N no-op actions -n 1", ["-f", "dodo_floor.py", "dispatch"])):
+        write_floor_dodos(floor, n)
+        for label, dargs in (("doit floor: N no-op actions -n 2", ["-f", "dodo_floor_dispatch.py", "-n", "2"]),
+                             ("doit floor: N no-op actions -n 1", ["-f", "dodo_floor_dispatch.py"])):
             (floor / ".floor-doit.sqlite3").unlink(missing_ok=True)
             m = run_measured(doit_argv(*dargs, rusage_file=rus), floor)
             r = json.loads(rus.read_text())
@@ -229,7 +229,7 @@ def section_4(h: Path, p: Path, n: int, work: Path, say) -> None:
         for label, folder, dargs in (
             ("helios-doit no-op -n 2", h, helios_args(h, "-n", "2")),
             ("plain doit no-op -n 2", p, ["-f", "dodo_plain.py", "-n", "2"]),
-            ("doit floor: N up-to-date tasks", floor, ["-f", "dodo_floor.py", "-n", "2", "status"]),
+            ("doit floor: N up-to-date tasks", floor, ["-f", "dodo_floor_status.py", "-n", "2"]),
             ("doit: python -c 'import doit'", floor, None),
             ("helios-doit: import + load job", h, None),
         ):

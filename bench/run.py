@@ -458,9 +458,9 @@ ORDER = ["P1", "P2", "P3", "P4", "P5"]  # order in the table
 
 # -- output -------------------------------------------------------------------------------------
 
-def load_results() -> dict[str, Any]:
+def load_results(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(RESULTS.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return {"runs": {}, "sections": {}}
 
@@ -550,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller jobs (a few minutes)")
     parser.add_argument("--only", help="comma-separated ids, e.g. P1,P2 (default: all)")
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"), help="markdown file to update (default BENCHMARKS.md)")
+    parser.add_argument("--results", default=str(RESULTS), help="JSON file of all rows (default bench/results/latest.json)")
     parser.add_argument("--work", help="scratch folder (default: a new one under /dev/shm if it exists, else /tmp; "
                                        "removed at the end)")
     parser.add_argument("--code", default="worktree", metavar="REV",
@@ -582,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
                 "libavcodec", "pydantic", "make", "ffmpeg", "git_head", "tree_changes", "tree_digest"):
         log(f"  {key}: {facts.get(key)}")
     ctx = Ctx(args.quick, work, log)
-    results = load_results()
+    results_path = Path(args.results)
+    results = load_results(results_path)
     run_id = time.strftime("%Y%m%dT%H%M%S")
     results["runs"][run_id] = {"quick": args.quick, "facts": facts, "elapsed_s": 0.0}
     failed = []
@@ -606,10 +608,10 @@ def main(argv: list[str] | None = None) -> int:
         live = {s["run"] for s in results["sections"].values()}
         results["runs"] = {k: v for k, v in results["runs"].items() if k in live}
         if results["sections"]:
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(results, indent=1, default=str))
+            results_path.parent.mkdir(parents=True, exist_ok=True)
+            results_path.write_text(json.dumps(results, indent=1, default=str))
             write_markdown(Path(args.out), render_markdown(results))
-            log(f"wrote {args.out} and {RESULTS.relative_to(REPO)}")
+            log(f"wrote {args.out} and {results_path}")
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     log(f"done in {time.monotonic() - started:.0f} s" + (f"; failed: {', '.join(failed)}" if failed else ""))
