@@ -1,29 +1,18 @@
 """The `dask` worker adapter: chunk commands run in Dask workers, doit stays the bookkeeper.
 
-Only the shell command leaves this process: up-to-date checks, records, verification, logs and
-locks stay in `actions.run_task`, so a Dask run means what a local run means. The job folder
-must be on storage the workers share (commands run in `request.cwd`), and the workers need
-helios-doit installed (they import `_run_remote` by name; job commands call it anyway).
+Only the shell command leaves this process: checks, records, verification, logs and locks stay
+in `actions.run_task`, so a Dask run means what a local run means. The job folder must be on
+shared storage, and workers need helios-doit installed (they import `_run_remote` by name).
 
 In the worker, `_run_remote` runs `/bin/sh -c COMMAND` as the leader of a new process group,
-as `LocalAdapter` does, plus `WATCHER` in that group, which SIGKILLs the group when the worker
-process dies. So a worker lost to the OOM killer leaves no renderer writing the output while
-Dask reruns the chunk elsewhere (the scheduler reschedules the tasks of a lost worker by
-itself, up to `distributed.scheduler.allowed-failures`).
-Output is batched (0.2 s / 64 KiB) into a `distributed.Queue` named by the task's key, which
-the adapter drains while it waits: live lines as with local commands. The worker function
-watches its own key: once the task is cancelled (by this adapter on a stop, or by the scheduler
-because this process' client went away) it stops the group like a local stop does.
+plus `WATCHER` in that group, which SIGKILLs the group when the worker process dies: a worker
+lost to the OOM killer leaves no renderer writing while Dask reruns the chunk elsewhere.
+Output is batched (0.2 s / 64 KiB) into a `distributed.Queue` named by the task's key, drained
+live by the adapter. A cancelled task (a stop here, or this client gone) stops its group.
+The environment is the worker's, then the runner's minus `WORKER_LOCAL`, then `request.env`.
 
-The command's environment is the worker's own, then the runner's variables except those about
-the runner's machine or session (`WORKER_LOCAL`), then `request.env`; PATH is the worker's
-interpreter bin folder, the worker's PATH, then the runner's; `HELIOS_DOIT_DASK_WORKER(_NAME)`
-says where it ran.
-
-Use `doit -n N -P thread ... executor=dask`: doit's threads share one `Client` per process and
-address. Processes work too (a client each). Without a scheduler address a `LocalCluster` is
-started once per process, unless `ensure_cluster` ran in the main process first: its address
-then reaches doit's worker processes through `SCHEDULER_ENV`.
+Use `doit -n N -P thread ... executor=dask`: threads share one `Client` per address. Without
+an address `ensure_cluster` starts one `LocalCluster` in the main process (`SCHEDULER_ENV`).
 """
 from __future__ import annotations
 
