@@ -4,12 +4,10 @@ Only the shell command leaves this process: checks, records, verification, logs 
 in `actions.run_task`, so a Dask run means what a local run means. The job folder must be on
 shared storage, and workers need helios-doit installed (they import `_run_remote` by name).
 
-In the worker, `_run_remote` runs `/bin/sh -c COMMAND` as the leader of a new process group,
-plus `WATCHER` in that group, which SIGKILLs the group when the worker process dies: a worker
-lost to the OOM killer leaves no renderer writing while Dask reruns the chunk elsewhere.
-Output is batched (0.2 s / 64 KiB) into a `distributed.Queue` named by the task's key, drained
-live by the adapter. A cancelled task (a stop here, or this client gone) stops its group.
-The environment is the worker's, then the runner's minus `WORKER_LOCAL`, then `request.env`.
+In the worker, `_run_remote` runs the command as a process-group leader, with `WATCHER` in the
+group to SIGKILL it if the worker dies (no orphan keeps writing while Dask reruns the chunk).
+Output is batched into a `distributed.Queue` per task and drained live by the adapter; a
+cancelled task stops its group. Environment: the worker's, the runner's minus `WORKER_LOCAL`.
 
 Use `doit -n N -P thread ... executor=dask`: threads share one `Client` per address. Without
 an address `ensure_cluster` starts one `LocalCluster` in the main process (`SCHEDULER_ENV`).
