@@ -1,8 +1,9 @@
 """The worker seam: run one command in one folder, stream its output, stop it on request.
 
 `WorkerAdapter` is the seam a distributed engine plugs into; `LocalAdapter` runs the command
-here. Each command is a shell command run verbatim (no %-formatting, unlike doit's CmdAction)
-as the leader of a new process group, so that stopping it stops everything it started.
+here. Each command is a shell command run verbatim (no %-formatting, unlike doit's CmdAction;
+plain words are exec'd without the shell, see `spawn`) as the leader of a new process group,
+so that stopping it stops everything it started.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
+
+from .spawn import SHELL, argv_for, exec_failure
 
 #: Seconds a stopped command gets between SIGTERM and SIGKILL (renderers finalise files).
 STOP_GRACE = 3.0
@@ -84,6 +87,14 @@ def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _child_env(extra: dict[str, str] | None) -> dict[str, str] | None:
+    """None (inherit this process' environment) when it already is what `command_env` would make:
+    copying the environment for each of thousands of commands is measurable."""
+    if not extra and os.environ.get("PATH", "").startswith(os.path.dirname(sys.executable) + os.pathsep):
+        return None
+    return command_env(extra)
+
+
 #: Adapters by name -> "module:Class", imported on first use (a local run never loads Dask).
 ADAPTERS: dict[str, str] = {"local": "helios_doit.worker:LocalAdapter", "dask": "helios_doit.dask_executor:DaskAdapter"}
 
@@ -100,19 +111,32 @@ class LocalAdapter:
     """Runs commands as child processes of this one."""
 
     def __init__(self, scheduler: str | None = None):
-        pass  # nothing to connect to
+        # Commands inherit this process' environment with our bin folder first (see
+        # `command_env`); putting it there once spares a copy of the environment per command.
+        bin_dir = os.path.dirname(sys.executable)
+        if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
+            os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)])
 
     def execute(self, request: CommandRequest, sink: OutputSink) -> CommandResult:
         started = time.monotonic()
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", request.command],
-            cwd=request.cwd,
-            env=command_env(request.env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        argv = argv_for(request.command)
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=request.cwd,
+                env=_child_env(request.env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as error:
+            if argv[0] == SHELL or error.filename == request.cwd:
+                raise
+            code, message = exec_failure(argv, error)
+            sink("stderr", f"{message}\n".encode())
+            return CommandResult(exit_code=code, signal=None, duration=time.monotonic() - started,
+                                 stderr_tail=(message,))
         with _lock:
             _running[proc.pid] = _Running(proc)
         tail: deque[str] = deque(maxlen=20)
@@ -166,7 +190,7 @@ def _pump(proc: subprocess.Popen[bytes], timeout: float | None, started: float, 
                     partial = lines.pop()[-4096:]
                     tail.extend(line.decode(errors="replace").rstrip("\r") for line in lines)
             if proc.poll() is not None and selector.get_map():
-                # The shell is gone; whatever still holds the pipes belongs to its group.
+                # The leader is gone; whatever still holds the pipes belongs to its group.
                 _kill_group(proc.pid, signal.SIGKILL)
     finally:
         selector.close()
