@@ -52,6 +52,7 @@ class TaskJob:
     expect: Expect | None = None  # what a video output must hold to count as done
     chunk_id: int | None = None  # None for the merge
     options: RunOptions = RunOptions()
+    looked: float = 0.0  # when the runner read the records to decide what to run (unix time)
 
     def complete(self) -> Complete:
         return Complete(str(StateDir(Path(self.state_root)).record(self.name)), self.fingerprint, self.output,
@@ -64,7 +65,9 @@ def run_task(job: TaskJob) -> TaskFailed | None:
         raise supervise.Interrupted(supervise.stopping() or 0)
     state = StateDir(Path(job.state_root))
     with task_lock(state.lock(job.name), supervise.stopping) as waited:
-        if waited and job.complete()():
+        # Another runner may have finished it since we looked (or while we waited for its lock);
+        # a record older than our look is one this run chose to redo (`-a`, a changed output).
+        if job.complete().check(after=None if waited else job.looked):
             events.emit(state.root, "task-skip", task=job.name, chunkId=job.chunk_id, reason="done by another runner")
             return None
         return _attempts(job, state)
@@ -223,8 +226,14 @@ class Complete:
     cwd: str = ""
 
     def __call__(self) -> bool:
+        return self.check()
+
+    def check(self, after: float | None = None) -> bool:
+        """Done, and (given `after`) recorded at or after that time."""
         data = read_json(Path(self.record))
         if data is None or data.get("fingerprint") != self.fingerprint:
+            return False
+        if after is not None and not float(data.get("finishedAt") or 0) >= after:
             return False
         if self.output is not None and stamp(self.output) != data.get("output"):
             return False

@@ -11,7 +11,8 @@ Events (every one has "event", "at" (unix time), "task" where it applies):
 - task-retry:  task, chunkId, attempt, message, delay (seconds before the next attempt)
 - task-done:   task, chunkId, attempt, duration, frames, size
 - task-failed: task, chunkId, attempt, message, exitCode, signal, stderrTail, log, final (bool)
-- task-skip:   task, chunkId, reason ("up to date" | "done by another runner")
+- task-skip:   task, chunkId, reason ("done by another runner")
+- tasks-skip:  tasks (["chunk-3", ..., "merge"]), reason ("up to date"): one event per run, not per task
 - run-end:     code (0 done, 1 a task failed, 2 doit refused, 128+N stopped by signal N), failed (tasks), elapsed
 """
 from __future__ import annotations

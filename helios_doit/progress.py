@@ -112,6 +112,11 @@ class Progress:
             changed = not self.ended
             self.ended, self.code = True, event.get("code")
             return changed
+        if kind == "tasks-skip":  # one event for every task a run found up to date
+            changed = False
+            for key in event.get("tasks") or []:
+                changed |= self.apply({"event": "task-skip", "at": at, "task": key, "reason": event.get("reason")})
+            return changed
         key = task_key(event)
         if key is None:
             return False

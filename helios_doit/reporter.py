@@ -45,6 +45,7 @@ class Reporter(ConsoleReporter):
     def __init__(self, outstream: TextIO, options: dict[str, Any]):
         super().__init__(outstream, options)
         self.done: list[str] = []
+        self.skipped: list[str] = []  # up to date, not logged yet
         self.lock = threading.RLock()  # doit calls us from worker threads under `-P thread`
         self.progress = Progress()
         self.state_root: Path | None = None
@@ -101,7 +102,7 @@ class Reporter(ConsoleReporter):
     def skip_uptodate(self, task: Any) -> None:
         with self.lock:
             if _is_work(task):
-                self._emit("task-skip", task=_key(task), chunkId=_chunk_id(task), reason="up to date")
+                self.skipped.append(_key(task))  # logged together: a no-op of 10,000 chunks is one line
             super().skip_uptodate(task)
 
     def add_success(self, task: Any) -> None:
@@ -149,6 +150,9 @@ class Reporter(ConsoleReporter):
 
     def _drain(self) -> None:
         """Read what workers (and we) appended to the run's event log since the last look."""
+        if self.skipped:
+            skipped, self.skipped = self.skipped, []
+            self._emit("tasks-skip", tasks=skipped, reason="up to date")
         if self.state_root is None:
             return
         found, self.offset = events.read(events.log_path(self.state_root, self.progress.run_id), self.offset)
@@ -272,10 +276,6 @@ def _is_work(task: Any) -> bool:
 
 def _key(task: Any) -> str:
     return task.name.replace(":", "-")
-
-
-def _chunk_id(task: Any) -> int | None:
-    return int(task.name.split(":")[1]) if task.name.startswith("chunk:") else None
 
 
 def _size(path: Path) -> int:

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import stat
-import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,10 +84,16 @@ def chunk_task_name(chunk_id: int) -> str:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Readers see the old file or the new one, never a torn one, whatever kills the writer."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The temp name is unique per process and thread, so concurrent writers never share one.
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
+    blob = json.dumps(data, separators=(",", ":")).encode()
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, separators=(",", ":"))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            while blob:
+                blob = blob[os.write(fd, blob):]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

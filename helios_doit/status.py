@@ -79,7 +79,7 @@ def job_status(job: Job, merge: str | None = None) -> dict[str, Any]:
 
 def task_status(state: StateDir, task: dict[str, Any], name: str) -> dict[str, Any]:
     """One task's state from its record, failure record, running marker and lock; reads only."""
-    complete = task["uptodate"][0]
+    complete = task["actions"][0][1][0].complete()  # the task's TaskJob: its record as of now
     output = task["targets"][0] if task["targets"] else None
     record = read_json(state.record(name))
     failure = read_json(state.root / "failures" / f"{name}.json")

@@ -116,6 +116,19 @@ def test_two_runners_on_one_job_render_each_chunk_once(make_job):
     assert job.merged.read_text() == job.expected_merge()
 
 
+def test_a_chunk_another_runner_finished_after_this_run_started_is_not_rendered_again(make_job):
+    job = make_job(chunks=4, frames=3)
+    (job.folder / "slow").touch()  # 0.9 s a chunk, one at a time: chunk 3 comes last
+    first = job.start_doit()
+    wait_for(lambda: "chunk 0 start" in " ".join(job.started()), what="the first runner to start")
+    second = job.doit("chunk:3")
+    assert second.returncode == 0, second.stderr
+    assert first.wait(60) == 0, first.stderr.read()
+    assert "chunk:3 (done by another runner)" in first.stdout.read()
+    assert [r for r in job.runs() if r.startswith("chunk")].count("chunk 3") == 1
+    assert job.merged.read_text() == job.expected_merge()
+
+
 def test_bad_operation_options_are_bad_input(make_job):
     job = make_job(chunks=1)
     result = job.cli("--retries", "-1")
