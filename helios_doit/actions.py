@@ -55,8 +55,8 @@ class TaskJob:
     looked: float = 0.0  # when the runner read the records to decide what to run (unix time)
 
     def complete(self) -> Complete:
-        return Complete(str(StateDir(Path(self.state_root)).record(self.name)), self.fingerprint, self.output,
-                        self.inputs, self.cwd)
+        record = os.path.join(self.state_root, "records", f"{self.name}.json")  # StateDir.record, without Paths
+        return Complete(record, self.fingerprint, self.output, self.inputs, self.cwd)
 
 
 def run_task(job: TaskJob) -> TaskFailed | None:
@@ -202,12 +202,11 @@ def _check_video(path: str, expect: Expect) -> str | None:
 
 
 def _record(job: TaskJob, result: CommandResult, attempts: int) -> dict[str, object]:
-    cwd = Path(job.cwd)
     return {
         "task": job.name,
         "fingerprint": job.fingerprint,
         "output": stamp(job.output) if job.output else None,
-        "inputs": {os.path.relpath(p, cwd): content_state(Path(p)) for p in job.inputs},
+        "inputs": {_relative(p, job.cwd): content_state(p) for p in job.inputs},
         "finishedAt": time.time(),
         "duration": round(result.duration, 3),
         "host": socket.gethostname(),
@@ -230,7 +229,7 @@ class Complete:
 
     def check(self, after: float | None = None) -> bool:
         """Done, and (given `after`) recorded at or after that time."""
-        data = read_json(Path(self.record))
+        data = read_json(self.record)
         if data is None or data.get("fingerprint") != self.fingerprint:
             return False
         if after is not None and not float(data.get("finishedAt") or 0) >= after:
@@ -240,7 +239,13 @@ class Complete:
         states = data.get("inputs") or {}
         if len(states) != len(self.inputs):
             return False
-        return not any(content_changed(Path(p), states.get(os.path.relpath(p, self.cwd))) for p in self.inputs)
+        return not any(content_changed(p, states.get(_relative(p, self.cwd))) for p in self.inputs)
+
+
+def _relative(path: str, folder: str) -> str:
+    """os.path.relpath for the common case of a path inside `folder`, at a fraction of its cost."""
+    prefix = folder.rstrip(os.sep) + os.sep
+    return path[len(prefix):] if path.startswith(prefix) and os.sep + ".." not in path else os.path.relpath(path, folder)
 
 
 def clean_task(job: TaskJob) -> None:

@@ -103,7 +103,12 @@ class Reporter(ConsoleReporter):
         with self.lock:
             if _is_work(task):
                 self.skipped.append(_key(task))  # logged together: a no-op of 10,000 chunks is one line
-            super().skip_uptodate(task)
+            if task.name.startswith("_"):
+                return
+            if self.live is None:  # doit's "-- chunk:3", flushed with the next line that is not a skip
+                self.outstream.write(f"-- {task.title()}\n")
+            else:
+                self.live.print(f"-- {task.title()}\n")
 
     def add_success(self, task: Any) -> None:
         with self.lock:
@@ -138,6 +143,7 @@ class Reporter(ConsoleReporter):
                 live, self.live = self.live, None
                 live.close()  # the terminal is ours again before the summary
         self._summary()
+        self.outstream.flush()
 
     # -- the event log and the progress file --------------------------------------------
     def _tick(self) -> None:

@@ -101,11 +101,17 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path | str) -> dict[str, Any] | None:
     """A missing, unreadable or garbage file reads as no record: the work is redone."""
     try:
-        with open(path, "rb") as handle:
-            data = json.loads(handle.read())
+        fd = os.open(path, os.O_RDONLY)  # no file object: a no-op run reads one record per chunk
+        try:
+            chunks = []
+            while block := os.read(fd, 65536):
+                chunks.append(block)
+        finally:
+            os.close(fd)
+        data = json.loads(b"".join(chunks))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -136,14 +142,14 @@ def fingerprint(*parts: Any) -> str:
 # -- content states, with doit's MD5Checker rule: same mtime -> same; other size -> changed;
 #    else compare the md5. Kept in our own files so that they survive a killed run.
 
-def content_state(path: Path, previous: list[Any] | None = None) -> list[Any]:
+def content_state(path: Path | str, previous: list[Any] | None = None) -> list[Any]:
     st = os.stat(path)
     if previous and previous[0] == st.st_mtime_ns and previous[1] == st.st_size:
         return previous
     return [st.st_mtime_ns, st.st_size, get_file_md5(str(path))]
 
 
-def content_changed(path: Path, state: list[Any] | None) -> bool:
+def content_changed(path: Path | str, state: list[Any] | None) -> bool:
     if not state:
         return True
     try:
