@@ -26,7 +26,7 @@ from .video import is_video_path
 from .state import StateDir, content_changed, content_state, read_json, remove, stamp, write_json_atomic
 from .worker import CommandRequest, CommandResult, get_adapter
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Expect:
     """A video output's expected contents: a chunk's frames and size, or the merge's frames and fps."""
 
@@ -36,12 +36,11 @@ class Expect:
     fps: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskJob:
     """Everything a worker needs to run one chunk, or the merge."""
 
     name: str  # state key: "chunk-3" or "merge"
-    label: str  # shown to people: "chunk 3"
     command: str
     cwd: str
     output: str | None  # None: a merge whose output we cannot know
@@ -53,6 +52,11 @@ class TaskJob:
     chunk_id: int | None = None  # None for the merge
     options: RunOptions = RunOptions()
     looked: float = 0.0  # when the runner read the records to decide what to run (unix time)
+
+    @property
+    def label(self) -> str:
+        """Shown to people: "chunk 3" or "merge"."""
+        return self.name.replace("-", " ")
 
     def complete(self) -> Complete:
         record = os.path.join(self.state_root, "records", f"{self.name}.json")  # StateDir.record, without Paths
@@ -214,7 +218,7 @@ def _record(job: TaskJob, result: CommandResult, attempts: int) -> dict[str, obj
     }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Complete:
     """doit `uptodate` check: the durable record matches this task as it is now."""
 

@@ -23,7 +23,7 @@ PROGRESS_ENV = "HELIOS_DOIT_PROGRESS_JSON"
 Event = Mapping[str, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskState:
     """One chunk (or the merge) as far as this run knows."""
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from .validate import check_job
 
@@ -42,11 +43,14 @@ class Metadata(_Model):
     duration: PositiveNumber
 
 
-class Chunk(_Model):
+@pydantic_dataclass(frozen=True, slots=True, config=ConfigDict(populate_by_name=True, extra="ignore"))
+class Chunk:
+    """A dataclass with slots, not a model: a job holds 10,000 of them for the whole run."""
+
     id: NonNegativeInt
-    start_frame: NonNegativeInt = Field(alias="startFrame")
-    frame_count: PositiveInt = Field(alias="frameCount")
-    output_file: NonEmptyStr = Field(alias="outputFile")
+    start_frame: Annotated[NonNegativeInt, Field(alias="startFrame")]
+    frame_count: Annotated[PositiveInt, Field(alias="frameCount")]
+    output_file: Annotated[NonEmptyStr, Field(alias="outputFile")]
     command: NonEmptyStr
 
 
@@ -71,7 +75,7 @@ class Job:
     job_file: Path | None  # None for a job loaded from a URL
     job_dir: Path  # commands run here; relative paths start here
     state_dir: Path
-    outputs: dict[int, Path]  # chunk id -> absolute output path
+    outputs: dict[int, str]  # chunk id -> absolute output path (strings: there may be 10,000)
     merge_output: Path | None
     inputs: tuple[Path, ...]
 
@@ -192,6 +196,8 @@ def _describe(err: Any, data: dict) -> str:
     got = err.get("input")
     shown = json.dumps(got) if isinstance(got, (str, int, float, bool, type(None))) else type(got).__name__
     message = err["msg"][0].lower() + err["msg"][1:]
+    if kind == "dataclass_type":  # a chunk that is not an object: say it as for the models
+        message = "input should be a valid dictionary"
     return f"{where}: {message}, got {shown}"
 
 

@@ -25,7 +25,7 @@ _stopped_by: int | None = None
 _active: dict[int, int] = {}  # thread id -> tasks it is running
 _active_lock = threading.Lock()
 _notes: list[str] = []  # why the run stopped, printed when it ends
-_watched: dict[str, tuple[Path, dict[str, Path]]] = {}  # state root -> (state, outputs by task name)
+_watched: dict[str, tuple[Path, dict[str, Path | str]]] = {}  # state root -> (state, outputs by task name)
 _watchdog: threading.Thread | None = None
 
 
@@ -128,7 +128,7 @@ def _die_by_signal() -> None:
     os.kill(os.getpid(), signum)
 
 
-def watch(state_root: Path, outputs: dict[str, Path]) -> None:
+def watch(state_root: Path, outputs: dict[str, Path | str]) -> None:
     """Tell the watchdog which outputs belong to which task of a job (looked up, never trusted from markers)."""
     _watched[str(state_root)] = (state_root, outputs)
 

@@ -34,12 +34,14 @@ def chunk_tasks(job: Job, state: StateDir, digest: str, options: RunOptions = Ru
     looked = time.time()
     recorded = _recorded(state)
     job_dir, state_root = str(job.job_dir), str(state.root)
+    expects: dict[int, Expect] = {}  # shared: most chunks have the same frame count
     for chunk in job.spec.chunks:
         name = chunk_task_name(chunk.id)
         output = str(job.outputs[chunk.id])
         print_fp = chunk_fingerprint(chunk, digest)
-        expect = Expect(chunk.frame_count, job.spec.metadata.width, job.spec.metadata.height)
-        work = TaskJob(name, f"chunk {chunk.id}", chunk.command, job_dir, output, state_root, print_fp,
+        expect = expects.get(chunk.frame_count) or expects.setdefault(
+            chunk.frame_count, Expect(chunk.frame_count, job.spec.metadata.width, job.spec.metadata.height))
+        work = TaskJob(name, chunk.command, job_dir, output, state_root, print_fp,
                        adapter=options.executor, expect=expect, chunk_id=chunk.id, options=options, looked=looked)
         last = chunk.start_frame + chunk.frame_count - 1
         # Decided now, from one listing of the records: doit then checks only that the output
@@ -96,7 +98,7 @@ def merge_task(job: Job, state: StateDir, command: str, options: RunOptions = Ru
     output = str(job.merge_output) if job.merge_output else None
     print_fp = fingerprint(command, output and os.path.relpath(output, job.job_dir))
     meta = job.spec.metadata
-    work = TaskJob("merge", "merge", command, str(job.job_dir), output, str(state.root), print_fp, inputs,
+    work = TaskJob("merge", command, str(job.job_dir), output, str(state.root), print_fp, inputs,
                    adapter=options.merge_executor, expect=Expect(meta.total_frames, fps=meta.fps), options=options,
                    looked=time.time())
     return {

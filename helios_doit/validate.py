@@ -21,7 +21,7 @@ MERGE_PROGRAMS = ("helios", "helios-doit")
 
 def check_job(
     spec: JobSpec, job_dir: Path, job_file: Path | None, state_dir: Path, output_root: Path | None
-) -> tuple[dict[int, Path], Path | None, tuple[Path, ...], list[str]]:
+) -> tuple[dict[int, str], Path | None, tuple[Path, ...], list[str]]:
     faults: list[str] = []
     allowed = [job_dir.resolve()] + ([output_root] if output_root else [])
     how = "keep outputs inside the job's folder, or allow another folder with output_root=PATH (CLI: --output-root)"
@@ -30,16 +30,15 @@ def check_job(
     roots = [str(root) for root in allowed]
     state_root = str(state_dir.parent)
 
-    def place(raw: str, what: str) -> Path | None:
+    def place(raw: str, what: str) -> str | None:
         found = resolve(raw, what)
         if found is None:
             return None
         path, is_dir = found
-        text = str(path)
-        if not any(_within(text, root) for root in roots):
+        if not any(_within(path, root) for root in roots):
             faults.append(f"{what}: {raw!r} resolves to {path}, outside {allowed[0]}; {how}")
             return None
-        if _within(text, state_root):
+        if _within(path, state_root):
             faults.append(f"{what}: {raw!r} is inside the state folder {state_dir.parent}; choose another path")
             return None
         if is_dir:
@@ -53,15 +52,18 @@ def check_job(
         found = resolve(raw, f"inputs[{index}]")
         if found is None:
             continue
-        path = found[0]
+        path = Path(found[0])
         if not path.is_file():
             faults.append(f"inputs[{index}]: {raw!r} is not a file (looked at {path}); fix the path or remove it")
         inputs.append(path)
 
-    def clashes(path: Path, raw: str, what: str) -> bool:
-        if job_file is not None and path == job_file:
+    job_file_text = str(job_file) if job_file is not None else None
+    input_texts = {str(path) for path in inputs}
+
+    def clashes(path: str, raw: str, what: str) -> bool:
+        if path == job_file_text:
             faults.append(f"{what}: {raw!r} is the job file itself; choose another output")
-        elif path in inputs:
+        elif path in input_texts:
             faults.append(f"{what}: {raw!r} is also listed in inputs, and outputs are deleted; choose another output")
         else:
             return False
@@ -75,8 +77,8 @@ def check_job(
     if merge_output is not None:
         clashes(merge_output, merge_raw, merge_what)
 
-    outputs: dict[int, Path] = {}
-    owners: dict[Path, int] = {}
+    outputs: dict[int, str] = {}
+    owners: dict[str, int] = {}
     for index, chunk in enumerate(spec.chunks):
         what = f"chunk {chunk.id} (chunks[{index}]).outputFile"
         if chunk.id in outputs:
@@ -84,7 +86,7 @@ def check_job(
             continue
         path = place(chunk.output_file, what)
         if path is None:
-            outputs[chunk.id] = job_dir / chunk.output_file
+            outputs[chunk.id] = os.path.join(job_dir, chunk.output_file)
             continue
         outputs[chunk.id] = path
         if clashes(path, chunk.output_file, what):
@@ -97,14 +99,14 @@ def check_job(
             owners[path] = chunk.id
 
     faults += _check_frames(spec)
-    return outputs, merge_output, tuple(inputs), faults
+    return outputs, Path(merge_output) if merge_output else None, tuple(inputs), faults
 
 
 def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _resolver(job_dir: Path, faults: list[str]) -> Callable[[str, str], tuple[Path, bool] | None]:
+def _resolver(job_dir: Path, faults: list[str]) -> Callable[[str, str], tuple[str, bool] | None]:
     """Resolve paths as the shell will see them (symlinks and `..` included), cheaply for 10,000 chunks.
 
     Chunks share a few folders, so each folder is resolved once; a file that is itself a
@@ -112,7 +114,7 @@ def _resolver(job_dir: Path, faults: list[str]) -> Callable[[str, str], tuple[Pa
     """
     folders: dict[str, str] = {}
 
-    def resolve(raw: str, what: str) -> tuple[Path, bool] | None:
+    def resolve(raw: str, what: str) -> tuple[str, bool] | None:
         try:
             folder, name = os.path.split(os.path.join(job_dir, raw))
             real = folders.get(folder)
@@ -122,14 +124,14 @@ def _resolver(job_dir: Path, faults: list[str]) -> Callable[[str, str], tuple[Pa
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
-                return Path(path), False
+                return path, False
             if stat.S_ISLNK(st.st_mode):
                 path = os.path.realpath(path)
                 try:
                     st = os.stat(path)
                 except FileNotFoundError:
-                    return Path(path), False
-            return Path(path), stat.S_ISDIR(st.st_mode)
+                    return path, False
+            return path, stat.S_ISDIR(st.st_mode)
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             faults.append(f"{what}: {raw!r} is not a usable path ({reason}); fix it")

@@ -275,10 +275,10 @@ def _job_report(source: str, output: Path, seams: list[int] | None, context: int
             raise SeamsError(f"{source}: the job has one chunk, so no seams")
         return seams_report(job.merge_output, output, at, context)
     # From the chunk files, the seams default to where each file really ends, which shows a short chunk as such.
-    missing = [f"chunk {c.id} ({c.output_file})" for c in chunks if not job.outputs[c.id].is_file()]
+    missing = [f"chunk {c.id} ({c.output_file})" for c in chunks if not os.path.isfile(job.outputs[c.id])]
     if missing:
         raise SeamsError(f"{source}: no merged output and {', '.join(missing[:3])} not rendered yet; render the job first")
-    return seams_report([job.outputs[c.id] for c in chunks], output, seams, context, names=[f"chunk {c.id}" for c in chunks])
+    return seams_report([Path(job.outputs[c.id]) for c in chunks], output, seams, context, names=[f"chunk {c.id}" for c in chunks])
 
 
 def _fail(exc: SeamsError) -> int:
