@@ -197,7 +197,7 @@ def _verify(job: TaskJob, result: CommandResult) -> str | None:
 
 def _check_video(path: str, expect: Expect) -> str | None:
     if expect.fps is not None:
-        from .video.stitch import verify_merged
+        from .video.probe import verify_merged
 
         return verify_merged(Path(path), expect.frames, expect.fps)
     from .video.probe import check_chunk

@@ -12,8 +12,7 @@ import importlib
 import sys
 from typing import Callable
 
-from . import options, supervise
-from .tasks import load_or_exit, namespace, refuse_bad
+from . import options
 
 #: doit's exit codes -> ours: 0 done, 1 a chunk or the merge failed, 2 bad input or arguments.
 _EXIT = {0: 0, 1: 1, 2: 1, 3: 2}
@@ -70,6 +69,9 @@ def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_job(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         return _usage(f"--concurrency must be at least 1, got {args.concurrency}")
+    from . import supervise
+    from .tasks import load_or_exit, namespace, refuse_bad
+
     job = load_or_exit(args.file, args.output_root)
     run_options = refuse_bad(lambda: options.from_args(args, args.doit_args))
     if args.chunk is not None and args.chunk not in job.chunk_ids:

@@ -9,7 +9,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Callable
 
-from .spec import JobError
+from .errors import JobError
 
 
 @dataclass(frozen=True)

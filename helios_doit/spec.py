@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from .errors import JobError
 from .validate import check_job
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
@@ -90,17 +90,6 @@ class Job:
         raise KeyError(chunk_id)
 
 
-class JobError(Exception):
-    """A job that must not run. `lines` holds one self-contained line per fault."""
-
-    def __init__(self, lines: list[str]):
-        # A newline (or other control character) in a path from the job must not split a line.
-        lines = [_CONTROL.sub(lambda m: repr(m.group())[1:-1], line) for line in lines]
-        super().__init__("\n".join(lines))
-        self.lines = lines
-
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def load_job(

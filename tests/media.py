@@ -52,12 +52,13 @@ def encode_clip(
     sample_rate: int = 48000,
     channels: int = 2,
     pictures: Sequence[int] | None = None,
+    pix_fmt: str | None = None,
 ) -> Path:
     """Write frames start..start+frames-1 (pts from zero) and their share of the audio."""
     with av.open(str(path), "w") as container:
         video = container.add_stream(codec, rate=fps)
         video.width, video.height = width, height
-        video.pix_fmt = PIX_FMT[codec]
+        video.pix_fmt = pix_fmt or PIX_FMT[codec]
         video.time_base = Fraction(1, fps)
         if codec == "libx264":
             video.options = {"bf": "0", "g": "1000", "preset": "ultrafast"}

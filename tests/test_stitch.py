@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helios_doit.video.probe import ProbeError, check_chunk, is_video_path, probe
+from helios_doit.video.probe import ProbeError, check_chunk, is_video_path, probe, verify_merged
 from helios_doit.video.seams import report_size, run_seams, seams_report
 from helios_doit.video.stitch import (
-    FfmpegConcatStitcher, PyAVStitcher, StitchError, get_stitcher, run_merge, stitch_job_outputs, verify_merged,
+    FfmpegConcatStitcher, PyAVStitcher, StitchError, get_stitcher, run_merge, stitch_job_outputs,
 )
 from media import audio_pcm, drop_first_packets, encode_chunks, encode_clip, frame_hashes
 
@@ -118,6 +118,8 @@ def test_aac_chunks_are_decoded_and_encoded_once_without_gaps(clips: Path, tmp_p
     ("size", {"width": 320, "height": 180}, "part_2.mov: video is 320x180, but part_0.mov is 160x90; render every chunk"),
     ("codec", {"codec": "mpeg4"}, "part_2.mov: video codec is mpeg4, but part_0.mov is h264"),
     ("fps", {"fps": 25}, "part_2.mov: frame rate is 25, but part_0.mov is 24"),
+    # another pixel format is another codec configuration, so that chunk's first frame is decoded
+    ("pixels", {"pix_fmt": "yuv444p"}, "part_2.mov: pixel format is yuv444p, but part_0.mov is yuv420p"),
     ("audio", {"audio": None}, "part_2.mov: streams are video, but part_0.mov has video, audio"),
 ])
 def test_refuses_incompatible_chunks_naming_the_file(tmp_path: Path, kind: str, kwargs: dict, message: str) -> None:
