@@ -6,10 +6,27 @@ dash forks the last command of `-c` instead of exec'ing it, so every chunk would
 process starts. Like make, a command made only of plain words (no quoting, expansion,
 redirection, operators, assignments, comments, keywords or builtins) is split on blanks and
 exec'd directly; anything else goes to the shell, untouched.
+
+Our own `helios-doit render` / `helios-doit merge` go one step further: a new Python would
+spend ~0.2 s importing PyAV and numpy before its first frame, so the runner forks itself
+instead (a zygote, as build servers do) and runs the same entry point in the child. The
+child is still a process of its own, in its own session, with the command's folder,
+environment and pipes, so stopping, timeouts and exit codes work exactly as for any command.
 """
 from __future__ import annotations
 
+import gc
+import importlib
+import io
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import warnings
 
 SHELL = "/bin/sh"
 
@@ -42,3 +59,125 @@ def exec_failure(argv: list[str], error: OSError) -> tuple[int, str]:
     if isinstance(error, FileNotFoundError):
         return 127, f"{argv[0]}: not found"
     return 126, f"{argv[0]}: cannot execute: {error.strerror}"
+
+
+#: Subcommands worth forking for: the ones that import PyAV and numpy (module to preload).
+FORKABLE = {"render": "helios_doit.video.render", "merge": "helios_doit.video.stitch"}
+#: Set to 0 to exec `helios-doit` like any other program.
+FORK_ENV = "HELIOS_DOIT_FORK"
+
+
+def own_command(argv: list[str], env: dict[str, str] | None) -> list[str] | None:
+    """The arguments of a `helios-doit render|merge ...` that runs this very installation, else None."""
+    if len(argv) < 2 or argv[1] not in FORKABLE or os.path.basename(argv[0]) != "helios-doit":
+        return None
+    if (env if env is not None else os.environ).get(FORK_ENV, "1") in ("0", "false", "no"):
+        return None
+    path = (env if env is not None else os.environ).get("PATH", os.defpath)
+    found = shutil.which(argv[0], path=path) if os.sep not in argv[0] else argv[0]
+    ours = os.path.join(os.path.dirname(sys.executable), "helios-doit")
+    if found is None or not os.path.exists(ours) or not os.path.samefile(found, ours):
+        return None
+    return argv[1:]
+
+
+class Forked:
+    """A child forked to run one of our own subcommands; what LocalAdapter needs of a Popen."""
+
+    def __init__(self, args: list[str], cwd: str, env: dict[str, str] | None):
+        importlib.import_module(FORKABLE[args[0]])  # here, once: every later child has it loaded
+        self.args = args
+        self.returncode: int | None = None
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded, use of fork()"
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover  (the child; measured through its effects)
+            _child(args, cwd, env, out_w, err_w, ready_w)
+        for fd in (out_w, err_w, ready_w):
+            os.close(fd)
+        os.read(ready_r, 1)  # EOF once the child leads its own session: a stop now reaches it
+        os.close(ready_r)
+        self.pid = pid
+        self.stdout = open(out_r, "rb", buffering=0)
+        self.stderr = open(err_r, "rb", buffering=0)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            while self.returncode is None:
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(["helios-doit", *self.args], timeout)
+            time.sleep(0.01)
+        return self.returncode  # type: ignore[return-value]
+
+
+def _child(args: list[str], cwd: str, env: dict[str, str] | None, out_w: int, err_w: int, ready_w: int) -> None:
+    """Become `helios-doit ARGS` as a fresh process would be, run it, and never return."""
+    code = 1
+    try:
+        os.setsid()
+        os.close(ready_w)
+        gc.freeze()  # the runner's objects are never collected here: none can close a reused fd
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the runner's locks, logs and doit's queues
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.chdir(cwd)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=False)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace")
+        sys.argv = ["helios-doit", *args]
+        from .cli import main
+
+        code = _exit_code(main(args))
+    except SystemExit as exc:
+        code = _exit_code(exc.code)
+    except KeyboardInterrupt:
+        _flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)  # die by it, as an exec'd Python does
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        _flush()
+        os._exit(code)
+
+
+def _exit_code(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value & 0xFF
+    print(value, file=sys.stderr)
+    return 1
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass

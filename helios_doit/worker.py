@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from .spawn import SHELL, argv_for, exec_failure
+from .spawn import SHELL, Forked, argv_for, exec_failure, own_command
 
 #: Seconds a stopped command gets between SIGTERM and SIGKILL (renderers finalise files).
 STOP_GRACE = 3.0
@@ -66,7 +66,7 @@ class WorkerAdapter(Protocol):
 
 @dataclass
 class _Running:
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | Forked
     thread: int = field(default_factory=threading.get_ident)
 
 
@@ -85,6 +85,13 @@ def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
     env.update(extra or {})
     return env
+
+
+def _may_fork() -> bool:
+    """Forking is safe only without other Python threads that could hold a lock the child needs
+    (doit's worker processes have just multiprocessing's queue feeder, which the child never uses)."""
+    me = threading.current_thread()
+    return all(t is me or t.name == "QueueFeederThread" for t in threading.enumerate())
 
 
 def _child_env(extra: dict[str, str] | None) -> dict[str, str] | None:
@@ -120,11 +127,13 @@ class LocalAdapter:
     def execute(self, request: CommandRequest, sink: OutputSink) -> CommandResult:
         started = time.monotonic()
         argv = argv_for(request.command)
+        env = _child_env(request.env)
+        own = own_command(argv, env) if _may_fork() else None
         try:
-            proc = subprocess.Popen(
+            proc: subprocess.Popen[bytes] | Forked = Forked(own, request.cwd, env) if own else subprocess.Popen(
                 argv,
                 cwd=request.cwd,
-                env=_child_env(request.env),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -163,7 +172,7 @@ class LocalAdapter:
         )
 
 
-def _pump(proc: subprocess.Popen[bytes], timeout: float | None, started: float, sink: OutputSink, tail: deque[str]) -> bool:
+def _pump(proc: subprocess.Popen[bytes] | Forked, timeout: float | None, started: float, sink: OutputSink, tail: deque[str]) -> bool:
     """Forward output until both pipes close; True if the timeout stopped the command."""
     selector = selectors.DefaultSelector()
     assert proc.stdout is not None and proc.stderr is not None
@@ -208,7 +217,7 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | Forked, grace: float = STOP_GRACE) -> None:
     """SIGTERM the command's process group, SIGKILL it after `grace` seconds."""
     _kill_group(proc.pid, signal.SIGTERM)
     try:

@@ -1,0 +1,124 @@
+"""`helios-doit render` / `merge` chunks run in a forked runner: same bytes, same stops, same failures."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, alive, wait_for
+
+HELIOS_DOIT = str(Path(sys.executable).parent / "helios-doit")
+DOIT = [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py")]
+
+COMPOSITION = '''
+import os, time
+import numpy as np
+from helios_doit.video.composition import Composition
+
+# Which program this render runs in, as the kernel sees it: a fresh Python, or a forked runner.
+cmdline = open("/proc/self/cmdline", "rb").read().replace(bytes(1), b" ").decode()
+with open("procs.log", "a") as log:
+    log.write(str(os.getpid()) + " " + cmdline + chr(10))
+
+comp = Composition(width=160, height=90, fps=24, duration=2)
+
+@comp.frame
+def draw(f):
+    time.sleep({delay})
+    img = np.zeros((f.height, f.width, 3), np.uint8)
+    img[..., 0] = (f.index * 5) % 256
+    img[:, : f.index % f.width + 1, 1] = 200
+    return img
+'''
+
+
+def make_job(folder: Path, delay: float = 0.0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "comp.py").write_text(COMPOSITION.format(delay=delay))
+    emitted = subprocess.run([HELIOS_DOIT, "render", "comp.py", "-o", "out.mov", "--emit-job", "job.json",
+                              "--concurrency", "4"], cwd=folder, capture_output=True, text=True)
+    assert emitted.returncode == 0, emitted.stderr
+    (folder / "procs.log").unlink(missing_ok=True)
+    return folder / "job.json"
+
+
+def doit(job: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DOIT, *args, f"job={job}"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HELIOS_DOIT_THREADS": "1", **env})
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("out*.mov"))}
+
+
+def renders(folder: Path) -> list[str]:
+    return (folder / "procs.log").read_text().splitlines()
+
+
+def test_forked_renders_write_the_same_bytes_as_fresh_processes(tmp_path):
+    job = make_job(tmp_path / "job")
+    folder = job.parent
+    fresh = doit(job, "-n", "2", HELIOS_DOIT_FORK="0")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert all("helios-doit render" in line for line in renders(folder))  # exec'd: its own command line
+    expected = digests(folder)
+    assert len(expected) == 5  # 4 chunks and the merged file
+
+    doit(job, "clean")
+    (folder / "procs.log").unlink()
+    forked = doit(job, "-n", "2")
+    assert forked.returncode == 0, forked.stdout + forked.stderr
+    lines = renders(folder)
+    assert len(lines) == 4 and all("-m doit" in line for line in lines)  # forked from doit's workers
+    assert digests(folder) == expected
+
+
+def test_stopping_the_run_stops_forked_renders_and_removes_their_output(tmp_path):
+    job = make_job(tmp_path / "job", delay=0.2)  # 12 frames a chunk: 2.4 s
+    folder = job.parent
+    runner = subprocess.Popen([*DOIT, "-n", "2", f"job={job}"], cwd=REPO, text=True, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    running = folder / ".helios-doit" / "job.json" / "running"
+    wait_for(lambda: len(list(running.glob("*.json"))) == 2 and (folder / "procs.log").exists()
+             and len(renders(folder)) == 2, what="two forked renders")
+    markers = [json.loads(p.read_text()) for p in running.glob("*.json")]
+    pids = [int(line.split()[0]) for line in renders(folder)]
+    assert sorted(pids) == sorted(m["pgid"] for m in markers)  # each render leads its own process group
+    os.kill(runner.pid, signal.SIGTERM)
+    assert runner.wait(30) == -signal.SIGTERM  # it ends by the signal, like any stopped command
+    assert not any(alive(pid) for pid in pids)
+    assert not list(folder.glob("out.part*.mov")) and not list(running.glob("*.json"))
+
+
+def test_a_forked_render_that_fails_reports_its_exit_code_and_message(tmp_path):
+    job = make_job(tmp_path / "job")
+    spec = json.loads(job.read_text())
+    spec["chunks"][1]["command"] = spec["chunks"][1]["command"].replace("comp.py", "missing.py")
+    job.write_text(json.dumps(spec))
+    result = doit(job, "-n", "2")
+    assert result.returncode == 1
+    assert "chunk 1 failed: exit code 2" in result.stdout
+    assert "missing.py" in (job.parent / ".helios-doit" / "job.json" / "logs" / "chunk-1.log").read_text()
+
+
+@pytest.mark.parametrize("command", [
+    "helios-doit render comp.py -o out.part0.mov > render.log",  # shell syntax: sh runs it
+    f"{sys.executable} -m helios_doit render comp.py -o out.part0.mov",  # not the helios-doit program
+])
+def test_only_plain_helios_doit_commands_are_forked(tmp_path, command):
+    job = make_job(tmp_path / "job")
+    spec = json.loads(job.read_text())
+    spec["chunks"] = spec["chunks"][:1]
+    spec["chunks"][0].update(command=command + " --frame-count 12", frameCount=12)
+    spec["metadata"]["totalFrames"] = 12
+    job.write_text(json.dumps(spec))
+    result = doit(job, "-n", "2", "chunk")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [line] = renders(job.parent)
+    assert "-m doit" not in line
