@@ -63,7 +63,13 @@ class TaskJob:
         return Complete(record, self.fingerprint, self.output, self.inputs, self.cwd)
 
 
-def run_task(job: TaskJob) -> TaskFailed | None:
+#: What `run_task` returns for a task another runner finished: doit keeps it as the task's result.
+DONE_ELSEWHERE = "done elsewhere"
+
+
+def run_task(job: TaskJob) -> TaskFailed | str:
+    """Returns, as doit's task result, "<seconds> <attempt>" for a task it ran (so the runner's
+    main process can report it without reading the event log), or DONE_ELSEWHERE."""
     supervise.ensure_handlers()
     if supervise.stopping():
         raise supervise.Interrupted(supervise.stopping() or 0)
@@ -73,11 +79,11 @@ def run_task(job: TaskJob) -> TaskFailed | None:
         # a record older than our look is one this run chose to redo (`-a`, a changed output).
         if job.complete().check(after=None if waited else job.looked):
             events.emit(state.root, "task-skip", task=job.name, chunkId=job.chunk_id, reason="done by another runner")
-            return None
+            return DONE_ELSEWHERE
         return _attempts(job, state)
 
 
-def _attempts(job: TaskJob, state: StateDir) -> TaskFailed | None:
+def _attempts(job: TaskJob, state: StateDir) -> TaskFailed | str:
     """Run until success, a final failure, or the run is cancelled; count every attempt."""
     remove(state.record(job.name))
     remove(state.failure(job.name))
@@ -92,7 +98,7 @@ def _attempts(job: TaskJob, state: StateDir) -> TaskFailed | None:
             size = stamp(job.output)[0] if job.output and stamp(job.output) else None
             events.emit(state.root, "task-done", task=job.name, chunkId=job.chunk_id, attempt=attempt,
                         duration=round(result.duration, 3), frames=job.expect.frames if job.expect else None, size=size)
-            return None
+            return f"{result.duration:.3f} {attempt}"
         if cancel.exists() and result.signal is not None:
             return TaskFailed(f"{job.label} stopped: {cancel.read_text().strip()}")
         fatal = result.exit_code is not None and result.exit_code in job.options.fatal_exit_codes

@@ -39,6 +39,16 @@ _MIN_WRITE = 0.2  # progress file: at most this often when something changed ...
 _MAX_QUIET = 1.0  # ... and at least this often (elapsed and ETA move on)
 
 
+_announced: tuple[Path, dict[int, int]] | None = None
+
+
+def announce(state_root: Path, chunk_frames: dict[int, int]) -> None:
+    """What the job of this process' run holds (its state folder, frames per chunk id): told by
+    `tasks.namespace`, so that the reporter never has to look inside 10,000 doit tasks."""
+    global _announced
+    _announced = (state_root, chunk_frames)
+
+
 class Reporter(ConsoleReporter):
     desc = "helios-doit: progress, console lines and a failure summary"
 
@@ -71,14 +81,12 @@ class Reporter(ConsoleReporter):
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
         supervise.ensure_handlers()
         supervise.start_watchdog()
-        jobs = {name: job for name, job in ((n, _task_job(t)) for n, t in tasks.items()) if job is not None}
         in_run = _closure(tasks, selected_tasks)
-        frames = {job.chunk_id if getattr(job, "chunk_id", None) is not None else int(name.split(":")[1]):
-                  job.expect.frames if job.expect else 0
-                  for name, job in jobs.items() if name.startswith("chunk:") and name in in_run}
+        state_root, chunk_frames = _announced if _announced is not None else (None, {})
+        frames = {chunk_id: count for chunk_id, count in chunk_frames.items() if f"chunk:{chunk_id}" in in_run}
         run = events.run_id()
-        self.progress = Progress(frames, "merge" in in_run and "merge" in jobs, run)
-        self.state_root = Path(next(iter(jobs.values())).state_root) if jobs else None
+        self.progress = Progress(frames, "merge" in in_run and "merge" in tasks, run)
+        self.state_root = state_root
         if self.state_root is not None:
             self.offset = _size(events.log_path(self.state_root, run))
             self._emit("run-start", runId=run, totalChunks=len(frames), totalFrames=sum(frames.values()),
@@ -94,7 +102,6 @@ class Reporter(ConsoleReporter):
 
     def execute_task(self, task: Any) -> None:
         with self.lock:
-            self._drain()
             if _is_work(task):
                 self._feed({"event": "task-start", "task": task.name})
             super().execute_task(task)
@@ -113,10 +120,15 @@ class Reporter(ConsoleReporter):
     def add_success(self, task: Any) -> None:
         with self.lock:
             self.done.append(task.name)
-            self._drain()  # the worker's task-done, with its duration, is in the log by now
-            if _is_work(task):
+            if not _is_work(task):
+                return
+            took = _took(task.result)
+            if took is None:  # retried, or done by another runner: the log tells the story first
+                self._drain()
                 self._feed({"event": "task-done", "task": task.name})
-                self.write(self.progress.done_line(_key(task)) + "\n")
+            else:  # the common case, from the task's result: no read of the event log per chunk
+                self._feed({"event": "task-done", "task": task.name, "duration": took, "attempt": 1})
+            self.write(self.progress.done_line(_key(task)) + "\n")
 
     def add_failure(self, task: Any, fail: BaseFail) -> None:
         with self.lock:
@@ -253,13 +265,15 @@ def _how(record: dict[str, Any]) -> str:
     return f"exit code {record.get('exitCode')}"
 
 
-def _task_job(task: Any) -> Any:
-    """The TaskJob inside a chunk or merge task's action (`(actions.run_task, [TaskJob])`)."""
-    for action in getattr(task, "actions", None) or []:
-        for arg in getattr(action, "args", None) or []:
-            if hasattr(arg, "state_root") and hasattr(arg, "fingerprint"):
-                return arg
-    return None
+def _took(result: Any) -> float | None:
+    """The seconds of a task that succeeded at its first attempt, from run_task's "<seconds> 1"."""
+    if not isinstance(result, str):
+        return None
+    seconds, _, attempt = result.partition(" ")
+    try:
+        return float(seconds) if attempt == "1" else None
+    except ValueError:
+        return None
 
 
 def _closure(tasks: dict[str, Any], selected: list[str]) -> set[str]:

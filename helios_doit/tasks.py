@@ -151,6 +151,9 @@ def namespace(job: Job, merge: str | None = None, options: RunOptions = RunOptio
     if job.merge_output:
         outputs["merge"] = job.merge_output
     supervise.watch(state.root, outputs)
+    from .reporter import announce
+
+    announce(state.root, {chunk.id: chunk.frame_count for chunk in job.spec.chunks})
     supervise.ensure_handlers()
     events.run_id()  # made here, in the main process, so that every worker shares it
     if options.progress_json:
