@@ -283,7 +283,8 @@ def orbit_job(ctx: Ctx, tag: str, *, width: int, height: int, duration: int) -> 
 
 
 def p3_pair(ctx: Ctx, tag: str, reps: int, threads: str | None, *, width: int = 640, height: int = 360,
-            duration: int = 8) -> tuple[dict[str, list[Measured]], list[dict[str, float]]]:
+            duration: int = 8, exec_too: bool = False) -> tuple[dict[str, list[Measured]], list[dict[str, float]]]:
+    """Chunked vs direct; `exec_too` adds the chunked run with every chunk a new Python (HELIOS_DOIT_FORK=0)."""
     env = bench_env(**({"HELIOS_DOIT_THREADS": threads} if threads is not None else {}))
     if threads is None:
         env.pop("HELIOS_DOIT_THREADS", None)
@@ -293,13 +294,15 @@ def p3_pair(ctx: Ctx, tag: str, reps: int, threads: str | None, *, width: int = 
     def prepare(name: str) -> None:
         folders[name] = orbit_job(ctx, tag, width=width, height=height, duration=duration)
 
-    def chunked() -> Measured:
-        folder = folders["chunked"]
-        m = run_measured(doit_argv("-f", str(code_root() / "dodo.py"), "-n", "2", f"job={folder / 'job.json'}"), folder, env)
-        records = folder / ".helios-doit" / "job.json" / "records"
-        durations = {p.stem: json.loads(p.read_text())["duration"] for p in records.glob("*.json")}
-        inner.append({"chunks_sum": sum(v for k, v in durations.items() if k != "merge"),
-                      "chunk_max": max(v for k, v in durations.items() if k != "merge"), "merge": durations.get("merge", 0)})
+    def chunked(name: str = "chunked", extra: dict[str, str] | None = None) -> Measured:
+        folder = folders[name]
+        m = run_measured(doit_argv("-f", str(code_root() / "dodo.py"), "-n", "2", f"job={folder / 'job.json'}"), folder,
+                         {**env, **(extra or {})})
+        if name == "chunked":
+            records = folder / ".helios-doit" / "job.json" / "records"
+            durations = {p.stem: json.loads(p.read_text())["duration"] for p in records.glob("*.json")}
+            inner.append({"chunks_sum": sum(v for k, v in durations.items() if k != "merge"),
+                          "chunk_max": max(v for k, v in durations.items() if k != "merge"), "merge": durations.get("merge", 0)})
         shutil.rmtree(folder, ignore_errors=True)
         return m
 
@@ -310,14 +313,17 @@ def p3_pair(ctx: Ctx, tag: str, reps: int, threads: str | None, *, width: int = 
         shutil.rmtree(folder, ignore_errors=True)
         return m
 
-    return alternate(reps, {"chunked": chunked, "direct": direct}, prepare, ctx.log), inner
+    contenders = {"chunked": chunked, "direct": direct}
+    if exec_too:
+        contenders["chunked, exec"] = lambda: chunked("chunked, exec", {"HELIOS_DOIT_FORK": "0"})
+    return alternate(reps, contenders, prepare, ctx.log), inner
 
 
 def bench_p3(ctx: Ctx) -> Section:
     reps, reps_default = (1, 1) if ctx.quick else (5, 3)
     ctx.log(f"  P3: orbit 640x360, 240 frames: 4 chunks with doit -n 2 vs one direct render; {reps} reps pinned "
             f"(HELIOS_DOIT_THREADS=1), {reps_default} with the encoder's default threads")
-    pinned, inner = p3_pair(ctx, "pinned", reps, "1")
+    pinned, inner = p3_pair(ctx, "pinned", reps, "1", exec_too=True)
     default, _ = p3_pair(ctx, "default", reps_default, None)
     rows, details = [], []
     for label, samples, target in (("HELIOS_DOIT_THREADS=1 (both)", pinned, True), ("default encoder threads (both)", default, False)):
@@ -327,11 +333,16 @@ def bench_p3(ctx: Ctx) -> Section:
                         fmt_s(ch), f"direct: {fmt_s(di)}", f"{speedup:.2f}x speedup",
                         "≥ 1.85x" if target else "context", speedup >= 1.85 if target else None))
         details += [sample_line(f"chunked, {label}", samples["chunked"]), sample_line(f"direct, {label}", samples["direct"])]
+    ex, di = median(walls(pinned["chunked, exec"])), median(walls(pinned["direct"]))
+    rows.insert(1, Row("P3 ctx", "same as P3, but every chunk and the merge a new Python (HELIOS_DOIT_FORK=0)", fmt_s(ex),
+                       f"direct: {fmt_s(di)}", f"{di / ex:.2f}x speedup", "context", None))
+    details.append(sample_line("chunked, HELIOS_DOIT_FORK=0", pinned["chunked, exec"]))
     if inner:
         details.append(
             f"- inside the chunked run (pinned, medians from the records): chunk commands {median([i['chunks_sum'] for i in inner]):.2f} s "
-            f"in all (longest {median([i['chunk_max'] for i in inner]):.2f} s, each including a Python start, imports and "
-            f"the probe that verifies its output), merge {median([i['merge'] for i in inner]):.2f} s (a `helios-doit merge` process)")
+            f"in all (longest {median([i['chunk_max'] for i in inner]):.2f} s; each forked from a doit worker, whose first "
+            f"chunk also imports PyAV and numpy, and each verified by a probe of its output), merge "
+            f"{median([i['merge'] for i in inner]):.2f} s (`helios-doit merge`, forked too)")
     data = {"pinned": {k: [asdict(m) for m in v] for k, v in pinned.items()},
             "default": {k: [asdict(m) for m in v] for k, v in default.items()}, "inner": inner}
     if not ctx.quick:
@@ -344,7 +355,8 @@ def bench_p3(ctx: Ctx) -> Section:
         data["heavy"] = {k: [asdict(m) for m in v] for k, v in heavy.items()}
     details.insert(0, "P3 — a fresh folder per run (composition copied, job emitted with `--emit-job --concurrency 4`, "
                       "untimed). Chunked: `doit -f dodo.py -n 2 job=job.json` end to end: 4 `helios-doit render` "
-                      "chunks, each verified, then the job's `helios-doit merge` command. Direct: one "
+                      "chunks, each verified, then the job's `helios-doit merge` command; both forked from doit's "
+                      "worker processes (the default; `HELIOS_DOIT_FORK=0` execs a new Python instead). Direct: one "
                       "`helios-doit render ... -o direct.mp4` with the same settings. Speedup = direct / chunked (medians).")
     return Section("P3", "Chunked render vs direct render", rows, details, data)
 
@@ -438,8 +450,9 @@ def bench_p4(ctx: Ctx) -> Section:
     details = [
         f"P4 — chunks: {len(parts)} x {6 if ctx.quick else 24} frames of noise at 1280x720, libx264 CRF 8 in .mov with PCM "
         f"stereo, rendered once by `helios-doit job run` and cached under {CACHE}; read into the page cache before "
-        "timing. helios-doit: `helios-doit merge out.mov PARTS...` (probes every chunk, remuxes with PyAV, probes "
-        "the result, renames). ffmpeg: the imageio-ffmpeg binary, `-f concat -safe 0 -i list -map 0 -c copy`.",
+        "timing. helios-doit: `helios-doit merge out.mov PARTS...` (probes every chunk, decoding the first chunk's "
+        "first frame and no other chunk's whose codec configuration is the same, remuxes with PyAV, probes the "
+        "result's packets, renames). ffmpeg: the imageio-ffmpeg binary, `-f concat -safe 0 -i list -map 0 -c copy`.",
         sample_line("helios-doit merge", samples["helios-doit merge"]),
         sample_line("ffmpeg concat -c copy", samples["ffmpeg concat -c copy"]),
         f"- output sizes: helios-doit {sizes['builtin'] / 1e6:.1f} MB, ffmpeg {sizes['ffmpeg'] / 1e6:.1f} MB",
