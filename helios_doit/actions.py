@@ -52,7 +52,7 @@ class TaskJob:
     expect: Expect | None = None  # what a video output must hold to count as done
     chunk_id: int | None = None  # None for the merge
     options: RunOptions = RunOptions()
-    looked: float = 0.0  # when the runner read the records to decide what to run (unix time)
+    looked: float = 0.0  # when the runner loaded the job (unix time): records since are another's
 
     @property
     def label(self) -> str:
@@ -78,7 +78,7 @@ def run_task(job: TaskJob) -> TaskFailed | str:
     with task_lock(state.lock(job.name), supervise.stopping) as waited:
         # Another runner may have finished it since we looked (or while we waited for its lock);
         # a record older than our look is one this run chose to redo (`-a`, a changed output).
-        if job.complete().check(after=None if waited else job.looked):
+        if job.complete().check(after=job.looked):
             events.emit(state.root, "task-skip", task=job.name, chunkId=job.chunk_id, reason="done by another runner")
             return DONE_ELSEWHERE
         return _attempts(job, state)
@@ -102,7 +102,9 @@ def _attempts(job: TaskJob, state: StateDir) -> TaskFailed | str:
             return f"{result.duration:.3f} {attempt}"
         if cancel.exists() and result.signal is not None:
             return TaskFailed(f"{job.label} stopped: {cancel.read_text().strip()}")
-        fatal = result.exit_code is not None and result.exit_code in job.options.fatal_exit_codes
+        # A death by signal N counts as exit code 128+N too: what a shell would have reported.
+        code = result.exit_code if result.signal is None else 128 + result.signal
+        fatal = code is not None and code in job.options.fatal_exit_codes
         if attempt < allowed and not fatal:
             delay = job.options.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
             events.emit(state.root, "task-retry", task=job.name, chunkId=job.chunk_id, attempt=attempt,
@@ -259,14 +261,20 @@ def _relative(path: str, folder: str) -> str:
     return path[len(prefix):] if path.startswith(prefix) and os.sep + ".." not in path else os.path.relpath(path, folder)
 
 
+def chunk_done(job: TaskJob) -> bool:
+    """A chunk's doit `uptodate`: its record matches and its output is the file recorded."""
+    return job.complete().check()
+
+
 def clean_task(job: TaskJob) -> None:
-    """`doit clean`: the output and the record go together, so the task is simply not done."""
+    """`doit clean merge`: the output and the record go together, so the merge is simply not done."""
     state = StateDir(Path(job.state_root))
     remove(state.record(job.name))
     if job.output:
         remove(Path(job.output))
 
 
-# doit inspects an action's signature on every call (for its `task`/`targets` keywords); a
-# function that carries its signature is answered at once (~30 us less per chunk).
+# doit inspects the signature of an action or uptodate function on every call (for its magic
+# `task`/`values` arguments); a function that carries its signature is answered at once.
 run_task.__signature__ = inspect.signature(run_task)  # type: ignore[attr-defined]
+chunk_done.__signature__ = inspect.signature(chunk_done)  # type: ignore[attr-defined]

@@ -127,6 +127,7 @@ class Reporter(ConsoleReporter):
                 self._drain()
                 self._feed({"event": "task-done", "task": task.name})
             else:  # the common case, from the task's result: no read of the event log per chunk
+                self._flush_skipped()
                 self._feed({"event": "task-done", "task": task.name, "duration": took, "attempt": 1})
             self.write(self.progress.done_line(_key(task)) + "\n")
 
@@ -168,9 +169,7 @@ class Reporter(ConsoleReporter):
 
     def _drain(self) -> None:
         """Read what workers (and we) appended to the run's event log since the last look."""
-        if self.skipped:
-            skipped, self.skipped = self.skipped, []
-            self._emit("tasks-skip", tasks=skipped, reason="up to date")
+        self._flush_skipped()
         if self.state_root is None:
             return
         found, self.offset = events.read(events.log_path(self.state_root, self.progress.run_id), self.offset)
@@ -179,6 +178,11 @@ class Reporter(ConsoleReporter):
             line = retry_line(event)
             if line and self.live is None:
                 self.write(line + "\n")
+
+    def _flush_skipped(self) -> None:
+        if self.skipped:
+            skipped, self.skipped = self.skipped, []
+            self._emit("tasks-skip", tasks=skipped, reason="up to date")
 
     def _emit(self, kind: str, **fields: Any) -> None:
         """Into the run's log for anyone reading it (status, tools), and into our model at once."""
