@@ -75,7 +75,7 @@ def run_task(job: TaskJob) -> TaskFailed | str:
     if supervise.stopping():
         raise supervise.Interrupted(supervise.stopping() or 0)
     state = StateDir(Path(job.state_root))
-    with task_lock(state.lock(job.name), supervise.stopping) as waited:
+    with task_lock(state.lock(job.name), supervise.stopping):
         # Another runner may have finished it since we looked (or while we waited for its lock);
         # a record older than our look is one this run chose to redo (`-a`, a changed output).
         if job.complete().check(after=job.looked):

@@ -15,6 +15,7 @@ environment and pipes, so stopping, timeouts and exit codes work exactly as for 
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import io
@@ -27,6 +28,7 @@ import sys
 import time
 import traceback
 import warnings
+from typing import Mapping
 
 SHELL = "/bin/sh"
 
@@ -40,16 +42,24 @@ _SHELL_WORDS = frozenset("""
     . : alias bg break case cd command continue do done elif else esac eval exec exit export fc
     fg fi for function getopts hash if in jobs kill local logout read readonly return select set
     shift source test then time times trap type typeset ulimit umask unalias unset until wait
-    while echo printf pwd true false
+    while echo printf pwd true false chdir
+    builtin caller declare dirs disown enable history let logout mapfile popd pushd readarray
+    shopt suspend bind compgen complete compopt coproc
 """.split())
 
 
-def argv_for(command: str) -> list[str]:
-    """The argv to exec for `command`: its own words when they need no shell, else sh -c."""
+def argv_for(command: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """The argv to exec for `command`: its own words when they need no shell, else sh -c.
+
+    `env` is the command's environment: exported bash functions (when /bin/sh is bash) could
+    give any word a meaning of its own, so their presence sends every command to the shell.
+    """
     if _SPECIAL.search(command):
         return [SHELL, "-c", command]
     words = [word for word in re.split(r"[ \t]+", command) if word]
     if not words or "=" in words[0] or words[0] in _SHELL_WORDS:
+        return [SHELL, "-c", command]
+    if any(key.startswith("BASH_FUNC_") for key in (os.environ if env is None else env)):
         return [SHELL, "-c", command]
     return words
 
@@ -81,30 +91,59 @@ def own_command(argv: list[str], env: dict[str, str] | None) -> list[str] | None
     return argv[1:]
 
 
+#: Signals held back while a child is forked: until the child has its own session and default
+#: handlers, and the parent knows the child, a stop must reach neither half-made process.
+_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+
+
 class Forked:
     """A child forked to run one of our own subcommands; what LocalAdapter needs of a Popen."""
 
     def __init__(self, args: list[str], cwd: str, env: dict[str, str] | None):
         importlib.import_module(FORKABLE[args[0]])  # here, once: every later child has it loaded
+        if not os.path.isdir(cwd):
+            raise FileNotFoundError(2, "No such file or directory", cwd)  # as Popen says it
         self.args = args
         self.returncode: int | None = None
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        ready_r, ready_w = os.pipe()
+        self.pid = 0
         for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded, use of fork()"
-            pid = os.fork()
-        if pid == 0:  # pragma: no cover  (the child; measured through its effects)
-            _child(args, cwd, env, out_w, err_w, ready_w)
-        for fd in (out_w, err_w, ready_w):
-            os.close(fd)
-        os.read(ready_r, 1)  # EOF once the child leads its own session: a stop now reaches it
-        os.close(ready_r)
-        self.pid = pid
-        self.stdout = open(out_r, "rb", buffering=0)
-        self.stderr = open(err_r, "rb", buffering=0)
+            if stream is not None:
+                stream.flush()
+        fds: list[int] = []
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+        try:
+            for _ in range(3):
+                fds.extend(os.pipe())
+            out_r, out_w, err_r, err_w, ready_r, ready_w = fds
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded, use of fork()"
+                pid = os.fork()
+            if pid == 0:  # pragma: no cover  (the child; measured through its effects)
+                _child(args, cwd, env, out_w, err_w, ready_w, held)
+            self.pid = pid
+            for fd in (out_w, err_w, ready_w):
+                os.close(fd)
+                fds.remove(fd)
+            os.read(ready_r, 1)  # EOF once the child leads its own session: a stop now reaches it
+            os.close(ready_r)
+            fds.remove(ready_r)
+            self.stdout = open(out_r, "rb", buffering=0)
+            fds.remove(out_r)
+            self.stderr = open(err_r, "rb", buffering=0)
+            fds.remove(err_r)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a stop held back is handled here ...
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            for fd in fds:
+                os.close(fd)
+            if self.pid:  # ... and the child it interrupted is stopped with it
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                for stream in ("stdout", "stderr"):
+                    if hasattr(self, stream):
+                        getattr(self, stream).close()
+            raise
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -127,43 +166,50 @@ class Forked:
         return self.returncode  # type: ignore[return-value]
 
 
-def _child(args: list[str], cwd: str, env: dict[str, str] | None, out_w: int, err_w: int, ready_w: int) -> None:
+def _child(args: list[str], cwd: str, env: dict[str, str] | None, out_w: int, err_w: int, ready_w: int,
+           mask: set[signal.Signals]) -> None:
     """Become `helios-doit ARGS` as a fresh process would be, run it, and never return."""
     code = 1
     try:
-        os.setsid()
-        os.close(ready_w)
-        gc.freeze()  # the runner's objects are never collected here: none can close a reused fd
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the runner's locks, logs and doit's queues
-        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
-            signal.signal(signum, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        os.chdir(cwd)
-        if env is not None:
-            os.environ.clear()
-            os.environ.update(env)
-        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
-        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=False)
-        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace")
-        sys.argv = ["helios-doit", *args]
-        from .cli import main
+        try:
+            os.setsid()
+            os.close(ready_w)
+            gc.freeze()  # the runner's objects are never collected here: none can close a reused fd
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the runner's locks, logs and doit's queues
+            for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
+                signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a stop sent meanwhile arrives now
+            os.chdir(cwd)
+            if env is not None:
+                os.environ.clear()
+                os.environ.update(env)
+            if "numpy" in sys.modules:  # its global generator is not reseeded by fork, unlike `random`
+                sys.modules["numpy"].random.seed()
+            sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=False)
+            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
+                                          errors="backslashreplace")
+            sys.argv = ["helios-doit", *args]
+            from .cli import main
 
-        code = _exit_code(main(args))
-    except SystemExit as exc:
-        code = _exit_code(exc.code)
-    except KeyboardInterrupt:
-        _flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)  # die by it, as an exec'd Python does
-    except BaseException:
-        traceback.print_exc()
+            code = _exit_code(main(args))
+        except SystemExit as exc:
+            code = _exit_code(exc.code)
+        except KeyboardInterrupt:
+            _flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)  # die by it, as an exec'd Python does
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            _flush()
     finally:
-        _flush()
-        os._exit(code)
+        os._exit(code)  # whatever happened above, never return into the runner's stack
 
 
 def _exit_code(value: object) -> int:

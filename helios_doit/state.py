@@ -14,7 +14,6 @@ import json
 import os
 import sqlite3
 import stat
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +83,8 @@ def chunk_task_name(chunk_id: int) -> str:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Readers see the old file or the new one, never a torn one, whatever kills the writer."""
-    # The temp name is unique per process and thread, so concurrent writers never share one.
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
+    # A temp name of its own per write (runners on several hosts may share the folder).
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
     blob = json.dumps(data, separators=(",", ":")).encode()
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

@@ -7,6 +7,7 @@ so that stopping it stops everything it started.
 """
 from __future__ import annotations
 
+import errno
 import os
 import selectors
 import signal
@@ -87,6 +88,11 @@ def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _popen(argv: list[str], cwd: str, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
 def _may_fork() -> bool:
     """Forking is safe only without other Python threads that could hold a lock the child needs
     (doit's worker processes have just multiprocessing's queue feeder, which the child never uses)."""
@@ -126,31 +132,28 @@ class LocalAdapter:
 
     def execute(self, request: CommandRequest, sink: OutputSink) -> CommandResult:
         started = time.monotonic()
-        argv = argv_for(request.command)
         env = _child_env(request.env)
+        argv = argv_for(request.command, env)
         own = own_command(argv, env) if _may_fork() else None
+        proc: subprocess.Popen[bytes] | Forked
         try:
-            proc: subprocess.Popen[bytes] | Forked = Forked(own, request.cwd, env) if own else subprocess.Popen(
-                argv,
-                cwd=request.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            proc = Forked(own, request.cwd, env) if own else _popen(argv, request.cwd, env)
         except OSError as error:
-            if argv[0] == SHELL or error.filename == request.cwd:
-                raise
-            code, message = exec_failure(argv, error)
-            sink("stderr", f"{message}\n".encode())
-            return CommandResult(exit_code=code, signal=None, duration=time.monotonic() - started,
-                                 stderr_tail=(message,))
-        with _lock:
-            _running[proc.pid] = _Running(proc)
+            if own or argv[0] == SHELL or error.filename != argv[0]:
+                raise  # the runner's own trouble (no folder, no processes left), not the command's
+            if error.errno == errno.ENOEXEC:  # a script without #!: sh runs such files itself
+                argv = [SHELL, "-c", request.command]
+                proc = _popen(argv, request.cwd, env)
+            else:
+                code, message = exec_failure(argv, error)
+                sink("stderr", f"{message}\n".encode())
+                return CommandResult(exit_code=code, signal=None, duration=time.monotonic() - started,
+                                     stderr_tail=(message,))
         tail: deque[str] = deque(maxlen=20)
         timed_out = False
         try:
+            with _lock:
+                _running[proc.pid] = _Running(proc)
             if request.on_start:
                 request.on_start(proc.pid)
             timed_out = _pump(proc, request.timeout, started, sink, tail)

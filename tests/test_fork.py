@@ -24,7 +24,7 @@ from helios_doit.video.composition import Composition
 # Which program this render runs in, as the kernel sees it: a fresh Python, or a forked runner.
 cmdline = open("/proc/self/cmdline", "rb").read().replace(bytes(1), b" ").decode()
 with open("procs.log", "a") as log:
-    log.write(str(os.getpid()) + " " + cmdline + chr(10))
+    log.write(str(os.getpid()) + " " + str(np.random.random()) + " " + cmdline + chr(10))
 
 comp = Composition(width=160, height=90, fps=24, duration=2)
 
@@ -77,6 +77,7 @@ def test_forked_renders_write_the_same_bytes_as_fresh_processes(tmp_path):
     lines = renders(folder)
     assert len(lines) == 4 and all("-m doit" in line for line in lines)  # forked from doit's workers
     assert digests(folder) == expected
+    assert len({line.split()[1] for line in lines}) == 4  # numpy's global generator: fresh in each child
 
 
 def test_stopping_the_run_stops_forked_renders_and_removes_their_output(tmp_path):

@@ -56,6 +56,15 @@ def test_a_fatal_exit_code_is_final_at_once(make_job):
     assert "attempt 1 breaks" in failure["stderrTail"]
 
 
+def test_a_fatal_exit_code_128_plus_n_also_means_death_by_signal_n(make_job):
+    job = make_job(chunks=1)
+    flaky(job, 0, fails=5, how="kill -9 $$")
+    result = job.cli("--retries", "4", "--retry-delay", "0.05", "--fatal-exit-codes", "137")
+    assert result.returncode == 1
+    assert "chunk 0 failed: killed by SIGKILL" in result.stdout
+    assert json.loads((job.state / "failures" / "chunk-0.json").read_text())["attempts"] == 1
+
+
 def test_exhausted_retries_report_attempts_and_stderr(make_job):
     job = make_job(chunks=1)
     flaky(job, 0, fails=9)

@@ -37,6 +37,8 @@ NEEDS_THE_SHELL = [
     "render\nmerge",
     "FPS=30 render",
     "cd out",
+    "chdir out",
+    "pushd out",
     "exec render",
     "export A",
     "echo frame",
@@ -51,6 +53,11 @@ NEEDS_THE_SHELL = [
 @pytest.mark.parametrize("command", NEEDS_THE_SHELL)
 def test_shell_syntax_and_builtins_go_to_the_shell(command):
     assert argv_for(command) == [SHELL, "-c", command]
+
+
+def test_exported_bash_functions_send_every_command_to_the_shell():
+    assert argv_for("render -o out.mov", {"PATH": "/bin"}) == ["render", "-o", "out.mov"]
+    assert argv_for("render -o out.mov", {"BASH_FUNC_render%%": "() { echo; }"})[0] == SHELL
 
 
 @pytest.mark.parametrize("words", [
@@ -93,6 +100,18 @@ def test_a_file_that_is_not_executable_fails_the_chunk_with_126_like_sh(make_job
     assert "chunk 0 failed: exit code 126" in result.stdout
     (job.folder / "render.sh").chmod(0o755)
     assert job.doit().returncode == 0
+    assert job.output(0).exists()
+
+
+def test_a_script_without_a_shebang_is_run_by_the_shell_as_sh_would(make_job):
+    job = make_job(chunks=1)
+    script = job.folder / "render-part"
+    script.write_text("touch part_0.txt\n")  # no #! line: exec fails with ENOEXEC, sh runs it
+    script.chmod(0o755)
+    job.data["chunks"][0]["command"] = "./render-part"
+    job.save()
+    result = job.doit()
+    assert result.returncode == 0, result.stdout + result.stderr
     assert job.output(0).exists()
 
 
