@@ -16,6 +16,7 @@ progress file is kept current (at most every 0.2 s, and always at the end).
 """
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -79,6 +80,10 @@ class Reporter(ConsoleReporter):
 
     # -- doit callbacks -----------------------------------------------------------------
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        # What loading made lives as long as the run: collections need not walk it again, and
+        # doit's worker processes, forked after this, keep sharing its memory pages.
+        gc.freeze()
+        gc.enable()
         supervise.ensure_handlers()
         supervise.start_watchdog()
         in_run = _closure(tasks, selected_tasks)
