@@ -57,6 +57,7 @@ class Reporter(ConsoleReporter):
         super().__init__(outstream, options)
         self.done: list[str] = []
         self.skipped: list[str] = []  # up to date, not logged yet
+        self.skip_lines: list[str] = []  # their console lines, not written yet
         self.lock = threading.RLock()  # doit calls us from worker threads under `-P thread`
         self.progress = Progress()
         self.state_root: Path | None = None
@@ -71,6 +72,8 @@ class Reporter(ConsoleReporter):
     # -- output -------------------------------------------------------------------------
     def write(self, text: str) -> None:
         with self.lock:
+            if self.skip_lines:  # doit's "-- chunk:3" lines, held back to go out in one write
+                text, self.skip_lines = "".join(self.skip_lines) + text, []
             if self.live is not None:
                 self.live.print(text)
                 return
@@ -115,12 +118,8 @@ class Reporter(ConsoleReporter):
         with self.lock:
             if _is_work(task):
                 self.skipped.append(_key(task))  # logged together: a no-op of 10,000 chunks is one line
-            if task.name.startswith("_"):
-                return
-            if self.live is None:  # doit's "-- chunk:3", flushed with the next line that is not a skip
-                self.outstream.write(f"-- {task.title()}\n")
-            else:
-                self.live.print(f"-- {task.title()}\n")
+            if not task.name.startswith("_"):  # doit's line, written with the next line that is not one
+                self.skip_lines.append(f"-- {task.title()}\n")
 
     def add_success(self, task: Any) -> None:
         with self.lock:
@@ -161,7 +160,7 @@ class Reporter(ConsoleReporter):
                 live, self.live = self.live, None
                 live.close()  # the terminal is ours again before the summary
         self._summary()
-        self.outstream.flush()
+        self.write("")  # what is still held back
 
     # -- the event log and the progress file --------------------------------------------
     def _tick(self) -> None:
