@@ -43,7 +43,7 @@ _SHELL_WORDS = frozenset("""
     fg fi for function getopts hash if in jobs kill local logout read readonly return select set
     shift source test then time times trap type typeset ulimit umask unalias unset until wait
     while echo printf pwd true false chdir
-    builtin caller declare dirs disown enable history let logout mapfile popd pushd readarray
+    builtin caller declare dirs disown enable history let mapfile popd pushd readarray
     shopt suspend bind compgen complete compopt coproc
 """.split())
 
