@@ -40,8 +40,9 @@ def chunk_tasks(job: Job, state: StateDir, digest: str, options: RunOptions = Ru
         name = chunk_task_name(chunk.id)
         output = str(job.outputs[chunk.id])
         print_fp = chunk_fingerprint(chunk, digest)
-        expect = expects.get(chunk.frame_count) or expects.setdefault(
-            chunk.frame_count, Expect(chunk.frame_count, job.spec.metadata.width, job.spec.metadata.height))
+        if chunk.frame_count not in expects:
+            expects[chunk.frame_count] = Expect(chunk.frame_count, job.spec.metadata.width, job.spec.metadata.height)
+        expect = expects[chunk.frame_count]
         work = TaskJob(name, chunk.command, job_dir, output, state_root, print_fp,
                        adapter=options.executor, expect=expect, chunk_id=chunk.id, options=options, looked=looked)
         last = chunk.start_frame + chunk.frame_count - 1
