@@ -24,7 +24,7 @@ from .locks import task_lock
 from .options import RunOptions
 from .output import LogSink, open_log
 from .video import is_video_path
-from .state import StateDir, content_changed, content_state, read_json, remove, stamp, write_json_atomic
+from .state import StateDir, content_changed, content_state, read_json, record_file, remove, stamp, write_json_atomic
 from .worker import CommandRequest, CommandResult, get_adapter
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +60,7 @@ class TaskJob:
         return self.name.replace("-", " ")
 
     def complete(self) -> Complete:
-        record = os.path.join(self.state_root, "records", f"{self.name}.json")  # StateDir.record, without Paths
-        return Complete(record, self.fingerprint, self.output, self.inputs, self.cwd)
+        return Complete(record_file(self.state_root, self.name), self.fingerprint, self.output, self.inputs, self.cwd)
 
 
 #: What `run_task` returns for a task another runner finished: doit keeps it as the task's result.
@@ -95,8 +94,9 @@ def _attempts(job: TaskJob, state: StateDir) -> TaskFailed | str:
             return TaskFailed(f"{job.label} stopped: {cancel.read_text().strip()}")
         failure, result = _attempt(job, state, attempt, allowed)
         if failure is None:
-            write_json_atomic(state.record(job.name), _record(job, result, attempt))
-            size = stamp(job.output)[0] if job.output and stamp(job.output) else None
+            output = stamp(job.output) if job.output else None
+            write_json_atomic(state.record(job.name), _record(job, result, attempt, output))
+            size = output[0] if output else None
             events.emit(state.root, "task-done", task=job.name, chunkId=job.chunk_id, attempt=attempt,
                         duration=round(result.duration, 3), frames=job.expect.frames if job.expect else None, size=size)
             return f"{result.duration:.3f} {attempt}"
@@ -214,11 +214,11 @@ def _check_video(path: str, expect: Expect) -> str | None:
     return check_chunk(Path(path), expect.frames, expect.width, expect.height)
 
 
-def _record(job: TaskJob, result: CommandResult, attempts: int) -> dict[str, object]:
+def _record(job: TaskJob, result: CommandResult, attempts: int, output: list[int] | None) -> dict[str, object]:
     return {
         "task": job.name,
         "fingerprint": job.fingerprint,
-        "output": stamp(job.output) if job.output else None,
+        "output": output,  # the stamp the output must keep for the record to be believed
         "inputs": {_relative(p, job.cwd): content_state(p) for p in job.inputs},
         "finishedAt": time.time(),
         "duration": round(result.duration, 3),

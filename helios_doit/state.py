@@ -33,7 +33,7 @@ class StateDir:
         return self.root / "doit.sqlite3"
 
     def record(self, task: str) -> Path:
-        return self.root / "records" / f"{task}.json"
+        return Path(record_file(str(self.root), task))
 
     def log(self, task: str) -> Path:
         return self.root / "logs" / f"{task}.log"
@@ -56,6 +56,11 @@ class StateDir:
     def create(self) -> None:
         for sub in ("records", "logs", "running", "failures", "locks", "runs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+
+def record_file(root: str, task: str) -> str:
+    """A task's record under the state folder `root`, as a string: cheap enough for every chunk."""
+    return os.path.join(root, "records", f"{task}.json")
 
 
 def usable_dep_file(state: StateDir) -> str | None:

@@ -82,10 +82,16 @@ def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     installation as the runner even when its virtualenv is not activated.
     """
     env = dict(os.environ)
-    bin_dir = os.path.dirname(sys.executable)
-    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
+    env["PATH"] = _bin_first(env.get("PATH", os.defpath))
     env.update(extra or {})
     return env
+
+
+_BIN = os.path.dirname(sys.executable)
+
+
+def _bin_first(path: str) -> str:
+    return os.pathsep.join([_BIN, path])
 
 
 def _popen(argv: list[str], cwd: str, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
@@ -101,11 +107,14 @@ def _may_fork() -> bool:
 
 
 def _child_env(extra: dict[str, str] | None) -> dict[str, str] | None:
-    """None (inherit this process' environment) when it already is what `command_env` would make:
-    copying the environment for each of thousands of commands is measurable."""
-    if not extra and os.environ.get("PATH", "").startswith(os.path.dirname(sys.executable) + os.pathsep):
-        return None
-    return command_env(extra)
+    """None (inherit this process' environment) when no variables are added: this process' own
+    PATH is made what `command_env` would make, once, instead of copying the environment for
+    each of thousands of commands."""
+    if extra:
+        return command_env(extra)
+    if not os.environ.get("PATH", "").startswith(_BIN + os.pathsep):
+        os.environ["PATH"] = _bin_first(os.environ.get("PATH", os.defpath))
+    return None
 
 
 #: Adapters by name -> "module:Class", imported on first use (a local run never loads Dask).
@@ -124,11 +133,7 @@ class LocalAdapter:
     """Runs commands as child processes of this one."""
 
     def __init__(self, scheduler: str | None = None):
-        # Commands inherit this process' environment with our bin folder first (see
-        # `command_env`); putting it there once spares a copy of the environment per command.
-        bin_dir = os.path.dirname(sys.executable)
-        if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
-            os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)])
+        pass  # nothing to connect to
 
     def execute(self, request: CommandRequest, sink: OutputSink) -> CommandResult:
         started = time.monotonic()
