@@ -7,11 +7,9 @@ remove the partial output (make's .DELETE_ON_ERROR) so nothing half-written is e
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 import random
-import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -19,10 +17,12 @@ from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
-from . import events, supervise
+from . import checkpoints, events, places, reaper, supervise
+from .errors import os_fault
 from .locks import task_lock
 from .options import RunOptions
-from .output import LogSink, open_log
+from .output import LogSink
+from .places import Place, PlaceError
 from .video import is_video_path
 from .state import StateDir, content_changed, content_state, read_json, record_file, remove, stamp, write_json_atomic
 from .worker import CommandRequest, CommandResult, get_adapter
@@ -53,11 +53,16 @@ class TaskJob:
     chunk_id: int | None = None  # None for the merge
     options: RunOptions = RunOptions()
     looked: float = 0.0  # when the runner loaded the job (unix time): records since are another's
+    roots: tuple[str, ...] = ()  # folders outputs may be in, checked again whenever the output is touched
 
     @property
     def label(self) -> str:
         """Shown to people: "chunk 3" or "merge"."""
         return self.name.replace("-", " ")
+
+    @property
+    def place(self) -> Place | None:
+        return Place(self.output, self.roots, os.path.join(self.state_root, "aside")) if self.output else None
 
     def complete(self) -> Complete:
         return Complete(record_file(self.state_root, self.name), self.fingerprint, self.output, self.inputs, self.cwd)
@@ -74,19 +79,80 @@ def run_task(job: TaskJob) -> TaskFailed | str:
     if supervise.stopping():
         raise supervise.Interrupted(supervise.stopping() or 0)
     state = StateDir(Path(job.state_root))
-    with task_lock(state.lock(job.name), supervise.stopping):
-        # Another runner may have finished it since we looked (or while we waited for its lock);
-        # a record older than our look is one this run chose to redo (`-a`, a changed output).
-        if job.complete().check(after=job.looked):
-            events.emit(state.root, "task-skip", task=job.name, chunkId=job.chunk_id, reason="done by another runner")
-            return DONE_ELSEWHERE
-        return _attempts(job, state)
+    try:
+        with task_lock(state.lock(job.name), supervise.stopping):
+            # Another runner may have finished it since we looked (or while we waited for its lock);
+            # a record older than our look is one this run chose to redo (`-a`, a changed output).
+            if job.complete().check(after=job.looked):
+                events.emit(state.root, "task-skip", task=job.name, chunkId=job.chunk_id, reason="done by another runner")
+                return DONE_ELSEWHERE
+            dead = _take_over(job, state)
+            return _attempts(job, state, dead)
+    except PlaceError as exc:
+        return _refused(job, state, f"{job.label}: {exc}; nothing was run or removed there")
+    except OSError as exc:  # the environment's fault (disk full, permissions): one line, the run fails
+        return _refused(job, state, f"{job.label}: {os_fault(exc)}")
 
 
-def _attempts(job: TaskJob, state: StateDir) -> TaskFailed | str:
-    """Run until success, a final failure, or the run is cancelled; count every attempt."""
-    remove(state.record(job.name))
-    remove(state.failure(job.name))
+def _refused(job: TaskJob, state: StateDir, message: str) -> TaskFailed:
+    """A task that could not run, or could not finish its bookkeeping: said in one line."""
+    try:
+        write_json_atomic(state.failure(job.name), {"task": job.name, "attempts": 0, "exitCode": None, "signal": None,
+                                                     "timedOut": False, "message": message, "stderrTail": [],
+                                                     "log": None, "at": time.time(), "runId": events.run_id()})
+    except OSError:
+        pass  # the same fault, most likely; the line below still says it
+    return TaskFailed(message)
+
+
+def _take_over(job: TaskJob, state: StateDir) -> str | None:
+    """A running marker under a lock we now hold was left by a runner that died mid-attempt.
+
+    Whatever that attempt still runs on this machine is killed, and waited for, before the
+    output is touched: one writer per output. (On another machine, its own guard did that.)
+    """
+    path = state.marker(job.name)
+    if not os.path.lexists(path):
+        return None
+    marker = read_json(path) or {}
+    if marker.get("machine") == reaper.machine():
+        pgid, start, tag = marker.get("pgid"), marker.get("leaderStart"), marker.get("tag")
+        left = reaper.reap(pgid if isinstance(pgid, int) else None, start if isinstance(start, int) else None,
+                           tag if isinstance(tag, str) else None)
+        if left:
+            raise PlaceError(f"processes {', '.join(map(str, left))} of an earlier attempt (runner pid "
+                             f"{marker.get('pid')}) would not die; stop them, then run again")
+    _remove_entry(state, path)
+    events.emit(state.root, "task-takeover", task=job.name, chunkId=job.chunk_id, pid=marker.get("pid"),
+                host=marker.get("host"), runId=marker.get("runId"))
+    return f"left by the attempt of runner pid {marker.get('pid')} on {marker.get('host')}, which died"
+
+
+def _remove_entry(state: StateDir, path: Path) -> None:
+    """Remove one of our state files; a folder in its place (damage) is moved aside, not deleted."""
+    try:
+        remove(path)
+    except IsADirectoryError:
+        _say(f"{path} was a folder; moved it to {state.set_aside(path)}")
+
+
+def _say(line: str) -> None:
+    """One line for the user, on stderr, in one write (worker processes share the terminal)."""
+    try:
+        os.write(2, f"helios-doit: {line}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def _attempts(job: TaskJob, state: StateDir, dead: str | None = None) -> TaskFailed | str:
+    """Run until success, a final failure, or the run is cancelled; count every attempt.
+
+    `dead` says whose attempt died here, if one did: its partial output is not ours to delete."""
+    vouched = (read_json(state.record(job.name)) or {}).get("output")
+    if job.place is not None:  # the record vouches for its output once, now; then it is dropped
+        _clear(job, job.place, vouched if isinstance(vouched, list) else None, dead, create=True)
+    _remove_entry(state, state.record(job.name))
+    _remove_entry(state, state.failure(job.name))
     allowed = job.options.attempts if job.chunk_id is not None else 1
     cancel = state.cancel_flag(events.run_id())
     for attempt in range(1, allowed + 1):
@@ -95,7 +161,9 @@ def _attempts(job: TaskJob, state: StateDir) -> TaskFailed | str:
         failure, result = _attempt(job, state, attempt, allowed)
         if failure is None:
             output = stamp(job.output) if job.output else None
+            checkpoints.reached("before-record", job.name, state.root)
             write_json_atomic(state.record(job.name), _record(job, result, attempt, output))
+            checkpoints.reached("after-record", job.name, state.root)
             size = output[0] if output else None
             events.emit(state.root, "task-done", task=job.name, chunkId=job.chunk_id, attempt=attempt,
                         duration=round(result.duration, 3), frames=job.expect.frames if job.expect else None, size=size)
@@ -113,6 +181,14 @@ def _attempts(job: TaskJob, state: StateDir) -> TaskFailed | str:
             continue
         return _give_up(job, state, attempt, failure, result, cancel)
     raise AssertionError("unreachable")
+
+
+def _clear(job: TaskJob, place: Place, vouched: list[int] | None, why: str | None = None,
+           create: bool = False) -> None:
+    note = places.clear(place, vouched, job.label, why, create)
+    if note:
+        _say(note)
+        events.emit(job.state_root, "task-aside", task=job.name, chunkId=job.chunk_id, message=note)
 
 
 def _give_up(job: TaskJob, state: StateDir, attempt: int, failure: str, result: CommandResult, cancel: Path) -> TaskFailed:
@@ -133,14 +209,9 @@ def _give_up(job: TaskJob, state: StateDir, attempt: int, failure: str, result: 
 
 
 def _cancel_others(state: StateDir, job: TaskJob, cancel: Path, reason: str) -> None:
-    """Without keep-going the first chunk that fails for good stops the others of this run, cleanly."""
+    """Without keep-going the first chunk that fails for good stops the others of this run,
+    cleanly: every runner process of the run polls this flag while its commands run."""
     cancel.write_text(reason + "\n")
-    me, run = socket.gethostname(), events.run_id()
-    for marker in state.marker(job.name).parent.glob("*.json"):
-        data = read_json(marker)
-        if data and data.get("runId") == run and data.get("host") == me and marker.stem != job.name:
-            with contextlib.suppress(ProcessLookupError, PermissionError, TypeError, ValueError):
-                os.killpg(int(data["pgid"]), signal.SIGTERM)
 
 
 def _pause(seconds: float) -> None:
@@ -155,16 +226,24 @@ def _pause(seconds: float) -> None:
 def _attempt(job: TaskJob, state: StateDir, attempt: int, allowed: int) -> tuple[str | None, CommandResult]:
     """One run of the command: never leaves a partial output behind, whatever ends it."""
     marker = state.marker(job.name)
-    if job.output:
-        remove(Path(job.output))
-        Path(job.output).parent.mkdir(parents=True, exist_ok=True)
+    place = job.place
+    if place is not None and attempt > 1:  # the first attempt's place was made ready just before
+        _clear(job, place, None, create=True)  # empty unless something appeared since: moved aside
     host, pid = socket.gethostname(), os.getpid()
-    log = open_log(state.log(job.name), f"{job.label} attempt {attempt}/{allowed} on {host} pid {pid}: {job.command}")
-    sink = LogSink(log, f"[{job.label}] ")
+    sink = LogSink(state.log(job.name), f"{job.label} attempt {attempt}/{allowed} on {host} pid {pid}: {job.command}",
+                   f"[{job.label}] ")
+    # Written before the command starts: a runner that dies at any moment leaves the means to
+    # find what it started (its tag in every process' environment; the group, once known).
+    running = {"pid": pid, "host": host, "machine": reaper.machine(), "startedAt": time.time(),
+               "runId": events.run_id(), "attempt": attempt, "tag": reaper.tag()}
+    try:
+        write_json_atomic(marker, running)
+    except BaseException:
+        sink.close("not started: the running marker could not be written")
+        raise
 
-    def on_start(pgid: int) -> None:
-        write_json_atomic(marker, {"pid": pid, "pgid": pgid, "host": host, "startedAt": time.time(),
-                                   "runId": events.run_id(), "attempt": attempt})
+    def on_start(pgid: int, leader_start: int | None = None) -> None:
+        write_json_atomic(marker, {**running, "pgid": pgid, "leaderStart": leader_start})
 
     timeout = job.options.chunk_timeout if job.chunk_id is not None else None
     ok = False
@@ -173,18 +252,20 @@ def _attempt(job: TaskJob, state: StateDir, attempt: int, allowed: int) -> tuple
         with supervise.active():
             events.emit(state.root, "task-start", task=job.name, chunkId=job.chunk_id, attempt=attempt,
                         attempts=allowed, pid=pid, host=host)
-            request = CommandRequest(job.command, job.cwd, timeout=timeout, on_start=on_start, output=job.output,
+            checkpoints.reached("before-command", job.name, state.root)
+            request = CommandRequest(job.command, job.cwd, timeout=timeout,
+                                     on_start=on_start, output=job.output,
                                      should_stop=state.cancel_flag(events.run_id()).exists)
             result = get_adapter(job.adapter, job.options.scheduler).execute(request, sink)
             failure = _verify(job, result)
             footer = f"{result.describe()} after {result.duration:.2f}s" + (f": {failure}" if failure else "")
             ok = failure is None
     finally:
-        sink.close()
-        log.write(f"=== {footer}\n".encode())
-        log.close()
-        if not ok and job.output:
-            remove(Path(job.output))
+        sink.close(footer)
+        if not ok and place is not None:
+            note = places.discard(place, job.label)
+            if note:
+                _say(note)
         remove(marker)
     return failure, result
 
@@ -267,11 +348,15 @@ def chunk_done(job: TaskJob) -> bool:
 
 
 def clean_task(job: TaskJob) -> None:
-    """`doit clean merge`: the output and the record go together, so the merge is simply not done."""
+    """`doit clean`: the output and the record go together, so the task is simply not done. Only
+    the file the record vouches for is deleted; anything else in the output's place is moved aside."""
     state = StateDir(Path(job.state_root))
+    vouched = (read_json(state.record(job.name)) or {}).get("output")
     remove(state.record(job.name))
-    if job.output:
-        remove(Path(job.output))
+    if job.place is not None:
+        note = places.clear(job.place, vouched if isinstance(vouched, list) else None, job.label)
+        if note:
+            print(note)
 
 
 # doit inspects the signature of an action or uptodate function on every call (for its magic

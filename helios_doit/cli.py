@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from typing import Callable
 
@@ -31,7 +33,20 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The command line; a pipe closed by its reader (`| head`) ends it quietly (exit 141, as a
+    shell reports death by SIGPIPE)."""
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="helios-doit", description="Run chunked video render jobs with doit.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen: Callable[[argparse.Namespace], int] | None = None

@@ -31,6 +31,7 @@ from collections import deque
 from typing import Any, Callable
 
 from . import supervise, worker
+from .reaper import machine
 from .worker import STOP_GRACE, CommandRequest, CommandResult, OutputSink
 
 #: Exit code of a command Dask could not run or finish (ssh's code for a lost connection).
@@ -252,15 +253,6 @@ def signal_running(sig: int) -> int:
     for remote in remotes:
         remote.signal(sig)
     return len(remotes)
-
-
-def machine() -> str:
-    """Boot and pid namespace: processes with the same value can signal each other's groups."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as handle:
-            return f"{handle.read().strip()}:{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return f"unknown:{uuid.uuid4()}"  # never equal: never signal a group of another machine
 
 
 def _kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:

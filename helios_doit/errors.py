@@ -5,6 +5,7 @@ JobSpec models (and pydantic) in every render and merge process.
 """
 from __future__ import annotations
 
+import errno
 import re
 
 
@@ -19,3 +20,21 @@ class JobError(Exception):
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+_HINTS = {
+    errno.ENOSPC: "free some space, then run again",
+    errno.EDQUOT: "free some space (quota), then run again",
+    errno.EROFS: "the filesystem is read-only; run where the job's folder can be written",
+    errno.EACCES: "check the owner and permissions",
+    errno.EPERM: "check the owner and permissions",
+    errno.ENAMETOOLONG: "use a shorter path",
+}
+
+
+def os_fault(exc: OSError) -> str:
+    """An environmental failure (disk full, permissions, read-only) as one line: what, where, what to do."""
+    where = f" {exc.filename}" if exc.filename else ""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = _HINTS.get(exc.errno or 0)
+    return f"cannot use{where}: {reason}" + (f"; {hint}" if hint else "")

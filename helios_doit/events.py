@@ -41,16 +41,17 @@ def log_path(state_root: Path | str, run: str | None = None) -> Path:
     return Path(state_root) / "runs" / f"{run or run_id()}.jsonl"
 
 
-_open: dict[Path, int] = {}  # one O_APPEND descriptor per log and process: no open() per event
+_open: dict[tuple[str, str], int] = {}  # one O_APPEND descriptor per log and process: no open() per event
 
 
 def emit(state_root: Path | str, event: str, **fields: Any) -> None:
-    path = log_path(state_root)
     line = json.dumps({"event": event, "at": round(time.time(), 3), **fields}, separators=(",", ":")) + "\n"
-    fd = _open.get(path)
+    key = (str(state_root), os.environ.get(RUN_ID_ENV) or run_id())
+    fd = _open.get(key)
     if fd is None:
+        path = log_path(*key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = _open[path] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _open[key] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     os.write(fd, line.encode())
 
 

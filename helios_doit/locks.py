@@ -13,11 +13,17 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .state import StateDir
+
 
 @contextlib.contextmanager
 def task_lock(path: Path, stop: Callable[[], object], poll: float = 0.1) -> Iterator[bool]:
     """Hold the task's lock; yields True when another runner held it first (so: re-check)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except IsADirectoryError:  # damage: a folder where the lock file belongs; moved aside, not deleted
+        StateDir(path.parent.parent).set_aside(path)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         waited = False
         while True:

@@ -24,14 +24,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from doit.exceptions import BaseFail, TaskFailed
 from doit.reporter import ConsoleReporter
 
 from . import events, supervise
+from .errors import os_fault
 from .progress import PROGRESS_ENV, Progress, first_line, retry_line
-from .state import read_json, write_json_atomic
+from .state import StateDir, read_json, write_json_atomic
 
 #: Set to 0 to get plain lines even in a terminal.
 LIVE_ENV = "HELIOS_DOIT_LIVE"
@@ -40,14 +41,14 @@ _MIN_WRITE = 0.2  # progress file: at most this often when something changed ...
 _MAX_QUIET = 1.0  # ... and at least this often (elapsed and ETA move on)
 
 
-_announced: tuple[Path, dict[int, int]] | None = None
+_announced: tuple[Path, dict[int, int], Callable[[], None]] | None = None
 
 
-def announce(state_root: Path, chunk_frames: dict[int, int]) -> None:
+def announce(state_root: Path, chunk_frames: dict[int, int], on_start: Callable[[], None] = lambda: None) -> None:
     """What the job of this process' run holds (its state folder, frames per chunk id): told by
     `tasks.namespace`, so that the reporter never has to look inside 10,000 doit tasks."""
     global _announced
-    _announced = (state_root, chunk_frames)
+    _announced = (state_root, chunk_frames, on_start)
 
 
 class Reporter(ConsoleReporter):
@@ -78,8 +79,11 @@ class Reporter(ConsoleReporter):
                 self.live.print(text)
                 return
             # Chunk output reaches the terminal by write(2); flush so that lines stay in order.
-            self.outstream.write(text)
-            self.outstream.flush()
+            try:
+                self.outstream.write(text)
+                self.outstream.flush()
+            except (BrokenPipeError, ValueError):  # `| head` closed the pipe: the run goes on, quietly
+                _silence(self.outstream)
 
     # -- doit callbacks -----------------------------------------------------------------
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
@@ -87,10 +91,13 @@ class Reporter(ConsoleReporter):
         # doit's worker processes, forked after this, keep sharing its memory pages.
         gc.freeze()
         gc.enable()
+        state_root, chunk_frames, on_start = _announced if _announced is not None else (None, {}, lambda: None)
+        if state_root is not None:
+            _prepare_state(StateDir(state_root))
+            on_start()
         supervise.ensure_handlers()
         supervise.start_watchdog()
         in_run = _closure(tasks, selected_tasks)
-        state_root, chunk_frames = _announced if _announced is not None else (None, {})
         frames = {chunk_id: count for chunk_id, count in chunk_frames.items() if f"chunk:{chunk_id}" in in_run}
         run = events.run_id()
         self.progress = Progress(frames, "merge" in in_run and "merge" in tasks, run)
@@ -282,6 +289,31 @@ def _took(result: Any) -> float | None:
         return float(seconds) if attempt == "1" else None
     except ValueError:
         return None
+
+
+def _prepare_state(state: StateDir) -> None:
+    """The run's side effect on the job's folder starts here: its state folder. A folder that
+    cannot be written ends the run before anything ran: one line, exit code 1."""
+    try:
+        notes = state.create()
+        probe = state.root / "runs" / f".writable-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        sys.stderr.write(f"helios-doit: cannot keep the job's state in {state.root}: {os_fault(exc)}; nothing was run\n")
+        raise SystemExit(1) from None
+    for note in notes:
+        sys.stderr.write(f"helios-doit: {note}\n")
+
+
+def _silence(stream: TextIO) -> None:
+    """Point a closed stdout at /dev/null, so that later writes (and the exit's flush) are quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _closure(tasks: dict[str, Any], selected: list[str]) -> set[str]:

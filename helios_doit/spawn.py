@@ -28,7 +28,7 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Mapping
+from typing import Callable, Mapping
 
 SHELL = "/bin/sh"
 
@@ -97,9 +97,14 @@ _HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 
 
 class Forked:
-    """A child forked to run one of our own subcommands; what LocalAdapter needs of a Popen."""
+    """A child forked to run one of our own subcommands; what LocalAdapter needs of a Popen.
 
-    def __init__(self, args: list[str], cwd: str, env: dict[str, str] | None):
+    `on_fork(pid)` runs in the parent once the child leads its own session and before the child
+    may do anything: the child waits for a go byte, and exits at once if the parent died first.
+    """
+
+    def __init__(self, args: list[str], cwd: str, env: dict[str, str] | None,
+                 on_fork: Callable[[int], None] | None = None):
         importlib.import_module(FORKABLE[args[0]])  # here, once: every later child has it loaded
         if not os.path.isdir(cwd):
             raise FileNotFoundError(2, "No such file or directory", cwd)  # as Popen says it
@@ -112,21 +117,26 @@ class Forked:
         fds: list[int] = []
         held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
         try:
-            for _ in range(3):
+            for _ in range(4):
                 fds.extend(os.pipe())
-            out_r, out_w, err_r, err_w, ready_r, ready_w = fds
+            out_r, out_w, err_r, err_w, ready_r, ready_w, go_r, go_w = fds
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded, use of fork()"
                 pid = os.fork()
             if pid == 0:  # pragma: no cover  (the child; measured through its effects)
-                _child(args, cwd, env, out_w, err_w, ready_w, held)
+                _child(args, cwd, env, out_w, err_w, ready_w, go_r, held)
             self.pid = pid
-            for fd in (out_w, err_w, ready_w):
+            for fd in (out_w, err_w, ready_w, go_r):
                 os.close(fd)
                 fds.remove(fd)
             os.read(ready_r, 1)  # EOF once the child leads its own session: a stop now reaches it
             os.close(ready_r)
             fds.remove(ready_r)
+            if on_fork is not None:
+                on_fork(pid)
+            os.write(go_w, b"g")
+            os.close(go_w)
+            fds.remove(go_w)
             self.stdout = open(out_r, "rb", buffering=0)
             fds.remove(out_r)
             self.stderr = open(err_r, "rb", buffering=0)
@@ -167,19 +177,23 @@ class Forked:
 
 
 def _child(args: list[str], cwd: str, env: dict[str, str] | None, out_w: int, err_w: int, ready_w: int,
-           mask: set[signal.Signals]) -> None:
+           go_r: int, mask: set[signal.Signals]) -> None:
     """Become `helios-doit ARGS` as a fresh process would be, run it, and never return."""
     code = 1
     try:
         try:
             os.setsid()
             os.close(ready_w)
-            gc.freeze()  # the runner's objects are never collected here: none can close a reused fd
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the runner's locks, logs and doit's queues
+            os.dup2(go_r, 3)
+            os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # the runner's locks, logs and doit's queues
+            if os.read(3, 1) != b"g":  # the runner died before it could register this child
+                os._exit(1)
+            os.close(3)
+            gc.freeze()  # the runner's objects are never collected here: none can close a reused fd
             for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
                 signal.signal(signum, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)

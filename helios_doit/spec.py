@@ -6,8 +6,11 @@ whole with one line per fault, and nothing is run, written or deleted.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -21,13 +24,20 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from .errors import JobError
 from .validate import check_job
 
-PositiveInt = Annotated[StrictInt, Field(gt=0)]
-NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+#: The largest whole number a JSON writer such as Helios' (JavaScript) can state exactly.
+MAX_SAFE_INTEGER = 2**53 - 1
+PositiveInt = Annotated[StrictInt, Field(gt=0, le=MAX_SAFE_INTEGER)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=MAX_SAFE_INTEGER)]
 PositiveNumber = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
 NonEmptyStr = Annotated[str, Field(min_length=1, strict=True)]
 
 #: Where state lives, relative to the job's folder; chunk outputs may never point into it.
 STATE_ROOT = ".helios-doit"
+#: A job file has no business being bigger (10,000 chunks take ~3 MB).
+MAX_JOB_BYTES = 64 * 1024 * 1024
+#: Seconds a job URL may take to arrive, in all (a server that trickles is given up on).
+FETCH_TIMEOUT_ENV = "HELIOS_DOIT_FETCH_TIMEOUT"
+DEFAULT_FETCH_TIMEOUT = 30.0
 
 
 class _Model(BaseModel):
@@ -78,6 +88,8 @@ class Job:
     outputs: dict[int, str]  # chunk id -> absolute output path (strings: there may be 10,000)
     merge_output: Path | None
     inputs: tuple[Path, ...]
+    output_roots: tuple[str, ...] = ()  # resolved folders outputs may be in: the job's, an output root
+
 
     @property
     def chunk_ids(self) -> list[int]:
@@ -115,7 +127,8 @@ def load_job(
     outputs, merge_output, inputs, faults = check_job(spec, job_dir, job_file, state_dir, root)
     if faults:
         raise JobError([f"{name}: {fault}" for fault in faults])
-    return Job(spec, source, job_file, job_dir, state_dir, outputs, merge_output, inputs)
+    roots = tuple(dict.fromkeys(str(r) for r in (job_dir.resolve(), root) if r is not None))
+    return Job(spec, source, job_file, job_dir, state_dir, outputs, merge_output, inputs, roots)
 
 
 def _is_url(source: str) -> bool:
@@ -124,14 +137,11 @@ def _is_url(source: str) -> bool:
 
 def _read(source: str, cwd: Path) -> tuple[str, Path | None, Path]:
     if _is_url(source):
-        try:
-            with urllib.request.urlopen(source, timeout=30) as response:
-                text = response.read().decode("utf-8")
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            raise JobError([f"{source}: cannot fetch the job: {exc}"]) from None
-        return text, None, cwd
+        return _fetch(source), None, cwd
     path = cwd / source
     try:
+        if os.stat(path).st_size > MAX_JOB_BYTES:
+            raise JobError([f"{source}: is {os.stat(path).st_size} bytes; a job file is at most {MAX_JOB_BYTES} bytes"])
         text = path.read_text(encoding="utf-8")
     except IsADirectoryError:
         raise JobError([f"{source}: is a folder; give the path of a job file (JSON or YAML)"]) from None
@@ -139,30 +149,93 @@ def _read(source: str, cwd: Path) -> tuple[str, Path | None, Path]:
         raise JobError([f"{source}: no such job file; check the path"]) from None
     except UnicodeDecodeError as exc:
         raise JobError([f"{source}: not a text file ({exc.reason} at byte {exc.start}); give a JSON or YAML job"]) from None
-    except OSError as exc:
-        raise JobError([f"{source}: cannot read the job file: {exc.strerror}"]) from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise JobError([f"{source}: cannot read the job file: {reason}"]) from None
     resolved = path.resolve()
     return text, resolved, resolved.parent
 
 
+def _fetch(url: str) -> str:
+    """The job at `url`, within an overall deadline and MAX_JOB_BYTES, or one line saying why not."""
+    try:
+        limit = float(os.environ.get(FETCH_TIMEOUT_ENV) or DEFAULT_FETCH_TIMEOUT)
+    except ValueError:
+        limit = DEFAULT_FETCH_TIMEOUT
+    deadline = time.monotonic() + limit
+    parts: list[bytes] = []
+    size = 0
+    try:
+        # The timeout bounds each wait for the server; the deadline bounds the whole transfer.
+        with urllib.request.urlopen(url, timeout=min(10.0, limit)) as response:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.strip().isdigit() and int(declared) > MAX_JOB_BYTES:
+                raise JobError([f"{url}: the server announces {int(declared)} bytes; a job is at most {MAX_JOB_BYTES}"])
+            while block := response.read1(65536):
+                size += len(block)
+                if size > MAX_JOB_BYTES:
+                    raise JobError([f"{url}: more than {MAX_JOB_BYTES} bytes; a job is at most that"])
+                if time.monotonic() > deadline:
+                    raise JobError([f"{url}: not received within {limit:g} s ({size} bytes so far); "
+                                    f"check the server, or raise {FETCH_TIMEOUT_ENV}"])
+                parts.append(block)
+            if declared and declared.strip().isdigit() and size < int(declared):
+                raise http.client.IncompleteRead(b"", int(declared) - size)
+    except JobError:
+        raise
+    except http.client.IncompleteRead as exc:
+        raise JobError([f"{url}: the server closed the connection after {size + len(exc.partial)} bytes, "
+                        f"before the end it announced; try again"]) from None
+    except urllib.error.HTTPError as exc:
+        raise JobError([f"{url}: cannot fetch the job: HTTP Error {exc.code}: {exc.reason}"]) from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError) or "timed out" in str(reason):
+            reason = f"no answer within {min(10.0, limit):g} s"
+        raise JobError([f"{url}: cannot fetch the job: {reason}"]) from None
+    try:
+        return b"".join(parts).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JobError([f"{url}: not text ({exc.reason} at byte {exc.start}); serve a JSON or YAML job"]) from None
+
+
+class _JobYamlLoader(yaml.SafeLoader):
+    """YAML without aliases: `*name` makes a document grow exponentially as it is read (a parse bomb)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a job",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
 def _parse(text: str, name: str) -> Any:
     suffix = urllib.parse.urlsplit(name).path.lower() if _is_url(name) else name.lower()
-    if suffix.endswith((".yaml", ".yml")):
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise JobError([f"{name}: malformed YAML{where}: {problem}"]) from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise JobError([f"{name}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
+    try:
+        if suffix.endswith((".yaml", ".yml")):
+            data = _parse_yaml(text, name)
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise JobError([f"{name}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
+    except RecursionError:
+        raise JobError([f"{name}: nested too deeply to be a job"]) from None
+    except ValueError as exc:  # e.g. a number of 5,000 digits
+        raise JobError([f"{name}: cannot be read: {str(exc).splitlines()[0]}"]) from None
     if not isinstance(data, dict):
         raise JobError([f"{name}: the job must be an object with metadata, chunks and mergeCommand, got {type(data).__name__}"])
     return data
+
+
+def _parse_yaml(text: str, name: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_JobYamlLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise JobError([f"{name}: malformed YAML{where}: {problem}"]) from None
 
 
 def _describe(err: Any, data: dict) -> str:
@@ -184,6 +257,7 @@ def _describe(err: Any, data: dict) -> str:
         return f"{where}: required field is missing"
     got = err.get("input")
     shown = json.dumps(got) if isinstance(got, (str, int, float, bool, type(None))) else type(got).__name__
+    shown = shown if len(shown) <= 80 else shown[:60] + f"... ({len(shown)} characters)"
     message = err["msg"][0].lower() + err["msg"][1:]
     if kind == "dataclass_type":  # a chunk that is not an object: say it as for the models
         message = "input should be a valid dictionary"

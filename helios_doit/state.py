@@ -12,25 +12,21 @@ import contextlib
 import hashlib
 import json
 import os
-import sqlite3
 import stat
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from doit.dependency import get_file_md5
 
+from .places import aside_name
+
 
 @dataclass(frozen=True)
 class StateDir:
-    """One folder per job, next to the job file: doit's dep file, records, logs, run markers."""
+    """One folder per job, next to the job file: records, logs, run markers, locks, event logs."""
 
     root: Path
-
-    @property
-    def dep_file(self) -> Path:
-        return self.root / "doit.sqlite3"
 
     def record(self, task: str) -> Path:
         return Path(record_file(str(self.root), task))
@@ -53,33 +49,35 @@ class StateDir:
         """Present while a runner executes `task`: who runs it, for status and crash cleanup."""
         return self.root / "running" / f"{task}.json"
 
-    def create(self) -> None:
+    @property
+    def aside(self) -> Path:
+        """Where files found in an output's place, not written by us, are moved (never deleted)."""
+        return self.root / "aside"
+
+    def set_aside(self, path: Path) -> Path:
+        """Move a damaged entry of the state folder (a file where a folder belongs, or the other
+        way round) into aside/: it may hold someone's files, so it is never deleted."""
+        self.aside.mkdir(exist_ok=True)
+        moved = self.aside / aside_name(path.name)
+        os.replace(path, moved)
+        return moved
+
+    def create(self) -> list[str]:
+        """Make the folders; a file where a folder belongs (damage) is moved aside, not deleted.
+        Returns a note for each such repair."""
+        notes = []
+        self.root.mkdir(parents=True, exist_ok=True)
         for sub in ("records", "logs", "running", "failures", "locks", "runs"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            path = self.root / sub
+            if os.path.lexists(path) and not path.is_dir():
+                notes.append(f"{path} was not a folder; moved it to {self.set_aside(path)}")
+            path.mkdir(exist_ok=True)
+        return notes
 
 
 def record_file(root: str, task: str) -> str:
     """A task's record under the state folder `root`, as a string: cheap enough for every chunk."""
     return os.path.join(root, "records", f"{task}.json")
-
-
-def usable_dep_file(state: StateDir) -> str | None:
-    """doit refuses to start on a damaged dep file; ours is only a cache, so set it aside.
-
-    Returns a note for the user when it had to, else None. Completion lives in our records,
-    so nothing finished is lost.
-    """
-    path = state.dep_file
-    if not path.exists():
-        return None
-    try:
-        with contextlib.closing(sqlite3.connect(path)) as conn:
-            conn.execute("select count(*) from sqlite_master").fetchone()
-        return None
-    except sqlite3.DatabaseError as exc:
-        aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
-        os.replace(path, aside)
-        return f"doit's state file {path} was unreadable ({exc}); moved it to {aside.name}, records are intact"
 
 
 def chunk_task_name(chunk_id: int) -> str:
@@ -127,9 +125,10 @@ def remove(path: Path) -> None:
 
 
 def stamp(path: Path | str) -> list[int] | None:
-    """(size, mtime in ns) of a regular file, or None: what a record pins an output to."""
+    """(size, mtime in ns) of a regular file, or None: what a record pins an output to. A symlink
+    is never followed: a record vouches only for a file in the output's place itself."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
         return None
     if not stat.S_ISREG(st.st_mode):
@@ -167,19 +166,20 @@ def content_changed(path: Path | str, state: list[Any] | None) -> bool:
     return get_file_md5(str(path)) != state[2]
 
 
-def inputs_digest(state: StateDir, inputs: tuple[Path, ...], job_dir: Path, write: bool = True) -> str:
-    """One digest of the content of every input; a stat cache avoids re-hashing unchanged files.
+def inputs_states(state: StateDir, inputs: tuple[Path, ...], job_dir: Path) -> dict[str, list[Any]]:
+    """The content state of every input, re-hashing only files whose stat changed since the cache."""
+    cache = read_json(state.root / "inputs.json") or {} if inputs else {}
+    return {(key := os.path.relpath(path, job_dir)): content_state(path, cache.get(key)) for path in inputs}
 
-    `write=False` for readers such as `status`, which must leave the state folder untouched.
-    """
-    if not inputs:
-        return ""
-    cache_path = state.root / "inputs.json"
-    cache = read_json(cache_path) or {}
-    fresh: dict[str, list[Any]] = {}
-    for path in inputs:
-        key = os.path.relpath(path, job_dir)
-        fresh[key] = content_state(path, cache.get(key))
-    if write and fresh != cache:
-        write_json_atomic(cache_path, fresh)
-    return fingerprint([(key, value[2]) for key, value in sorted(fresh.items())])
+
+def inputs_digest(states: dict[str, list[Any]]) -> str:
+    """One digest of the content of every input: what each chunk's record is tied to."""
+    return fingerprint([(key, value[2]) for key, value in sorted(states.items())]) if states else ""
+
+
+def save_inputs_cache(state: StateDir, states: dict[str, list[Any]]) -> None:
+    """Keep the states for the next run; a cache, so never worth failing a run for. Only a run
+    writes it (`status` and `doit list` leave the state folder untouched)."""
+    if states and states != read_json(state.root / "inputs.json"):
+        with contextlib.suppress(OSError):
+            write_json_atomic(state.root / "inputs.json", states)

@@ -32,7 +32,7 @@ from typing import Any
 
 from .locks import is_held
 from .spec import Job, JobError
-from .state import StateDir, inputs_digest, read_json, stamp
+from .state import StateDir, inputs_digest, inputs_states, read_json, stamp
 from .tasks import chunk_tasks, load_or_exit, merge_command, merge_task
 
 
@@ -60,7 +60,7 @@ def job_status(job: Job, merge: str | None = None) -> dict[str, Any]:
     state = StateDir(job.state_dir)
     frames = {chunk.id: chunk.frame_count for chunk in job.spec.chunks}
     chunks = []
-    for task in chunk_tasks(job, state, inputs_digest(state, job.inputs, job.job_dir, write=False)):
+    for task in chunk_tasks(job, state, inputs_digest(inputs_states(state, job.inputs, job.job_dir))):
         if not task.get("name"):
             continue  # the group task
         entry = task_status(state, task, f"chunk-{task['name']}")

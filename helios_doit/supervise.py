@@ -1,15 +1,19 @@
-"""Stopping cleanly: signals, and doit worker processes that die.
+"""Stopping cleanly: signals, doit worker processes that die, and runners that die under them.
 
-doit leaves chunk commands running when its workers are terminated, and waits forever for a
-worker that died. Here SIGINT and SIGTERM stop every running command's process group (each
-runner process stops its own), wait for their partial outputs to be removed, and end the run
-with a KeyboardInterrupt that doit already knows how to unwind. A watchdog thread in the main
-process notices a worker that died, kills the command it left behind and stops the run.
+doit leaves chunk commands running when its workers are terminated, waits forever for a
+worker that died, and leaves its workers waiting forever when the main process dies. Here
+SIGINT and SIGTERM stop every running command's process group (each runner process stops its
+own), wait for their partial outputs to be removed, and end the run with a KeyboardInterrupt
+that doit already knows how to unwind. A watchdog thread in the main process notices a worker
+that died, makes sure the command it left behind is gone and stops the run. Each doit worker
+process gets SIGTERM when the main process dies (Linux' parent-death signal), so it stops its
+command cleanly and exits instead of waiting on a queue nobody reads.
 """
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -18,14 +22,15 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from . import worker
+from . import places, reaper, worker
+from .places import Place, PlaceError
 from .state import read_json, remove
 
 _stopped_by: int | None = None
 _active: dict[int, int] = {}  # thread id -> tasks it is running
 _active_lock = threading.Lock()
 _notes: list[str] = []  # why the run stopped, printed when it ends
-_watched: dict[str, tuple[Path, dict[str, Path | str]]] = {}  # state root -> (state, outputs by task name)
+_watched: dict[str, tuple[Path, dict[str, Place]]] = {}  # state root -> (state, output places by task name)
 _watchdog: threading.Thread | None = None
 
 
@@ -128,7 +133,7 @@ def _die_by_signal() -> None:
     os.kill(os.getpid(), signum)
 
 
-def watch(state_root: Path, outputs: dict[str, Path | str]) -> None:
+def watch(state_root: Path, outputs: dict[str, Place]) -> None:
     """Tell the watchdog which outputs belong to which task of a job (looked up, never trusted from markers)."""
     _watched[str(state_root)] = (state_root, outputs)
 
@@ -162,7 +167,8 @@ def _watch_workers(interval: float) -> None:
 
 
 def _bury(pid: int, code: int) -> None:
-    """A worker died: kill the command it was running and remove that command's partial output."""
+    """A worker died: make sure the command it was running is gone (its guard kills it; we wait
+    for that), then remove that command's partial output: the attempt was this run's own."""
     how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
     victims = []
     for state_root, outputs in _watched.values():
@@ -172,11 +178,39 @@ def _bury(pid: int, code: int) -> None:
             if not data or data.get("pid") != pid:
                 continue
             task = marker.stem
-            with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
-                os.killpg(int(data["pgid"]), signal.SIGKILL)
-            if task in outputs:
-                remove(outputs[task])
+            pgid, start, tag = data.get("pgid"), data.get("leaderStart"), data.get("tag")
+            left = reaper.reap(pgid if isinstance(pgid, int) else None, start if isinstance(start, int) else None,
+                               tag if isinstance(tag, str) else None)
+            if task in outputs and not left:
+                with contextlib.suppress(PlaceError, OSError):
+                    note = places.discard(outputs[task], task.replace("-", " "))
+                    if note:
+                        _notes.append(note)
             remove(marker)
             victims.append(task.replace("-", " "))
     what = f" while running {', '.join(victims)}" if victims else ""
     _notes.append(f"worker process {pid} died ({how}){what}; the run was stopped")
+
+
+def _die_with_parent(_: object) -> None:
+    """In a doit worker process, just forked: SIGTERM when the main process dies, however it dies."""
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent.pid:  # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _AfterFork:
+    """multiprocessing keeps after-fork callbacks by a weak-less key on an object: this one."""
+
+
+_AFTER_FORK = _AfterFork()
+multiprocessing.util.register_after_fork(_AFTER_FORK, _die_with_parent)

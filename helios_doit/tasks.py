@@ -22,7 +22,8 @@ from .actions import Expect, TaskJob, chunk_done, clean_task, run_task
 from .options import RunOptions
 from .progress import PROGRESS_ENV
 from .spec import Chunk, Job, JobError, load_job
-from .state import StateDir, chunk_task_name, fingerprint, inputs_digest, usable_dep_file
+from .places import Place
+from .state import StateDir, chunk_task_name, fingerprint, inputs_digest, inputs_states, save_inputs_cache
 
 #: The job `doit` renders when no `job=` is given.
 EXAMPLE_JOB = Path(__file__).resolve().parent.parent / "examples" / "orbit" / "job.json"
@@ -34,6 +35,7 @@ _NO_KWARGS: dict[str, Any] = {}  # one for every chunk's uptodate: doit keeps wh
 def chunk_tasks(job: Job, state: StateDir, digest: str, options: RunOptions = RunOptions()) -> TaskDicts:
     yield {"basename": "chunk", "name": None, "doc": f"render all {len(job.spec.chunks)} chunks"}
     looked = time.time()
+    roots = job.output_roots
     job_dir, state_root = str(job.job_dir), str(state.root)
     expects: dict[int, Expect] = {}  # shared: most chunks have the same frame count
     for chunk in job.spec.chunks:
@@ -44,7 +46,8 @@ def chunk_tasks(job: Job, state: StateDir, digest: str, options: RunOptions = Ru
             expects[chunk.frame_count] = Expect(chunk.frame_count, job.spec.metadata.width, job.spec.metadata.height)
         expect = expects[chunk.frame_count]
         work = TaskJob(name, chunk.command, job_dir, output, state_root, print_fp,
-                       adapter=options.executor, expect=expect, chunk_id=chunk.id, options=options, looked=looked)
+                       adapter=options.executor, expect=expect, chunk_id=chunk.id, options=options, looked=looked,
+                       roots=roots)
         last = chunk.start_frame + chunk.frame_count - 1
         yield {
             "basename": "chunk",
@@ -55,9 +58,8 @@ def chunk_tasks(job: Job, state: StateDir, digest: str, options: RunOptions = Ru
             # Checked when doit gets to the chunk (another runner may have redone it since we
             # loaded); a plain function with its signature attached costs doit no inspection.
             "uptodate": [(chunk_done, (work,), _NO_KWARGS)],
-            # `doit clean` removes the output, which is enough: a record is only believed with
-            # its output (a clean action per chunk would cost 3.6 MB per 10,000 chunks).
-            "clean": True,
+            # `doit clean` deletes the output only if its record vouches for it, else moves it aside.
+            "clean": [(clean_task, [work])],
             "verbosity": 2,
         }
 
@@ -84,7 +86,7 @@ def merge_command(job: Job, mode: str | None = None) -> str:
     if job.merge_output is None:
         raise JobError([f"{job.source}: merge=builtin needs to know the merged file; add an outputFile"])
     rel = [os.path.relpath(p, job.job_dir) for p in [job.merge_output, *(job.outputs[i] for i in job.chunk_ids)]]
-    return shlex.join(["helios-doit", "merge", *rel])
+    return shlex.join(["helios-doit", "merge", "--", *rel])  # a file named "-x.mov" is never an option
 
 
 def merge_task(job: Job, state: StateDir, command: str, options: RunOptions = RunOptions()) -> dict[str, Any]:
@@ -94,7 +96,7 @@ def merge_task(job: Job, state: StateDir, command: str, options: RunOptions = Ru
     meta = job.spec.metadata
     work = TaskJob("merge", command, str(job.job_dir), output, str(state.root), print_fp, inputs,
                    adapter=options.merge_executor, expect=Expect(meta.total_frames, fps=meta.fps), options=options,
-                   looked=time.time())
+                   looked=time.time(), roots=job.output_roots)
     return {
         "basename": "merge",
         "doc": f"stitch the chunks into {os.path.relpath(output, job.job_dir) if output else 'the merged output'}",
@@ -111,7 +113,10 @@ def doit_config(job: Job, state: StateDir, options: RunOptions = RunOptions()) -
     from .reporter import Reporter
 
     config = {
-        "dep_file": str(state.dep_file),
+        # Completion lives in our records; doit's own state is only a cache of this run, so it
+        # stays in memory: nothing for a second runner to lock, a full disk to break, or a
+        # read-only folder to refuse.
+        "dep_file": ":memory:",
         "backend": "sqlite3",
         "default_tasks": ["chunk", "merge"],
         "reporter": Reporter,
@@ -140,18 +145,18 @@ def namespace(job: Job, merge: str | None = None, options: RunOptions = RunOptio
 
         options = ensure_cluster(options)
     state = StateDir(job.state_dir)
-    state.create()
-    note = usable_dep_file(state)
-    if note:
-        sys.stderr.write(f"helios-doit: {note}\n")
-    digest = inputs_digest(state, job.inputs, job.job_dir)
-    outputs = {chunk_task_name(i): p for i, p in job.outputs.items()}
+    states = inputs_states(state, job.inputs, job.job_dir)
+    digest = inputs_digest(states)
+    outputs = {chunk_task_name(i): Place(p, job.output_roots, str(state.aside)) for i, p in job.outputs.items()}
     if job.merge_output:
-        outputs["merge"] = job.merge_output
+        outputs["merge"] = Place(str(job.merge_output), job.output_roots, str(state.aside))
     supervise.watch(state.root, outputs)
     from .reporter import announce
 
-    announce(state.root, {chunk.id: chunk.frame_count for chunk in job.spec.chunks})
+    # The state folder is made when a run starts (the reporter's hook), not here: `doit list`
+    # and `info` only read, and work on a read-only job folder.
+    announce(state.root, {chunk.id: chunk.frame_count for chunk in job.spec.chunks},
+             on_start=lambda: save_inputs_cache(state, states))
     supervise.ensure_handlers()
     events.run_id()  # made here, in the main process, so that every worker shares it
     if options.progress_json:

@@ -31,7 +31,7 @@ def check_job(
     state_root = str(state_dir.parent)
 
     def place(raw: str, what: str) -> str | None:
-        found = resolve(raw, what)
+        found = resolve(raw, what, False)
         if found is None:
             return None
         path, is_dir = found
@@ -106,15 +106,17 @@ def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _resolver(job_dir: Path, faults: list[str]) -> Callable[[str, str], tuple[str, bool] | None]:
+def _resolver(job_dir: Path, faults: list[str]) -> Callable[[str, str, bool], tuple[str, bool] | None]:
     """Resolve paths as the shell will see them (symlinks and `..` included), cheaply for 10,000 chunks.
 
-    Chunks share a few folders, so each folder is resolved once; a file that is itself a
-    symlink is followed. A NUL byte or an over-long name is a fault, not a traceback.
+    Chunks share a few folders, so each folder is resolved once. An input that is a symlink is
+    followed (it is read); an output's own name never is: the runner acts on the place itself,
+    and a symlink found there is moved aside, its target untouched. A NUL byte or an over-long
+    name is a fault, not a traceback.
     """
     folders: dict[str, str] = {}
 
-    def resolve(raw: str, what: str) -> tuple[str, bool] | None:
+    def resolve(raw: str, what: str, follow: bool = True) -> tuple[str, bool] | None:
         try:
             folder, name = os.path.split(os.path.join(job_dir, raw))
             real = folders.get(folder)
@@ -125,7 +127,7 @@ def _resolver(job_dir: Path, faults: list[str]) -> Callable[[str, str], tuple[st
                 st = os.lstat(path)
             except FileNotFoundError:
                 return path, False
-            if stat.S_ISLNK(st.st_mode):
+            if stat.S_ISLNK(st.st_mode) and follow:
                 path = os.path.realpath(path)
                 try:
                     st = os.stat(path)
@@ -175,5 +177,6 @@ def merge_output_of(command: str) -> str | None:
     except ValueError:
         return None
     if len(argv) >= 3 and os.path.basename(argv[0]) in MERGE_PROGRAMS and argv[1] == "merge":
-        return argv[2]
+        rest = argv[3:] if argv[2] == "--" else argv[2:]
+        return rest[0] if rest else None
     return None

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from . import reaper
 from .spawn import SHELL, Forked, argv_for, exec_failure, own_command
 
 #: Seconds a stopped command gets between SIGTERM and SIGKILL (renderers finalise files).
@@ -34,7 +35,7 @@ class CommandRequest:
     cwd: str
     env: dict[str, str] | None = None
     timeout: float | None = None
-    on_start: Callable[[int], None] | None = None  # gets the process group id once it runs
+    on_start: Callable[[int, int | None], None] | None = None  # the group and its leader's start time, if told
     output: str | None = None  # the file the command writes: a remote rerun removes it first
     should_stop: Callable[[], bool] | None = None  # polled by remote engines: the run was cancelled
 
@@ -140,17 +141,25 @@ class LocalAdapter:
         env = _child_env(request.env)
         argv = argv_for(request.command, env)
         own = own_command(argv, env) if _may_fork() else None
+        reaper.ensure()  # before anything starts: the guard must exist to be told about it
         proc: subprocess.Popen[bytes] | Forked
         try:
-            proc = Forked(own, request.cwd, env) if own else _popen(argv, request.cwd, env)
+            if own:
+                # The child waits until its group is registered: no instant in which it runs unguarded.
+                proc = Forked(own, request.cwd, env, on_fork=lambda pid: _registered(pid, request))
+            else:
+                proc = _popen(argv, request.cwd, env)
+                reaper.guard(proc.pid)  # exec'd commands carry the attempt's tag from their first instant
         except OSError as error:
-            if own or argv[0] == SHELL or error.filename != argv[0]:
+            failed = _start_failure(argv, error, own is not None)
+            if failed is None:
                 raise  # the runner's own trouble (no folder, no processes left), not the command's
-            if error.errno == errno.ENOEXEC:  # a script without #!: sh runs such files itself
+            if failed == ():  # a script without #!: sh runs such files itself
                 argv = [SHELL, "-c", request.command]
                 proc = _popen(argv, request.cwd, env)
+                reaper.guard(proc.pid)
             else:
-                code, message = exec_failure(argv, error)
+                code, message = failed
                 sink("stderr", f"{message}\n".encode())
                 return CommandResult(exit_code=code, signal=None, duration=time.monotonic() - started,
                                      stderr_tail=(message,))
@@ -159,9 +168,7 @@ class LocalAdapter:
         try:
             with _lock:
                 _running[proc.pid] = _Running(proc)
-            if request.on_start:
-                request.on_start(proc.pid)
-            timed_out = _pump(proc, request.timeout, started, sink, tail)
+            timed_out = _pump(proc, request.timeout, started, sink, tail, request.should_stop)
             proc.wait()
             _kill_group(proc.pid, signal.SIGKILL)  # leftovers of a command that exited: no orphans
         except BaseException:
@@ -180,14 +187,37 @@ class LocalAdapter:
         )
 
 
-def _pump(proc: subprocess.Popen[bytes] | Forked, timeout: float | None, started: float, sink: OutputSink, tail: deque[str]) -> bool:
-    """Forward output until both pipes close; True if the timeout stopped the command."""
+def _registered(pid: int, request: CommandRequest) -> None:
+    start = reaper.guard(pid)
+    if request.on_start:
+        request.on_start(pid, start)
+
+
+def _start_failure(argv: list[str], error: OSError, forked: bool) -> tuple[int, str] | tuple[()] | None:
+    """What a command that could not start amounts to: (exit code, sh's message) as the shell would
+    report it; () for a script without #! (sh runs it); None for the runner's own trouble."""
+    if forked:
+        return None
+    if error.errno == errno.E2BIG:  # a command longer than the OS takes: a failure of that chunk
+        return 126, f"{argv[0]}: cannot execute: {error.strerror} (the command is {sum(map(len, argv))} bytes)"
+    if argv[0] == SHELL or error.filename != argv[0]:
+        return None
+    if error.errno == errno.ENOEXEC:
+        return ()
+    return exec_failure(argv, error)
+
+
+def _pump(proc: subprocess.Popen[bytes] | Forked, timeout: float | None, started: float, sink: OutputSink,
+          tail: deque[str], should_stop: Callable[[], bool] | None = None) -> bool:
+    """Forward output until both pipes close; True if the timeout stopped the command. A run that
+    is cancelled (`should_stop`, polled as often as the timeout) stops the command too."""
     selector = selectors.DefaultSelector()
     assert proc.stdout is not None and proc.stderr is not None
     selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
     selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
     partial = b""
     timed_out = False
+    next_look = time.monotonic() + 0.25
     try:
         while selector.get_map():
             wait = 0.25 if timeout is None else min(0.25, max(0.0, started + timeout - time.monotonic()))
@@ -196,6 +226,12 @@ def _pump(proc: subprocess.Popen[bytes] | Forked, timeout: float | None, started
                 timed_out = True
                 stop_process(proc)
                 continue
+            if should_stop is not None and time.monotonic() >= next_look:
+                next_look = time.monotonic() + 0.25
+                if should_stop():
+                    stop_process(proc)
+                    should_stop = None
+                    continue
             for key, _ in events:
                 data = os.read(key.fd, 65536)
                 if not data:

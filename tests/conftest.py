@@ -3,7 +3,9 @@
 Each job's chunk command is a small Python script (`stand-in renderer`) that writes its
 output a frame at a time and appends to `runs.log` when it starts and when it finishes, so
 a test can say exactly which chunks ran. Files in the job folder steer it: `fail-<id>`
-makes chunk <id> write part of its output and exit 3; `slow` makes every frame take longer.
+makes chunk <id> write part of its output and exit 3; `slow` makes every frame take longer;
+`pid-lines` ends every line with the writer's pid; `pause-<id>` (or `pause-merge`) holds the
+command after its first write until the file is removed (or the test kills it there).
 """
 from __future__ import annotations
 
@@ -31,9 +33,12 @@ def note(what):
     os.write(fd, f"chunk {cid} {what} {os.getpid()}\n".encode()); os.close(fd)
 note("start")
 delay = 0.3 if os.path.exists("slow") else 0.0
+mark = f" pid={os.getpid()}" if os.path.exists("pid-lines") else ""  # which process wrote each line
 with open(out, "w") as f:
     for frame in range(start, start + count):
-        f.write(f"frame {frame} {' '.join(sys.argv[5:])}\n"); f.flush()
+        f.write(f"frame {frame} {' '.join(sys.argv[5:])}{mark}\n"); f.flush()
+        while os.path.exists(f"pause-{cid}"):  # a test kills us here, mid-output
+            time.sleep(0.02)
         if os.path.exists(f"fail-{cid}"):
             print(f"chunk {cid}: renderer crashed at frame {frame}", file=sys.stderr)
             sys.exit(3)
@@ -51,7 +56,9 @@ if os.path.exists("fail-merge"):
     open(out, "w").write("half"); sys.exit(4)
 with open(out, "w") as f:
     for part in parts:
-        f.write(open(part).read())
+        f.write(open(part).read()); f.flush()
+        while os.path.exists("pause-merge"):  # a test kills us here, mid-output
+            import time; time.sleep(0.02)
 '''
 
 
@@ -89,10 +96,14 @@ class Job:
 
     def start_doit(self, *args: str) -> subprocess.Popen[str]:
         """A run in the background, in its own session so a test can signal the runner alone."""
-        proc = subprocess.Popen(
-            [*DOIT, *args, f"job={self.file}"], cwd=REPO, env=_env(self.env), text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )
+        return self.start([*DOIT, *args, f"job={self.file}"])
+
+    def start_cli(self, *args: str) -> subprocess.Popen[str]:
+        return self.start([*CLI, *args])
+
+    def start(self, argv: list[str]) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(argv, cwd=REPO, env=_env(self.env), text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
         self.background.append(proc)
         return proc
 
@@ -201,12 +212,14 @@ def alive(pid: int) -> bool:
 
 
 def kill_tree(proc: subprocess.Popen[str]) -> None:
-    """SIGKILL a runner and everything it started, as a crash or an OOM kill of the box would."""
+    """SIGKILL a runner and everything it started, as a crash or an OOM kill of the box would: all
+    are stopped first, so that none can react to another's death (a worker to its runner's)."""
     victims = [proc.pid, *descendants(proc.pid)]
-    for pid in victims:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in victims:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
     proc.wait(10)
     wait_for(lambda: not any(alive(p) for p in victims), 10, "killed processes to go away")

@@ -393,7 +393,8 @@ def test_valid_yaml_job_loads(setup: Setup) -> None:
     job = setup.write("job.yaml", yaml.safe_dump(setup.data, sort_keys=False))
     result = run_doit(str(job), "list")
     assert result.returncode == 0, result.stderr
-    assert (setup.folder / ".helios-doit" / "job.yaml").is_dir()
+    assert result.stdout.split() == ["chunk", "render", "all", "4", "chunks", "merge", "stitch", "the", "chunks", "into", "out.txt"]
+    assert not (setup.folder / ".helios-doit").exists()  # listing only reads
 
 
 # -- jobs from a URL --
@@ -424,7 +425,7 @@ def test_job_from_url_runs_in_the_current_folder(served: tuple[str, Path], tmp_p
     url = f"{base}/job.json"
     # doit chdirs to the dodo file's folder before importing it unless -d/--dir says otherwise,
     # and a URL job's folder is the current folder: without -d its state would land in the repo.
-    result = run([*DOIT, "-d", str(here), "list", f"job={url}"], cwd=here)
+    result = run([*DOIT, "-d", str(here), "chunk:0", f"job={url}"], cwd=here)
     assert result.returncode == 0, result.stderr
     [state] = (here / ".helios-doit").iterdir()
     assert state.name.startswith("job.json-")
@@ -434,6 +435,7 @@ def test_job_from_url_runs_in_the_current_folder(served: tuple[str, Path], tmp_p
     assert result.returncode == 0, result.stderr
     assert (here / "ran.log").read_text().splitlines() == ["chunk 0", "chunk 1", "chunk 2", "chunk 3", "merge"]
     assert (here / "out.txt").is_file()
+    assert [p.name for p in (here / ".helios-doit").iterdir()] == [state.name]
 
 
 def closed_port() -> int:

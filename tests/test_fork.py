@@ -123,3 +123,18 @@ def test_only_plain_helios_doit_commands_are_forked(tmp_path, command):
     assert result.returncode == 0, result.stdout + result.stderr
     [line] = renders(job.parent)
     assert "-m doit" not in line
+
+
+def test_sigkill_of_the_runner_alone_stops_its_forked_renders_before_a_rerun(tmp_path):
+    job = make_job(tmp_path / "job", delay=0.1)  # 12 frames a chunk: 1.2 s
+    folder = job.parent
+    runner = subprocess.Popen([*DOIT, "-n", "2", f"job={job}"], cwd=REPO, text=True, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: (folder / "procs.log").exists() and len(renders(folder)) == 2, what="two forked renders")
+    pids = [int(line.split()[0]) for line in renders(folder)]
+    os.kill(runner.pid, signal.SIGKILL)  # the main process alone: the workers and renders must follow it
+    runner.wait()
+    wait_for(lambda: not any(alive(pid) for pid in pids), 10, "the forked renders to die with their runner")
+    again = doit(job, "-n", "2")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(digests(folder)) == 5

@@ -221,7 +221,7 @@ def test_state_lives_next_to_the_job_never_in_the_current_directory(make_job, tm
     assert result.returncode == 0, result.stderr
     assert list(elsewhere.iterdir()) == []
     assert not (REPO / ".doit.db").exists()
-    assert sorted(p.name for p in job.state.iterdir()) == ["doit.sqlite3", "failures", "inputs.json", "locks", "logs", "records", "running", "runs"]
+    assert sorted(p.name for p in job.state.iterdir()) == ["failures", "inputs.json", "locks", "logs", "records", "running", "runs"]
     record = json.loads((job.state / "records" / "chunk-0.json").read_text())
     assert record["output"][0] == job.output(0).stat().st_size
 

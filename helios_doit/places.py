@@ -1,0 +1,181 @@
+"""Output places: the only way the runner deletes, moves or makes room for a file.
+
+The promise is that helios-doit never destroys a byte it did not write. A job names its
+outputs; a run may delete what is in such a place only when it is the partial output of the
+attempt it is running, or the file its own record vouches for (same size and modification
+time, a regular file). Anything else found there (a file of unknown origin, a symlink, a
+folder) is moved aside into the state folder's `aside/` with one line saying where.
+
+Paths are checked when the job loads, and again here at the moment of acting: the folder is
+reached from the allowed root one component at a time without following symlinks, so a
+folder that became a symlink since the job loaded (an earlier chunk's `ln -s /elsewhere sub`)
+is refused, never followed. Each action then works through the folder's descriptor.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class PlaceError(Exception):
+    """An output place that may not be touched now; one line for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """An output path (its folder resolved at load time, its name never followed) and where it may live."""
+
+    path: str
+    roots: tuple[str, ...]  # folders outputs may be in: the job's folder, an output root
+    aside: str  # the state folder's aside/, where files of unknown origin go
+
+
+def stamp_of(st: os.stat_result) -> list[int] | None:
+    """(size, mtime in ns) of a regular file: what a record pins an output to; None otherwise."""
+    return [st.st_size, st.st_mtime_ns] if stat.S_ISREG(st.st_mode) else None
+
+
+@contextlib.contextmanager
+def folder_of(place: Place, create: bool = False) -> Iterator[int | None]:
+    """The descriptor of the output's folder, reached from its root without following a symlink.
+
+    Yields None when the folder does not exist (and `create` is False): the place is empty.
+    """
+    folder, _ = os.path.split(place.path)
+    root = _root_of(folder, place.roots)
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        walked = root
+        for part in [p for p in folder[len(root):].split(os.sep) if p]:
+            walked = os.path.join(walked, part)
+            try:
+                nxt = _open_dir(part, fd, create)
+            except FileNotFoundError:
+                yield None
+                return
+            except OSError as exc:
+                raise PlaceError(_not_a_folder(walked, fd, part, exc)) from None
+            os.close(fd)
+            fd = nxt
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _open_dir(part: str, fd: int, create: bool) -> int:
+    try:
+        return os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+        with contextlib.suppress(FileExistsError):  # another runner may make it at the same time
+            os.mkdir(part, 0o777, dir_fd=fd)
+        return os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+
+
+def _not_a_folder(walked: str, fd: int, part: str, exc: OSError) -> str:
+    with contextlib.suppress(OSError):
+        if stat.S_ISLNK(os.lstat(part, dir_fd=fd).st_mode):
+            target = os.readlink(part, dir_fd=fd)
+            return f"{walked} is now a symlink (to {target}); outputs are never written or removed through one"
+    if exc.errno == errno.ENOTDIR:
+        return f"{walked} is not a folder"
+    return f"cannot open the folder {walked}: {exc.strerror}"
+
+
+def _root_of(folder: str, roots: Sequence[str]) -> str:
+    for root in sorted(roots, key=len, reverse=True):
+        if folder == root or folder.startswith(root.rstrip(os.sep) + os.sep):
+            return root
+    raise PlaceError(f"{folder} is outside every folder outputs may be in ({', '.join(roots)})")
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What is in an output's place now, and the descriptor of its folder to act through."""
+
+    fd: int
+    name: str
+    st: os.stat_result
+
+    @property
+    def kind(self) -> str:
+        return "symlink" if stat.S_ISLNK(self.st.st_mode) else "folder" if stat.S_ISDIR(self.st.st_mode) else "file"
+
+    def unlink(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.name, dir_fd=self.fd)
+
+
+@contextlib.contextmanager
+def _look(place: Place, create: bool = False) -> Iterator[_Found | None]:
+    name = os.path.basename(place.path)
+    with folder_of(place, create) as fd:
+        found = None
+        if fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                found = _Found(fd, name, os.lstat(name, dir_fd=fd))
+        yield found
+
+
+def clear(place: Place, vouched: list[int] | None, label: str, why: str | None = None,
+          create: bool = False) -> str | None:
+    """Make the place empty before an attempt. Deletes only the file `vouched` describes (the
+    stamp in our record); moves anything else aside. Returns the line to show, if anything moved.
+    `create` also makes the output's folder (inside its root only; never through a symlink)."""
+    with _look(place, create) as found:
+        if found is None:
+            return None
+        if vouched is not None and stamp_of(found.st) == vouched:
+            found.unlink()
+            return None
+        return _set_aside(place, found, label, why or "no record of ours vouches for it")
+
+
+def discard(place: Place, label: str) -> str | None:
+    """After a failed attempt of ours: remove its partial output. A regular file or a symlink that
+    appeared during our attempt is ours to unlink (unlinking a symlink never touches its target);
+    a folder is moved aside. Returns the line to show, if anything moved."""
+    with _look(place) as found:
+        if found is None:
+            return None
+        if found.kind != "folder":
+            found.unlink()
+            return None
+        return _set_aside(place, found, label, "the failed attempt left a folder there")
+
+
+def set_aside(place: Place, label: str, why: str) -> str | None:
+    """Move whatever is in the place aside (the evidence of a failure, or a stranger's file)."""
+    with _look(place) as found:
+        return None if found is None else _set_aside(place, found, label, why)
+
+
+def aside_name(name: str, label: str = "") -> str:
+    """A new name in aside/ for `name`: when it was moved, and for which task."""
+    return "-".join(filter(None, [time.strftime("%Y%m%d-%H%M%S"), os.urandom(3).hex(), label.replace(" ", "-"), name]))
+
+
+def _set_aside(place: Place, found: _Found, label: str, why: str) -> str:
+    moved = aside_name(found.name, label)
+    os.makedirs(place.aside, exist_ok=True)
+    aside_fd = os.open(place.aside, _DIR_FLAGS)
+    try:
+        os.rename(found.name, moved, src_dir_fd=found.fd, dst_dir_fd=aside_fd)
+        where = os.path.join(place.aside, moved)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        moved = f".{found.name}.aside-{moved[:22]}"  # on another filesystem than the state folder: beside it
+        os.rename(found.name, moved, src_dir_fd=found.fd, dst_dir_fd=found.fd)
+        where = os.path.join(os.path.dirname(place.path), moved)
+    finally:
+        os.close(aside_fd)
+    return f"{label}: moved the {found.kind} in its output's place {place.path} to {where} ({why})"

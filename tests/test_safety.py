@@ -1,0 +1,174 @@
+"""One writer per output, and never a byte destroyed that helios-doit did not write.
+
+The runner alone is SIGKILLed in the middle of a chunk (its commands, in sessions of their own,
+are not), and the same command is started again at once, in every way a job can be run. The
+output must be one writer's whole file. Outputs whose place holds a stranger's file, a symlink,
+or a folder that became a symlink since the job loaded are never deleted or followed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import CLI, DOIT, REPO, alive, descendants, wait_for
+
+LINES = 12
+#: Appends a line with its pid every 0.15 s: two writers at once show as two pids, or too many lines.
+WRITER = f'for i in $(seq 1 {LINES}); do echo "$$ line $i" >> {{out}}; sleep 0.15; done'
+
+
+def writer_job(folder: Path, chunks: int = 1) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "metadata": {"totalFrames": chunks, "fps": 24, "width": 320, "height": 180, "duration": chunks / 24},
+        "chunks": [{"id": i, "startFrame": i, "frameCount": 1, "outputFile": f"out_{i}.txt",
+                    "command": WRITER.format(out=f"out_{i}.txt")} for i in range(chunks)],
+        "outputFile": "merged.txt",
+        "mergeCommand": "cat " + " ".join(f"out_{i}.txt" for i in range(chunks)) + " > merged.txt",
+    }
+    job = folder / "job.json"
+    job.write_text(json.dumps(spec))
+    return job
+
+
+def writers(path: Path) -> list[str]:
+    return [line.split()[0] for line in path.read_text().splitlines()]
+
+
+MODES = {
+    "job run": lambda job: [*CLI, "job", "run", str(job)],
+    "doit": lambda job: [*DOIT, f"job={job}"],
+    "doit -n 2": lambda job: [*DOIT, "-n", "2", f"job={job}"],
+    "doit -n 2 -P thread": lambda job: [*DOIT, "-n", "2", "-P", "thread", f"job={job}"],
+    "doit chunk:0": lambda job: [*DOIT, "chunk:0", f"job={job}"],
+    "worker": lambda job: [*CLI, "worker", str(job), "--index", "0"],
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sigkill_of_the_runner_alone_then_an_immediate_rerun_leaves_one_writer(tmp_path, mode):
+    chunks = 2 if "-n 2" in mode else 1
+    job = writer_job(tmp_path / "job", chunks)
+    argv = MODES[mode](job)
+    runner = subprocess.Popen(argv, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    outputs = [job.parent / f"out_{i}.txt" for i in range(chunks)]
+    wait_for(lambda: all(p.exists() and len(p.read_text().splitlines()) >= 2 for p in outputs), 30,
+             "every chunk to be writing")
+    below = descendants(runner.pid)
+    first = {p: writers(p)[0] for p in outputs}
+    os.kill(runner.pid, signal.SIGKILL)  # the runner alone: its commands live in sessions of their own
+    runner.wait()
+    again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for path in outputs:
+        lines = writers(path)
+        assert len(lines) == LINES and len(set(lines)) == 1, f"{path.name}: {path.read_text()}"
+        assert lines[0] != first[path]  # rendered again by the new runner, not finished by the orphan
+        assert not alive(int(first[path]))
+    aside = job.parent / ".helios-doit" / "job.json" / "aside"
+    if mode == "doit -n 2":  # doit's worker processes outlive the main one: they stop their commands cleanly
+        assert not aside.exists()
+    else:  # the partial output of an attempt that died is not ours to delete: moved aside
+        assert len(list(aside.iterdir())) == chunks and "which died" in again.stderr
+    wait_for(lambda: not any(alive(pid) for pid in below), 5, "the first runner's processes to be gone")
+
+
+def test_an_orphan_the_guard_missed_is_killed_before_the_chunk_is_rendered_again(tmp_path):
+    """The second defence: with the runner's guard killed first, its command outlives it; the
+    next runner finds it through the running marker (its group and its attempt tag) and kills it."""
+    job = writer_job(tmp_path / "job")
+    output = job.parent / "out_0.txt"
+    runner = subprocess.Popen([*CLI, "job", "run", str(job)], cwd=REPO, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: output.exists() and len(output.read_text().splitlines()) >= 2, 30, "the chunk to be writing")
+    guard = [pid for pid in descendants(runner.pid) if b"reaper.py" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(guard) == 1
+    os.kill(guard[0], signal.SIGKILL)
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    orphan = int(writers(output)[0])
+    time.sleep(0.3)
+    assert alive(orphan)  # nobody guards it now
+    again = subprocess.run([*CLI, "job", "run", str(job)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert not alive(orphan)
+    lines = writers(output)
+    assert len(lines) == LINES and len(set(lines)) == 1 and lines[0] != str(orphan)
+
+
+def test_kill_9_of_doit_n_2_leaves_no_worker_process_behind(tmp_path):
+    job = writer_job(tmp_path / "job", chunks=2)
+    runner = subprocess.Popen([*DOIT, "-n", "2", f"job={job}"], cwd=REPO, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: all((job.parent / f"out_{i}.txt").exists() for i in range(2)), 30, "both chunks to start")
+    below = descendants(runner.pid)
+    assert len(below) >= 4  # two doit workers, their commands, the guards
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    wait_for(lambda: not any(alive(pid) for pid in below), 5, "every worker, command and guard to be gone")
+    assert not list((job.parent / ".helios-doit" / "job.json" / "running").iterdir())  # they cleaned up
+
+
+def test_a_symlink_in_an_outputs_place_is_moved_aside_and_its_target_kept(make_job):
+    job = make_job(chunks=2)
+    (job.folder / "takes").mkdir()
+    (job.folder / "takes" / "take3.txt").write_text("precious\n")
+    job.output(1).symlink_to("takes/take3.txt")
+    (job.folder / "fail-1").touch()
+    result = job.cli()
+    assert result.returncode == 1
+    assert (job.folder / "takes" / "take3.txt").read_text() == "precious\n"
+    assert "moved the symlink in its output's place" in result.stderr
+    [moved] = (job.state / "aside").iterdir()
+    assert moved.is_symlink() and os.readlink(moved) == "takes/take3.txt"
+    (job.folder / "fail-1").unlink()
+    assert job.cli().returncode == 0
+    assert not job.output(1).is_symlink() and job.output(1).read_text().count("frame") == 8
+
+
+def test_a_folder_that_became_a_symlink_since_the_job_loaded_is_never_followed(make_job, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("precious\n")
+    job = make_job(chunks=2)
+    job.data["chunks"][0]["command"] += f" && ln -sfn {outside} sub"  # an earlier chunk makes the link
+    job.data["chunks"][1]["outputFile"] = "sub/victim.txt"
+    job.data["chunks"][1]["command"] = "echo never > sub/victim.txt"
+    job.save()
+    result = job.cli()
+    assert result.returncode == 1
+    assert (outside / "victim.txt").read_text() == "precious\n"
+    assert "sub is now a symlink" in result.stdout and "nothing was run or removed there" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_strangers_file_in_an_outputs_place_is_moved_aside_not_deleted(make_job):
+    job = make_job(chunks=2)
+    assert job.cli().returncode == 0
+    job.output(0).write_text("a file the user put here\n")  # not the file the record vouches for
+    job.runs()
+    result = job.cli()
+    assert result.returncode == 0, result.stderr
+    assert job.runs() == ["chunk 0"]
+    [moved] = (job.state / "aside").iterdir()
+    assert moved.read_text() == "a file the user put here\n"
+    assert f"moved the file in its output's place {job.output(0)}" in result.stderr
+
+
+def test_doit_clean_deletes_only_what_a_record_vouches_for(make_job):
+    job = make_job(chunks=2)
+    assert job.doit().returncode == 0
+    job.output(1).write_text("edited by hand\n")
+    result = job.doit("clean", "chunk:0", "chunk:1")
+    assert result.returncode == 0, result.stderr
+    assert not job.output(0).exists() and not job.output(1).exists()
+    [moved] = (job.state / "aside").iterdir()
+    assert moved.read_text() == "edited by hand\n"
