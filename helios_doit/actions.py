@@ -14,12 +14,13 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from doit.exceptions import TaskFailed
 
 from . import checkpoints, events, places, reaper, supervise
 from .errors import os_fault
-from .locks import task_lock
+from .locks import task_lock, try_lock
 from .options import RunOptions
 from .output import LogSink
 from .places import Place, PlaceError
@@ -54,6 +55,7 @@ class TaskJob:
     options: RunOptions = RunOptions()
     looked: float = 0.0  # when the runner loaded the job (unix time): records since are another's
     roots: tuple[str, ...] = ()  # folders outputs may be in, checked again whenever the output is touched
+    sources: tuple[str, ...] = ()  # the merge: its chunks' task names, in frame order (their records' facts)
 
     @property
     def label(self) -> str:
@@ -80,7 +82,8 @@ def run_task(job: TaskJob) -> TaskFailed | str:
         raise supervise.Interrupted(supervise.stopping() or 0)
     state = StateDir(Path(job.state_root))
     try:
-        with task_lock(state.lock(job.name), supervise.stopping):
+        waiting = lambda: events.emit(state.root, "task-wait", task=job.name, chunkId=job.chunk_id)  # noqa: E731
+        with task_lock(state.lock(job.name), supervise.stopping, on_wait=waiting):
             # Another runner may have finished it since we looked (or while we waited for its lock);
             # a record older than our look is one this run chose to redo (`-a`, a changed output).
             if job.complete().check(after=job.looked):
@@ -115,7 +118,7 @@ def _take_over(job: TaskJob, state: StateDir) -> str | None:
     if not os.path.lexists(path):
         return None
     marker = read_json(path) or {}
-    if marker.get("machine") == reaper.machine():
+    if marker.get("machine") == reaper.machine() and not reaper.runner_alive(marker.get("tag")):
         pgid, start, tag = marker.get("pgid"), marker.get("leaderStart"), marker.get("tag")
         left = reaper.reap(pgid if isinstance(pgid, int) else None, start if isinstance(start, int) else None,
                            tag if isinstance(tag, str) else None)
@@ -158,11 +161,11 @@ def _attempts(job: TaskJob, state: StateDir, dead: str | None = None) -> TaskFai
     for attempt in range(1, allowed + 1):
         if cancel.exists():
             return TaskFailed(f"{job.label} stopped: {cancel.read_text().strip()}")
-        failure, result = _attempt(job, state, attempt, allowed)
+        failure, result, facts = _attempt(job, state, attempt, allowed)
         if failure is None:
             output = stamp(job.output) if job.output else None
             checkpoints.reached("before-record", job.name, state.root)
-            write_json_atomic(state.record(job.name), _record(job, result, attempt, output))
+            write_json_atomic(state.record(job.name), _record(job, result, attempt, output, facts))
             checkpoints.reached("after-record", job.name, state.root)
             size = output[0] if output else None
             events.emit(state.root, "task-done", task=job.name, chunkId=job.chunk_id, attempt=attempt,
@@ -223,7 +226,8 @@ def _pause(seconds: float) -> None:
         time.sleep(min(left, 0.1))
 
 
-def _attempt(job: TaskJob, state: StateDir, attempt: int, allowed: int) -> tuple[str | None, CommandResult]:
+def _attempt(job: TaskJob, state: StateDir, attempt: int, allowed: int
+             ) -> tuple[str | None, CommandResult, dict[str, Any] | None]:
     """One run of the command: never leaves a partial output behind, whatever ends it."""
     marker = state.marker(job.name)
     place = job.place
@@ -257,45 +261,59 @@ def _attempt(job: TaskJob, state: StateDir, attempt: int, allowed: int) -> tuple
                                      on_start=on_start, output=job.output,
                                      should_stop=state.cancel_flag(events.run_id()).exists)
             result = get_adapter(job.adapter, job.options.scheduler).execute(request, sink)
-            failure = _verify(job, result)
+            failure, facts = _verify(job, result)
             footer = f"{result.describe()} after {result.duration:.2f}s" + (f": {failure}" if failure else "")
             ok = failure is None
     finally:
         sink.close(footer)
-        if not ok and place is not None:
-            note = places.discard(place, job.label)
-            if note:
-                _say(note)
-        remove(marker)
-    return failure, result
+        try:
+            if not ok and place is not None:
+                note = places.discard(place, job.label)
+                if note:
+                    _say(note)
+        except (PlaceError, OSError) as exc:  # said, never in the way of the marker's removal or a stop
+            _say(f"{job.label}: its partial output was not removed: {exc}")
+        finally:
+            remove(marker)
+    return failure, result, facts
 
 
-def _verify(job: TaskJob, result: CommandResult) -> str | None:
+def _verify(job: TaskJob, result: CommandResult) -> tuple[str | None, dict[str, Any] | None]:
+    """Why the attempt failed (None if it did not), and what a verified video chunk holds."""
     if not result.ok:
-        return result.describe()
+        return result.describe(), None
     if not job.output:
-        return None
+        return None, None
     if stamp(job.output) is None:
-        return f"the command exited 0 but did not write {job.output}"
-    if job.expect is None:
-        return None
-    if not is_video_path(job.output):
-        return None
-    problem = _check_video(job.output, job.expect)
-    return f"the command exited 0 but its output is wrong: {os.path.basename(job.output)}: {problem}" if problem else None
+        return f"the command exited 0 but did not write {job.output}", None
+    if job.expect is None or not is_video_path(job.output):
+        return None, None
+    problem, facts = _check_video(job)
+    if problem:
+        return f"the command exited 0 but its output is wrong: {os.path.basename(job.output)}: {problem}", None
+    return None, facts
 
 
-def _check_video(path: str, expect: Expect) -> str | None:
-    if expect.fps is not None:
-        from .video.probe import verify_merged
+def _check_video(job: TaskJob) -> tuple[str | None, dict[str, Any] | None]:
+    from .video.verify import ChunkFacts, inspect_chunk, verify_merged
 
-        return verify_merged(Path(path), expect.frames, expect.fps)
-    from .video.probe import check_chunk
+    assert job.output is not None and job.expect is not None
+    expect = job.expect
+    if expect.fps is None:
+        problem, facts = inspect_chunk(job.output, expect.frames, expect.width or 0, expect.height or 0)
+        return problem, facts.as_record() if facts else None
+    # The merge: checked against the job, and seam by seam against what its chunks' records hold.
+    chunks = [ChunkFacts.from_record((read_json(record_file(job.state_root, name)) or {}).get("video"))
+              for name in job.sources]
+    known = [facts for facts in chunks if facts is not None]
+    if len(known) != len(chunks):
+        known = []  # some chunk is not a video we verified: the seams cannot be judged
+    labels = [name.replace("-", " ") for name in job.sources]
+    return verify_merged(job.output, expect.frames, expect.fps, known, labels), None
 
-    return check_chunk(Path(path), expect.frames, expect.width, expect.height)
 
-
-def _record(job: TaskJob, result: CommandResult, attempts: int, output: list[int] | None) -> dict[str, object]:
+def _record(job: TaskJob, result: CommandResult, attempts: int, output: list[int] | None,
+            video: dict[str, Any] | None) -> dict[str, object]:
     return {
         "task": job.name,
         "fingerprint": job.fingerprint,
@@ -305,6 +323,7 @@ def _record(job: TaskJob, result: CommandResult, attempts: int, output: list[int
         "duration": round(result.duration, 3),
         "host": socket.gethostname(),
         "attempts": attempts,
+        **({"video": video} if video else {}),  # what the merge checks its seams against
     }
 
 
@@ -322,7 +341,14 @@ class Complete:
         return self.check()
 
     def check(self, after: float | None = None) -> bool:
-        """Done, and (given `after`) recorded at or after that time."""
+        """Done, and (given `after`) recorded at or after that time. A record whose fields are not
+        what a run writes (damage) reads as no record: the work is redone."""
+        try:
+            return self._check(after)
+        except (TypeError, ValueError, AttributeError):
+            return False
+
+    def _check(self, after: float | None) -> bool:
         data = read_json(self.record)
         if data is None or data.get("fingerprint") != self.fingerprint:
             return False
@@ -349,14 +375,24 @@ def chunk_done(job: TaskJob) -> bool:
 
 def clean_task(job: TaskJob) -> None:
     """`doit clean`: the output and the record go together, so the task is simply not done. Only
-    the file the record vouches for is deleted; anything else in the output's place is moved aside."""
+    the file the record vouches for is deleted; anything else in the output's place is moved aside.
+    A task another runner is working on is left alone; a fault stops `clean` with one line, exit 1."""
     state = StateDir(Path(job.state_root))
-    vouched = (read_json(state.record(job.name)) or {}).get("output")
-    remove(state.record(job.name))
-    if job.place is not None:
-        note = places.clear(job.place, vouched if isinstance(vouched, list) else None, job.label)
-        if note:
-            print(note)
+    try:
+        with try_lock(state.lock(job.name)) as held:
+            if not held:
+                raise PlaceError("another runner is working on it; not cleaned (stop that run first)")
+            vouched = (read_json(state.record(job.name)) or {}).get("output")
+            remove(state.record(job.name))
+            if job.place is not None:
+                note = places.clear(job.place, vouched if isinstance(vouched, list) else None, job.label)
+                if note:
+                    _say(note)  # past doit's capture of the action's output
+    except FileNotFoundError:
+        return  # no state folder: nothing was ever done, there is nothing to clean
+    except (PlaceError, OSError) as exc:
+        _say(f"{job.label}: {exc if isinstance(exc, PlaceError) else os_fault(exc)}")
+        raise SystemExit(1) from None
 
 
 # doit inspects the signature of an action or uptodate function on every call (for its magic

@@ -12,6 +12,9 @@ Events (every one has "event", "at" (unix time), "task" where it applies):
 - task-done:   task, chunkId, attempt, duration, frames, size
 - task-failed: task, chunkId, attempt, message, exitCode, signal, stderrTail, log, final (bool)
 - task-skip:   task, chunkId, reason ("done by another runner")
+- task-wait:   task, chunkId: another runner holds the task's lock; this one waits, then checks again
+- task-takeover: task, chunkId, pid, host, runId: the runner that worked on it died; what it left is killed
+- task-aside:  task, chunkId, message: something in the output's place was moved aside
 - tasks-skip:  tasks (["chunk-3", ..., "merge"]), reason ("up to date"): one event per run, not per task
 - run-end:     code (0 done, 1 a task failed, 2 doit refused, 128+N stopped by signal N), failed (tasks), elapsed
 """

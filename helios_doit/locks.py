@@ -17,8 +17,10 @@ from .state import StateDir
 
 
 @contextlib.contextmanager
-def task_lock(path: Path, stop: Callable[[], object], poll: float = 0.1) -> Iterator[bool]:
-    """Hold the task's lock; yields True when another runner held it first (so: re-check)."""
+def task_lock(path: Path, stop: Callable[[], object], poll: float = 0.1,
+              on_wait: Callable[[], None] = lambda: None) -> Iterator[bool]:
+    """Hold the task's lock; yields True when another runner held it first (so: re-check).
+    `on_wait` is called once if the lock is taken when asked for."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except IsADirectoryError:  # damage: a folder where the lock file belongs; moved aside, not deleted
@@ -31,6 +33,8 @@ def task_lock(path: Path, stop: Callable[[], object], poll: float = 0.1) -> Iter
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not waited:
+                    on_wait()
                 waited = True
                 if stop():
                     raise KeyboardInterrupt
@@ -73,3 +77,18 @@ def _held_anywhere(lock: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+@contextlib.contextmanager
+def try_lock(path: Path) -> Iterator[bool]:
+    """Take the task's lock if nobody holds it (yields True), without waiting (yields False)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)

@@ -175,6 +175,16 @@ def guard(pgid: int) -> int | None:
     return start
 
 
+def runner_alive(tag: object) -> bool:
+    """Is the runner process a tag names (machine:pid:start) alive, here? A marker whose runner
+    lives was not left by a runner that died: nothing of it may be killed."""
+    try:
+        where, pid, start = str(tag).rsplit(":", 2)
+        return where == machine() and leader_start(int(pid)) == int(start)
+    except ValueError:
+        return False
+
+
 def tag() -> str:
     """This runner process' tag, which every command it starts carries (set by `ensure`)."""
     ensure()
@@ -197,9 +207,10 @@ def ensure() -> None:
         try:
             with contextlib.suppress(OSError, AttributeError):  # room for every command of a big run
                 fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 1 << 20)
+            clean = {key: value for key, value in os.environ.items() if key != TAG_ENV}  # not one of ours to kill
             proc = subprocess.Popen([sys.executable, "-I", "-S", os.path.abspath(__file__)], stdin=read,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                    close_fds=True, cwd="/")
+                                    close_fds=True, cwd="/", env=clean)
         except BaseException:
             os.close(write)
             raise

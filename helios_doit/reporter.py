@@ -226,7 +226,7 @@ class Reporter(ConsoleReporter):
     def _code(self) -> int:
         """The run's outcome as the CLI exits: 0 done, 1 a task failed, 2 doit refused, 128+N stopped."""
         if supervise.stopping():
-            return 128 + int(supervise.stopping() or signal.SIGINT)
+            return supervise.stop_code()
         if self.runtime_errors:
             return 2
         return 1 if self.failures else 0
@@ -263,7 +263,8 @@ class Reporter(ConsoleReporter):
         attempts = int(record.get("attempts") or 1)
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         message = first_line(record.get("message") or _how(record))
-        lines = [f"  {name} failed{tries}: {message}; log: {record.get('log') or ''}"]
+        log = f"; log: {record['log']}" if record.get("log") else ""
+        lines = [f"  {name} failed{tries}: {message}{log}"]
         lines += [f"    | {line}" for line in [str(line) for line in record.get("stderrTail") or []][-5:]]
         return "".join(line + "\n" for line in lines)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import stat
 import time
 import urllib.error
 import urllib.parse
@@ -95,11 +96,10 @@ class Job:
     def chunk_ids(self) -> list[int]:
         return [chunk.id for chunk in self.spec.chunks]
 
-    def chunk(self, chunk_id: int) -> Chunk:
-        for chunk in self.spec.chunks:
-            if chunk.id == chunk_id:
-                return chunk
-        raise KeyError(chunk_id)
+    @property
+    def frame_order(self) -> list[int]:
+        """Chunk ids by first frame: the order a merge joins them in, whatever order the job lists them."""
+        return [chunk.id for chunk in sorted(self.spec.chunks, key=lambda c: c.start_frame)]
 
 
 
@@ -132,7 +132,10 @@ def load_job(
 
 
 def _is_url(source: str) -> bool:
-    return urllib.parse.urlsplit(source).scheme in ("http", "https")
+    try:
+        return urllib.parse.urlsplit(source).scheme in ("http", "https")
+    except ValueError:  # e.g. "http://[::1": not a URL we can fetch, so read it as a path
+        return source.lower().startswith(("http://", "https://"))
 
 
 def _read(source: str, cwd: Path) -> tuple[str, Path | None, Path]:
@@ -140,9 +143,7 @@ def _read(source: str, cwd: Path) -> tuple[str, Path | None, Path]:
         return _fetch(source), None, cwd
     path = cwd / source
     try:
-        if os.stat(path).st_size > MAX_JOB_BYTES:
-            raise JobError([f"{source}: is {os.stat(path).st_size} bytes; a job file is at most {MAX_JOB_BYTES} bytes"])
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path, source)
     except IsADirectoryError:
         raise JobError([f"{source}: is a folder; give the path of a job file (JSON or YAML)"]) from None
     except FileNotFoundError:
@@ -156,11 +157,34 @@ def _read(source: str, cwd: Path) -> tuple[str, Path | None, Path]:
     return text, resolved, resolved.parent
 
 
+def _read_text(path: Path, source: str) -> str:
+    """A job file's text: a regular file (never a FIFO or a device to wait on), at most MAX_JOB_BYTES."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        if not stat.S_ISREG(st.st_mode):
+            raise JobError([f"{source}: is not a regular file; give the path of a job file (JSON or YAML)"])
+        if st.st_size > MAX_JOB_BYTES:
+            raise JobError([f"{source}: is {st.st_size} bytes; a job file is at most {MAX_JOB_BYTES} bytes"])
+        data = os.read(fd, MAX_JOB_BYTES + 1)
+        while len(data) <= MAX_JOB_BYTES and (more := os.read(fd, MAX_JOB_BYTES + 1 - len(data))):
+            data += more
+    finally:
+        os.close(fd)
+    if len(data) > MAX_JOB_BYTES:
+        raise JobError([f"{source}: more than {MAX_JOB_BYTES} bytes; a job file is at most that"])
+    return data.decode("utf-8")
+
+
 def _fetch(url: str) -> str:
     """The job at `url`, within an overall deadline and MAX_JOB_BYTES, or one line saying why not."""
     try:
         limit = float(os.environ.get(FETCH_TIMEOUT_ENV) or DEFAULT_FETCH_TIMEOUT)
     except ValueError:
+        limit = DEFAULT_FETCH_TIMEOUT
+    if not 0 < limit < float("inf"):  # nan, inf or 0 would switch the deadline off
         limit = DEFAULT_FETCH_TIMEOUT
     deadline = time.monotonic() + limit
     parts: list[bytes] = []

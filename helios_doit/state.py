@@ -19,6 +19,7 @@ from typing import Any
 
 from doit.dependency import get_file_md5
 
+from .atomic import write_atomic
 from .places import aside_name
 
 
@@ -84,37 +85,32 @@ def chunk_task_name(chunk_id: int) -> str:
     return f"chunk-{chunk_id}"
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Readers see the old file or the new one, never a torn one, whatever kills the writer."""
-    # A temp name of its own per write (runners on several hosts may share the folder).
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
-    blob = json.dumps(data, separators=(",", ":")).encode()
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            while blob:
-                blob = blob[os.write(fd, blob):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def write_json_atomic(path: Path | str, data: dict[str, Any]) -> None:
+    """Readers see the old record or the new one, never a torn one, whatever kills the writer."""
+    write_atomic(path, json.dumps(data, separators=(",", ":")).encode())
+
+
+#: No state file of ours is bigger; a bigger one is damage (or a device), never read whole.
+MAX_STATE_BYTES = 16 * 1024 * 1024
 
 
 def read_json(path: Path | str) -> dict[str, Any] | None:
-    """A missing, unreadable or garbage file reads as no record: the work is redone."""
+    """A missing, unreadable or garbage file reads as no record: the work is redone. So does
+    anything that is not a regular file (a FIFO, a device, a symlink): it is never waited on."""
     try:
-        fd = os.open(path, os.O_RDONLY)  # no file object: a no-op run reads one record per chunk
+        # No file object: a no-op run reads one record per chunk.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_STATE_BYTES:
+                return None
             chunks = []
             while block := os.read(fd, 65536):
                 chunks.append(block)
         finally:
             os.close(fd)
         data = json.loads(b"".join(chunks))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

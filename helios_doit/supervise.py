@@ -28,8 +28,9 @@ from .state import read_json, remove
 
 _stopped_by: int | None = None
 _active: dict[int, int] = {}  # thread id -> tasks it is running
-_active_lock = threading.Lock()
+_active_lock = threading.RLock()  # reentrant: the signal handler takes it on the thread it interrupted
 _notes: list[str] = []  # why the run stopped, printed when it ends
+_worker_died: list[int] = []  # the pid of a doit worker process that died: the run stopped for that
 _watched: dict[str, tuple[Path, dict[str, Place]]] = {}  # state root -> (state, output places by task name)
 _watchdog: threading.Thread | None = None
 
@@ -108,9 +109,13 @@ def _excepthook(kind: type[BaseException], exc: BaseException, tb: object) -> No
 
 def report_stop() -> None:
     """One explanation instead of a traceback when a run is stopped."""
-    name = signal.Signals(_stopped_by).name if _stopped_by else "SIGINT"
     for note in _notes:
         sys.stderr.write(f"helios-doit: {note}\n")
+    if _worker_died:
+        sys.stderr.write("helios-doit: the other running commands were stopped and their partial outputs removed; "
+                         "finished chunks are kept. Run again to resume.\n")
+        return
+    name = signal.Signals(_stopped_by).name if _stopped_by else "SIGINT"
     sys.stderr.write(
         f"helios-doit: stopped by {name}: running commands were stopped and their partial outputs "
         "removed; finished chunks are kept. Run again to resume.\n"
@@ -118,16 +123,20 @@ def report_stop() -> None:
 
 
 def stop_code() -> int:
-    """The shell's exit code for a run stopped by our signal: 128 + its number (130, 143)."""
-    return 128 + (_stopped_by or signal.SIGINT)
+    """The run's exit code once stopped: 128 + the signal's number (130, 143), as a shell reports a
+    death by it; 1 when the stop was ours, because a worker process died."""
+    return 1 if _worker_died else 128 + (_stopped_by or signal.SIGINT)
 
 
 def _die_by_signal() -> None:
-    """Exit as the signal would have killed us, once every worker process has cleaned up."""
+    """Exit as the signal would have killed us (or 1, for a dead worker), once every worker
+    process has cleaned up."""
     for proc in multiprocessing.active_children():
         proc.join(worker.STOP_GRACE + 5)
     sys.stdout.flush()
     sys.stderr.flush()
+    if _worker_died:
+        os._exit(1)
     signum = _stopped_by or signal.SIGINT
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
@@ -159,6 +168,7 @@ def _watch_workers(interval: float) -> None:
                 continue
             del seen[pid]
             if code != 0 and _stopped_by is None:
+                _worker_died.append(pid)
                 _bury(pid, code)
                 # a real signal, so that the main thread's blocking read is interrupted
                 signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)

@@ -85,18 +85,19 @@ def merge_command(job: Job, mode: str | None = None) -> str:
         raise JobError([f"{job.source}: merge=command, but the job has no mergeCommand"])
     if job.merge_output is None:
         raise JobError([f"{job.source}: merge=builtin needs to know the merged file; add an outputFile"])
-    rel = [os.path.relpath(p, job.job_dir) for p in [job.merge_output, *(job.outputs[i] for i in job.chunk_ids)]]
+    rel = [os.path.relpath(p, job.job_dir) for p in [job.merge_output, *(job.outputs[i] for i in job.frame_order)]]
     return shlex.join(["helios-doit", "merge", "--", *rel])  # a file named "-x.mov" is never an option
 
 
 def merge_task(job: Job, state: StateDir, command: str, options: RunOptions = RunOptions()) -> dict[str, Any]:
-    inputs = tuple(str(job.outputs[i]) for i in job.chunk_ids)
+    inputs = tuple(str(job.outputs[i]) for i in job.frame_order)
     output = str(job.merge_output) if job.merge_output else None
     print_fp = fingerprint(command, output and os.path.relpath(output, job.job_dir))
     meta = job.spec.metadata
     work = TaskJob("merge", command, str(job.job_dir), output, str(state.root), print_fp, inputs,
                    adapter=options.merge_executor, expect=Expect(meta.total_frames, fps=meta.fps), options=options,
-                   looked=time.time(), roots=job.output_roots)
+                   looked=time.time(), roots=job.output_roots,
+                   sources=tuple(chunk_task_name(i) for i in job.frame_order))
     return {
         "basename": "merge",
         "doc": f"stitch the chunks into {os.path.relpath(output, job.job_dir) if output else 'the merged output'}",

@@ -99,6 +99,8 @@ def check_job(
             owners[path] = chunk.id
 
     faults += _check_frames(spec)
+    if spec.merge_command and not faults:
+        faults += _check_merge_order(spec, outputs, lambda raw: resolve(raw, "mergeCommand", False))
     return outputs, Path(merge_output) if merge_output else None, tuple(inputs), faults
 
 
@@ -168,6 +170,46 @@ def _check_frames(spec: JobSpec) -> list[str]:
             "they must match"
         )
     return faults
+
+
+def _check_merge_order(spec: JobSpec, outputs: dict[int, str],
+                       resolve: Callable[[str], tuple[str, bool] | None]) -> list[str]:
+    """A `helios merge OUT PART...` joins its parts in the order given: listing the chunk outputs
+    in another order than their frames would scramble the video (with the right frame count)."""
+    parts = merge_inputs_of(spec.merge_command or "")
+    found = [resolve(part) for part in parts]
+    paths = [f[0] for f in found if f is not None]
+    by_path = {path: chunk_id for chunk_id, path in outputs.items()}
+    if len(paths) != len(outputs) or set(paths) != set(by_path):
+        return []  # not simply the chunk outputs: a merge of its own, judged by its result
+    listed = [by_path[path] for path in paths]
+    ordered = [chunk.id for chunk in sorted(spec.chunks, key=lambda c: c.start_frame)]
+    if listed == ordered:
+        return []
+    k = next(i for i, (a, b) in enumerate(zip(listed, ordered)) if a != b)
+    return [f"mergeCommand: lists chunk {listed[k]}'s output where chunk {ordered[k]}'s belongs (its frames come "
+            f"first), so the merged video would be out of order; list the chunk outputs in frame order"]
+
+
+def merge_inputs_of(command: str) -> list[str]:
+    """The INPUTs of `helios merge OUTPUT INPUT...` (or ours), options left out; [] for any other command."""
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return []
+    if len(argv) < 3 or os.path.basename(argv[0]) not in MERGE_PROGRAMS or argv[1] != "merge":
+        return []
+    words, after_dashes, value_next = [], False, False
+    for word in argv[2:]:
+        if value_next:  # the value of an option such as --audio-codec aac
+            value_next = False
+        elif word == "--" and not after_dashes:
+            after_dashes = True
+        elif after_dashes or not word.startswith("-"):
+            words.append(word)
+        else:
+            value_next = "=" not in word
+    return words[1:]  # the first word is the output
 
 
 def merge_output_of(command: str) -> str | None:

@@ -73,7 +73,7 @@ class _Running:
 
 
 _running: dict[int, _Running] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: the signal handler takes it on the thread it interrupted
 
 
 def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -114,6 +114,15 @@ def frame_hashes(path: Path) -> list[str]:
         return [hashlib.sha1(frame.to_ndarray(format="rgb24").tobytes()).hexdigest() for frame in container.decode(video=0)]
 
 
+def duration(path: Path) -> float:
+    """Seconds from the first frame's timestamp to the end of the last one, as a player sees it."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        packets = [p for p in container.demux(video) if p.size]
+        end = max(p.pts + (p.duration or 0) for p in packets)
+        return float((end - min(p.pts for p in packets)) * video.time_base)
+
+
 def audio_pcm(path: Path) -> np.ndarray:
     """Every decoded audio sample of the first audio stream, interleaved s16."""
     with av.open(str(path)) as container:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import CLI, DOIT, REPO
+from harness import CLI, DOIT, REPO
 
 FRAMES = 8
 CHUNKS = 4
@@ -267,6 +267,8 @@ BAD: dict[str, tuple[Callable[[Setup], Path], list[str]]] = {
     "input-missing": (top(inputs=["scene.txt", "missing.blend"]), ["inputs[1]", "'missing.blend'", "not a file"]),
     # frame ranges
     "overlap": (ranges((0, 10), (8, 8), (16, 8), (24, 8)), ["chunk 1.startFrame", "overlaps chunk 0", "0-9"]),
+    "overlap-one-frame": (ranges((0, 9), (8, 8), (16, 8), (24, 8), total=33),
+                          ["chunk 1.startFrame: 8 overlaps chunk 0 (frames 0-8); chunk ranges must not overlap"]),
     "gap-shifted": (ranges((0, 8), (8, 8), (18, 8), (26, 8)), ["chunk 2.startFrame", "16-17", "contiguous"]),
     "gap-short-chunk": (ranges((0, 8), (8, 6), (16, 8), (24, 8)), ["chunk 2.startFrame", "14-15", "contiguous"]),
     "frames-dont-add-up": (meta(totalFrames=30), ["metadata.totalFrames", "30", "add up to 32"]),
@@ -297,18 +299,52 @@ def assert_untouched(s: Setup, before: dict[str, tuple[Any, ...]]) -> None:
     assert (s.folder / "out.txt").read_text() == "old merged output\n"
 
 
-@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def run_in_process(job: str, capsys: pytest.CaptureFixture[str]) -> subprocess.CompletedProcess[str]:
+    """`helios-doit job run JOB` in this process: what the command says and returns, without
+    the start-up of a new Python (the corpus is big; a few cases also run end to end below)."""
+    from helios_doit.cli import main
+
+    try:
+        code = main(["job", "run", job])
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["helios-doit", "job", "run", job], code, out, err)
+
+
 @pytest.mark.parametrize("case", BAD)
-def test_bad_job_is_refused_whole(setup: Setup, case: str, entry: str) -> None:
+def test_bad_job_is_refused_whole(setup: Setup, case: str, capsys: pytest.CaptureFixture[str]) -> None:
     make, expected = BAD[case]
     job = make(setup)
     before = snapshot(setup.root)
-    result = ENTRY_POINTS[entry](str(job))
-    [line] = assert_refused(result)
+    [line] = assert_refused(run_in_process(str(job), capsys))
     assert f"helios-doit: {job}: " in line, line
     for part in expected:
         assert part in line, (part, line)
     assert_untouched(setup, before)
+
+
+#: Cases run end to end through each entry point: the file, the schema, the checks, the frames.
+END_TO_END = ["malformed-json", "frameCount-string", "output-through-symlink", "overlap-one-frame"]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("case", END_TO_END)
+def test_bad_job_is_refused_whole_by_each_entry_point(setup: Setup, case: str, entry: str) -> None:
+    make, expected = BAD[case]
+    job = make(setup)
+    before = snapshot(setup.root)
+    [line] = assert_refused(ENTRY_POINTS[entry](str(job)))
+    assert f"helios-doit: {job}: " in line and all(part in line for part in expected), line
+    assert_untouched(setup, before)
+
+
+def test_chunks_listed_out_of_frame_order_are_a_valid_job(setup: Setup) -> None:
+    setup.data["chunks"].reverse()
+    job = setup.write()
+    result = run_cli(str(job))
+    assert result.returncode == 0, result.stderr
+    assert (setup.folder / "out.txt").read_text() == "".join(f"frames {i}\n" for i in range(CHUNKS))
 
 
 @pytest.mark.parametrize("command", ["clean", "forget", "list", "-n 4"])
@@ -341,13 +377,12 @@ MULTI = {
 }
 
 
-@pytest.mark.parametrize("entry", ENTRY_POINTS)
 @pytest.mark.parametrize("case", MULTI)
-def test_several_faults_one_line_each(setup: Setup, case: str, entry: str) -> None:
+def test_several_faults_one_line_each(setup: Setup, case: str, capsys: pytest.CaptureFixture[str]) -> None:
     make, expected = MULTI[case]
     job = make(setup)
     before = snapshot(setup.root)
-    got = assert_refused(ENTRY_POINTS[entry](str(job)), lines=len(expected))
+    got = assert_refused(run_in_process(str(job), capsys), lines=len(expected))
     for part in expected:
         assert len([line for line in got if part in line]) == 1, (part, got)
     assert_untouched(setup, before)

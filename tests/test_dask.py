@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from conftest import alive, wait_for  # noqa: E402
+from harness import alive, wait_for  # noqa: E402
 
 WHERE = r'''
 import os, sys
@@ -158,7 +158,8 @@ def test_a_chunk_that_fails_for_good_stops_the_other_remote_chunk(make_job, dask
     job = make_job(chunks=2, frames=20)
     via_where(job)
     (job.folder / "slow").touch()  # 6 s a chunk
-    job.data["chunks"][0]["command"] = "sleep 1; echo broken >&2; exit 7"
+    # fails once the other is rendering
+    job.data["chunks"][0]["command"] = "until [ -s part_1.txt ]; do sleep 0.05; done; echo broken >&2; exit 7"
     job.save()
     started = time.monotonic()
     result = job.doit("-n", "2", "-P", "thread", "executor=dask", f"scheduler={dask_cluster.address}")

@@ -5,16 +5,10 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 
 import pytest
 
-from conftest import alive, descendants, kill_tree, wait_for
-
-
-def recorded(job) -> set[str]:
-    records = job.state / "records"
-    return {p.stem.replace("-", " ") for p in records.glob("*.json")} if records.exists() else set()
+from harness import kill_runner, kill_tree, wait_for
 
 
 def assert_one_writer_each(job, chunks: int, frames: int) -> None:
@@ -26,14 +20,9 @@ def assert_one_writer_each(job, chunks: int, frames: int) -> None:
 
 
 def kill(runner, whom: str) -> None:
-    """SIGKILL the runner, then wait until nothing it started is left (what was done is then known)."""
-    if whom == "runner":  # the runner alone: its commands live in sessions of their own
-        below = descendants(runner.pid)
-        os.kill(runner.pid, signal.SIGKILL)
-        runner.wait(10)
-        wait_for(lambda: not any(alive(pid) for pid in below), 15, "the killed runner's processes to be gone")
-    else:  # the runner and everything it started, as a crash of the whole box would
-        kill_tree(runner)
+    """SIGKILL the runner alone or with all it started; either way wait until nothing it started is
+    left, so that what was done before the kill is known."""
+    (kill_runner if whom == "runner" else kill_tree)(runner)
 
 
 #: point -> how to stop there, the task hit, and whether that task counts as done after the kill
@@ -65,7 +54,7 @@ def test_a_kill_at_a_chosen_point_then_a_rerun_redoes_exactly_what_was_not_done(
     runner = job.start_doit(*(["-n", "2"] if mode == "-n 2" else []))
     wait_for(reached, 30, f"the runner to reach {point}")
     kill(runner, whom)
-    done_before = recorded(job)
+    done_before = job.recorded()
     assert (hit in done_before) == hit_done
     for pause in job.folder.glob("pause-*"):
         pause.unlink()
@@ -89,10 +78,10 @@ def test_sigkill_at_a_random_moment_then_rerun(make_job, seed):
     for _ in range(2):
         runner = job.start_doit("-n", "2")
         # Never vacuous: some chunks are done, the job is not.
-        target = len(recorded(job)) + rng.randint(1, 2)
-        wait_for(lambda: len(recorded(job)) >= target, 30, f"{target} chunks to be recorded")
+        target = len(job.recorded()) + rng.randint(1, 2)
+        wait_for(lambda: len(job.recorded()) >= target, 30, f"{target} chunks to be recorded")
         kill(runner, rng.choice(["runner", "tree"]))
-        finished_before_a_kill = recorded(job)
+        finished_before_a_kill = job.recorded()
         assert "merge" not in finished_before_a_kill
     job.runs()
     (job.folder / "slow").unlink()
@@ -110,7 +99,7 @@ def test_two_runners_at_once_one_killed_the_other_finishes_with_one_writer_per_o
     (job.folder / "pid-lines").touch()
     first = job.start_doit("-n", "2")
     second = job.start_doit("-n", "2")
-    wait_for(lambda: len(recorded(job)) >= 2, 30, "two chunks to be recorded")
+    wait_for(lambda: len(job.recorded()) >= 2, 30, "two chunks to be recorded")
     kill(first, "runner")
     assert second.wait(60) == 0, second.stdout.read() + second.stderr.read()
     assert_one_writer_each(job, 6, 3)
@@ -152,12 +141,18 @@ DAMAGE = {
                                        (state / "records" / "chunk-2.json").unlink()),  # so that it is taken
     "runs-is-a-file": lambda state: (__import__("shutil").rmtree(state / "runs"), (state / "runs").write_text("x")),
     "running-is-a-file": lambda state: ((state / "running").rmdir(), (state / "running").write_text("x")),
+    "record-wrong-types": lambda state: (state / "records" / "chunk-1.json").write_text(
+        (state / "records" / "chunk-1.json").read_text().replace('"inputs":', '"inputs":5,"was":')),
+    "record-is-a-fifo": lambda state: ((state / "records" / "chunk-2.json").unlink(),
+                                       os.mkfifo(state / "records" / "chunk-2.json")),
+    "marker-is-a-fifo": lambda state: os.mkfifo(state / "running" / "chunk-0.json"),
 }
 
 # what must run again after the damage (content-identical chunks do not force a merge)
 RERUN = {"records-garbage": ["chunk 1"], "record-truncated": ["chunk 2"], "record-deleted": ["chunk 0"],
          "state-folder-deleted": ["chunk 0", "chunk 1", "chunk 2", "merge"], "record-is-a-folder": ["chunk 1"],
-         "lock-is-a-folder": ["chunk 2"]}
+         "lock-is-a-folder": ["chunk 2"],
+         "record-wrong-types": ["chunk 1"], "record-is-a-fifo": ["chunk 2"]}
 #: what is moved aside into the state folder's aside/, never deleted (it may hold someone's files): the
 #: damage, and an output no record vouches for any more
 ASIDE = {"record-is-a-folder": ["chunk-1.json", "part_1.txt"], "lock-is-a-folder": ["chunk-2.lock", "part_2.txt"], "runs-is-a-file": ["runs"], "running-is-a-file": ["running"]}

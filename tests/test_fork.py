@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, alive, wait_for
+from harness import DOIT, HELIOS_DOIT, REPO, alive, wait_for
 
-HELIOS_DOIT = str(Path(sys.executable).parent / "helios-doit")
-DOIT = [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py")]
 
 COMPOSITION = '''
 import os, time

@@ -11,7 +11,6 @@ import os
 import shutil
 import socketserver
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from conftest import CLI, DOIT, REPO
+from harness import CLI, DOIT, REPO
 from helios_doit.errors import JobError
 from helios_doit.output import LIVE_LINE, LogSink
 from helios_doit.spec import MAX_JOB_BYTES, load_job
@@ -155,6 +154,16 @@ def test_a_parse_bomb_is_one_line(tmp_path, name):
     assert expected in refused(name, cwd=tmp_path)
 
 
+def test_a_job_file_that_is_a_fifo_or_a_device_is_refused_without_waiting(tmp_path):
+    os.mkfifo(tmp_path / "job.json")
+    assert refused("job.json", cwd=tmp_path).endswith("is not a regular file; give the path of a job file (JSON or YAML)")
+    assert refused("/dev/zero").startswith("/dev/zero: is not a regular file")
+
+
+def test_a_url_that_does_not_parse_is_one_line(tmp_path):
+    assert refused("http://[::1/job.json", cwd=tmp_path) == "http://[::1/job.json: cannot fetch the job: Invalid IPv6 URL"
+
+
 def test_a_job_file_over_64_mb_is_refused_unread(tmp_path):
     path = tmp_path / "big.json"
     with open(path, "wb") as handle:
@@ -219,6 +228,9 @@ def test_a_read_only_job_folder_can_be_listed_and_inspected_but_not_run(tmp_path
         for argv in ([*DOIT, "list", f"job={job}"], [*DOIT, "info", "chunk:0", f"job={job}"], [*CLI, "status", job]):
             result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
             assert result.returncode == 0 and "Traceback" not in result.stderr, (argv, result.stderr)
+        cleaned = subprocess.run([*DOIT, "clean", f"job={job}"], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert cleaned.returncode == 1 and "Read-only file system" in cleaned.stderr
+        assert "Traceback" not in cleaned.stderr and len(cleaned.stderr.splitlines()) == 1
         result = subprocess.run([*CLI, "job", "run", job], capture_output=True, text=True, timeout=60)
         assert result.returncode == 1
         assert result.stderr.splitlines() == [
@@ -227,6 +239,12 @@ def test_a_read_only_job_folder_can_be_listed_and_inspected_but_not_run(tmp_path
             "Read-only file system; the filesystem is read-only; run where the job's folder can be written; nothing was run"]
     finally:
         subprocess.run(["umount", str(view)], check=False)
+
+
+def test_a_job_written_where_it_cannot_be_is_one_line_and_exit_1(tmp_path):
+    result = subprocess.run([*CLI, "plan", "--frames", "10", "--concurrency", "2", "--command-template", "x {start}",
+                             "--output-template", "p/{id}.mkv", "-o", "/proc/version"], capture_output=True, text=True)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
 
 
 def test_status_into_a_closed_pipe_ends_quietly(tmp_path):

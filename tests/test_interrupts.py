@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, alive, descendants, kill_tree, wait_for
+from harness import REPO, alive, descendants, kill_tree, wait_for
 
 
 def parent_of(pid: int) -> int:
@@ -25,19 +25,13 @@ def chunk_pids(job, what: str = "start") -> dict[str, int]:
     return pids
 
 
-def recorded(job) -> set[str]:
-    """Chunks the runner has recorded as complete."""
-    records = job.state / "records"
-    return {f"chunk {p.stem.split('-')[1]}" for p in records.glob("chunk-*.json")} if records.exists() else set()
-
-
 def test_sigkill_of_the_whole_runner_keeps_chunks_finished_before_it(make_job):
     job = make_job(chunks=6, frames=4)
     (job.folder / "slow").touch()  # 1.2 s a chunk
     runner = job.start_doit("-n", "2")
-    wait_for(lambda: len(recorded(job)) >= 2, what="two chunks to finish")
+    wait_for(lambda: len(job.recorded()) >= 2, what="two chunks to finish")
     kill_tree(runner)
-    finished = recorded(job)
+    finished = job.recorded()
     job.runs()
     (job.folder / "slow").unlink()
     result = job.doit("-n", "2")
@@ -136,9 +130,12 @@ def test_a_worker_process_that_dies_does_not_hang_the_run(make_job):
         doit_worker = parent_of(doit_worker)
     os.kill(doit_worker, signal.SIGKILL)
     out, err = runner.communicate(timeout=30)
-    assert runner.returncode != 0
+    assert runner.returncode == 1  # stopped because a worker died: a failure, not a user's signal
+    assert "stopped by SIGTERM" not in err
     assert f"died (signal SIGKILL) while running {victim_chunk}" in err, err
     assert not alive(command_pid)
+    victim = int(victim_chunk.split()[1])
+    assert not job.output(victim).exists() and not (job.state / "aside").exists()  # its partial output removed
     (job.folder / "slow").unlink()
     job.runs()
     assert job.doit("-n", "2").returncode == 0

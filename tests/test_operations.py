@@ -5,7 +5,7 @@ import json
 import sys
 import time
 
-from conftest import alive, wait_for
+from harness import alive, chunk_command, wait_for
 
 FLAKY = (
     "n=$(cat tries-{id} 2>/dev/null || echo 0); n=$((n+1)); echo $n > tries-{id}; "
@@ -101,7 +101,9 @@ def test_keep_going_finishes_the_others_and_does_not_merge(make_job):
 def test_without_keep_going_a_failure_stops_the_running_chunks(make_job):
     job = make_job(chunks=3, frames=20)
     (job.folder / "slow").touch()  # 6 s a chunk
-    job.data["chunks"][0]["command"] = "sleep 1; echo broken >&2; exit 7"
+    # fails once both others are rendering
+    job.data["chunks"][0]["command"] = ("until [ -s part_1.txt ] && [ -s part_2.txt ]; do sleep 0.05; done; "
+                                        "echo broken >&2; exit 7")
     job.save()
     started = time.monotonic()
     result = job.doit("-n", "3")
@@ -151,3 +153,60 @@ def test_bad_operation_options_are_bad_input(make_job):
     assert result.returncode == 2
     assert "chunk_timeout=soon: not valid" in result.stderr
     assert not job.state.exists()
+
+
+def test_a_runner_that_waited_for_a_chunks_lock_checks_again_and_skips_it(make_job):
+    """The re-check under the lock: the second runner decided chunk 0 was not done, then waited for
+    the lock while the first rendered it; once it holds the lock it must see the new record."""
+    job = make_job(chunks=1)
+    (job.folder / "pause-0").touch()  # the first runner holds chunk 0 mid-render
+    first = job.start_doit("chunk:0")
+    wait_for(lambda: job.output(0).exists(), what="the first runner to render chunk 0")
+    second = job.start_doit("chunk:0")
+    wait_for(lambda: "task-wait" in "".join(p.read_text() for p in (job.state / "runs").glob("*.jsonl")),
+             what="the second runner to wait for the lock")
+    (job.folder / "pause-0").unlink()
+    assert first.wait(30) == 0 and second.wait(30) == 0
+    assert job.runs() == ["chunk 0"]
+    assert "-- chunk:0 (done by another runner)" in second.stdout.read()
+
+
+def test_the_merge_runs_again_when_a_chunks_content_changes_at_the_same_size(make_job):
+    job = make_job(chunks=2)
+    assert job.doit().returncode == 0
+    job.runs()
+    # Rendered again with the same number of bytes but other content: only MD5 tells them apart.
+    job.data["chunks"][1]["command"] = chunk_command(1, 8, 8, "AAAA")
+    job.save()
+    assert job.doit().returncode == 0
+    job.data["chunks"][1]["command"] = chunk_command(1, 8, 8, "BBBB")
+    job.save()
+    job.runs()
+    assert job.doit().returncode == 0
+    assert job.runs() == ["chunk 1", "merge"]
+    assert "BBBB" in job.merged.read_text() and job.merged.read_text() == job.expected_merge()
+
+
+def test_a_chunks_record_is_dropped_before_it_renders_again(make_job):
+    job = make_job(chunks=1)
+    assert job.doit().returncode == 0
+    record = job.state / "records" / "chunk-0.json"
+    assert record.exists()
+    job.data["chunks"][0]["command"] = chunk_command(0, 0, 8, "again")
+    job.save()
+    (job.folder / "pause-0").touch()
+    runner = job.start_doit("chunk:0")
+    wait_for(lambda: "again" in (job.output(0).read_text() if job.output(0).exists() else ""), what="the new render")
+    assert not record.exists()  # while the chunk renders again, nothing says it is done
+    (job.folder / "pause-0").unlink()
+    assert runner.wait(30) == 0
+    assert record.exists()
+
+
+def test_what_a_command_left_running_in_its_group_is_killed_when_it_exits(make_job):
+    job = make_job(chunks=1)
+    job.data["chunks"][0]["command"] = "sleep 60 & echo $! > sleeper.pid; echo done > part_0.txt"
+    job.save()
+    assert job.doit("chunk:0").returncode == 0
+    sleeper = int((job.folder / "sleeper.pid").read_text())
+    wait_for(lambda: not alive(sleeper), 5, "the command's leftover to be killed")

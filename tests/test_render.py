@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shlex
 import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+
+from harness import wait_for
 
 from helios_doit.spec import load_job
 from helios_doit.video.composition import CompositionError, format_number, load_composition, parse_number
@@ -340,20 +342,36 @@ def test_threads_can_be_pinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert not (tmp_path / "bad.mp4").exists()
 
 
-def test_sigterm_removes_the_partial_output(tmp_path: Path) -> None:
+def open_files(pid: int) -> list[str]:
+    """What the process' descriptors point at now (a file being written without a name shows as
+    `<folder>/#<inode> (deleted)`)."""
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            found.append(os.readlink(fd))
+        except OSError:  # closed meanwhile
+            continue
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_stopped_or_killed_render_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals) -> None:
+    """The file being written has no name until it is complete: whatever ends the render, the
+    folder holds what it held before, and no name someone planted there is written through."""
     comp = make_comp(tmp_path, delay=0.05)
+    (tmp_path / ".out.mov.partial").symlink_to(tmp_path / "precious.txt")  # a trap for a fixed temp name
+    (tmp_path / "precious.txt").write_text("precious\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
     code = ("import sys, argparse; from helios_doit.video.render import add_render_arguments, run_render; "
             "p = argparse.ArgumentParser(); add_render_arguments(p); sys.exit(run_render(p.parse_args(sys.argv[1:])))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(comp), "-o", str(tmp_path / "out.mov")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    partial = tmp_path / ".out.mov.partial"
-    deadline = time.monotonic() + 20
-    while not partial.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert partial.exists()
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(20) == 143
-    assert not partial.exists() and not (tmp_path / "out.mov").exists()
+    wait_for(lambda: any(f"{tmp_path}/#" in target and target.endswith("(deleted)") for target in open_files(proc.pid)),
+             what="the render to write its nameless file")
+    proc.send_signal(sig)
+    assert proc.wait(20) == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "precious.txt").read_text() == "precious\n"
 
 
 def test_composition_errors_name_the_fix(tmp_path: Path) -> None:

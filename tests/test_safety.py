@@ -11,13 +11,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import CLI, DOIT, REPO, alive, descendants, wait_for
+from harness import CLI, DOIT, REPO, alive, descendants, wait_for
 
 LINES = 12
 #: Appends a line with its pid every 0.15 s: two writers at once show as two pids, or too many lines.
@@ -95,8 +93,8 @@ def test_an_orphan_the_guard_missed_is_killed_before_the_chunk_is_rendered_again
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait()
     orphan = int(writers(output)[0])
-    time.sleep(0.3)
-    assert alive(orphan)  # nobody guards it now
+    written = len(writers(output))
+    wait_for(lambda: len(writers(output)) > written, 10, "the orphan to go on writing")  # nobody guards it now
     again = subprocess.run([*CLI, "job", "run", str(job)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
     assert not alive(orphan)
@@ -172,3 +170,45 @@ def test_doit_clean_deletes_only_what_a_record_vouches_for(make_job):
     assert not job.output(0).exists() and not job.output(1).exists()
     [moved] = (job.state / "aside").iterdir()
     assert moved.read_text() == "edited by hand\n"
+
+
+def test_a_marker_left_behind_by_a_live_runner_never_gets_its_commands_killed(tmp_path):
+    """Chunk 0 replaces its output folder with a symlink and fails: its partial output cannot be
+    removed, which must not keep its running marker behind, and a second runner taking chunk 0
+    must never kill what the first, still alive, runs for chunk 1."""
+    folder = tmp_path / "job"
+    (folder / "elsewhere").mkdir(parents=True)
+    spec = {
+        "metadata": {"totalFrames": 2, "fps": 1, "width": 1, "height": 1, "duration": 2},
+        "chunks": [{"id": 0, "startFrame": 0, "frameCount": 1, "outputFile": "sub/out0.txt",
+                    "command": f"echo x > sub/out0.txt; rm -rf sub; ln -s {folder / 'elsewhere'} sub; exit 3"},
+                   {"id": 1, "startFrame": 1, "frameCount": 1, "outputFile": "out1.txt",
+                    "command": "until [ -f go ]; do sleep 0.05; done; echo done > out1.txt"}],
+        "mergeCommand": "cat out1.txt > all.txt", "outputFile": "all.txt"}
+    (folder / "job.json").write_text(json.dumps(spec))
+    first = subprocess.Popen([*CLI, "job", "run", str(folder / "job.json"), "--keep-going", "--concurrency", "2",
+                              "-P", "thread"], cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    state = folder / ".helios-doit" / "job.json"
+    wait_for(lambda: (state / "failures" / "chunk-0.json").exists(), 30, "chunk 0 to fail")
+    assert not (state / "running" / "chunk-0.json").exists()
+    second = subprocess.run([*CLI, "job", "run", str(folder / "job.json"), "--chunk", "0"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    (folder / "go").touch()
+    out, err = first.communicate(timeout=30)
+    assert first.returncode == 1 and "killed" not in out, out
+    assert (folder / "out1.txt").read_text() == "done\n"
+
+
+def test_doit_clean_leaves_a_chunk_another_runner_is_rendering_alone(make_job):
+    job = make_job(chunks=1)
+    (job.folder / "pause-0").touch()
+    runner = job.start_doit("chunk:0")
+    wait_for(lambda: job.output(0).exists(), what="the chunk to render")
+    cleaned = job.doit("clean", "chunk:0")
+    assert cleaned.returncode == 1
+    assert cleaned.stderr.splitlines() == [
+        "helios-doit: chunk 0: another runner is working on it; not cleaned (stop that run first)"]
+    (job.folder / "pause-0").unlink()
+    assert runner.wait(30) == 0
+    assert job.output(0).read_text().count("frame") == 8 and not (job.state / "aside").exists()

@@ -6,7 +6,7 @@ import subprocess
 
 import yaml
 
-from conftest import CLI, REPO
+from harness import CLI, REPO
 
 
 def worker(job, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

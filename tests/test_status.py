@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import chunk_command, kill_tree, wait_for
+from harness import chunk_command, kill_tree, wait_for
 from helios_doit.status import add_status_arguments, run_status
 
 
@@ -104,7 +104,7 @@ def test_edited_input_makes_every_chunk_stale_without_touching_the_cache(make_jo
 def test_failed_chunk_shows_exit_code_attempts_and_stderr(make_job):
     job = make_job(chunks=3)
     (job.folder / "fail-1").touch()
-    assert job.doit("--continue").returncode != 0
+    assert job.doit("--continue").returncode == 2
     report = status(job)
     assert states(report) == ["done", "failed", "done"]
     failed = report["chunks"][1]

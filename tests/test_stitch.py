@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helios_doit.video.probe import ProbeError, check_chunk, is_video_path, probe, verify_merged
+from helios_doit.video.probe import ProbeError, is_video_path, probe
+from helios_doit.video.verify import check_chunk, check_merged, verify_merged
 from helios_doit.video.seams import report_size, run_seams, seams_report
 from helios_doit.video.stitch import (
-    FfmpegConcatStitcher, PyAVStitcher, StitchError, get_stitcher, run_merge, stitch_job_outputs,
+    FfmpegConcatStitcher, PyAVStitcher, StitchError, get_stitcher, run_merge,
 )
 from media import audio_pcm, drop_first_packets, encode_chunks, encode_clip, frame_hashes
 
@@ -145,10 +146,21 @@ def test_refuses_a_chunk_that_does_not_start_on_a_keyframe(tmp_path: Path) -> No
 def test_a_failed_write_or_check_leaves_nothing_under_the_output_name(clips: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     chunks = parts(clips, "h264")
     with pytest.raises(StitchError, match="the job has 31") as refused:
-        stitch_job_outputs(chunks, tmp_path / "a.mov", 31, 24)
+        PyAVStitcher().stitch(chunks, tmp_path / "a.mov", expected_frames=31)
     assert refused.value.exit_code == 2
     with pytest.raises(StitchError, match=r"^b\.mov: lasts 1\.250 s, expected 1\.200 s") as refused:
-        stitch_job_outputs(chunks, tmp_path / "b.mov", 30, 25)  # written, then found not to match the job
+        # written, then found not to match the job
+        PyAVStitcher().stitch(chunks, tmp_path / "b.mov", verify=lambda merged: check_merged(merged, 30, 25))
+    assert refused.value.exit_code == 1
+
+    class Lossy(PyAVStitcher):
+        """A writer that loses the last chunk's packets: the count after writing must catch it."""
+
+        def _write(self, infos, plans, tmp, fmt):  # type: ignore[no-untyped-def]
+            return super()._write(infos[:-1], plans, tmp, fmt)
+
+    with pytest.raises(StitchError, match=r"^l\.mov: the merged file holds 23 frames, the chunks 30$") as refused:
+        Lossy().stitch(chunks, tmp_path / "l.mov")
     assert refused.value.exit_code == 1
 
     import helios_doit.video.stitch as stitch

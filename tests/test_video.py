@@ -1,22 +1,21 @@
 """Real video end to end: emit a job, render it with doit, stitch, and compare with a direct render."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import shlex
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
 import av
 import pytest
 
-from conftest import REPO
+from harness import CLI, DOIT, REPO, run
+from harness import HELIOS_DOIT as HELIOS_DOIT_PATH
+from media import duration, frame_hashes
 
-BIN = Path(sys.executable).parent
-HELIOS_DOIT = [str(BIN / "helios-doit")]
-DOIT = [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py")]
+HELIOS_DOIT = [HELIOS_DOIT_PATH]
 
 COMPOSITION = '''
 import numpy as np
@@ -39,27 +38,11 @@ def sound(block):
 '''
 
 
-def run(argv: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
-
-
-def frame_hashes(path: Path) -> list[str]:
-    with av.open(str(path)) as container:
-        return [hashlib.sha256(f.to_ndarray(format="rgb24").tobytes()).hexdigest() for f in container.decode(video=0)]
-
-
 def audio_samples(path: Path) -> int:
     with av.open(str(path)) as container:
         if not container.streams.audio:
             return 0
         return sum(frame.samples for frame in container.decode(audio=0))
-
-
-def duration(path: Path) -> float:
-    with av.open(str(path)) as container:
-        video = container.streams.video[0]
-        frames = sum(1 for p in container.demux(video) if p.size)
-        return frames / float(video.average_rate)
 
 
 @pytest.fixture
@@ -109,11 +92,87 @@ def test_a_chunk_that_exits_0_with_too_few_frames_fails_and_nothing_is_merged(co
     spec["chunks"][2]["command"] = spec["chunks"][2]["command"].replace("--frame-count 12", "--frame-count 10")
     job.write_text(json.dumps(spec))
     result = run([*DOIT, "-n", "2", "--continue", f"job={job}"], REPO)
-    assert result.returncode != 0
+    assert result.returncode == 2  # doit's code under --continue: the merge could not run
     assert "chunk 2 failed: the command exited 0 but its output is wrong" in result.stdout
     assert "expected 12 frames, found 10" in result.stdout
     assert not (comp.parent / spec["chunks"][2]["outputFile"]).exists()
     assert not (comp.parent / "out.mov").exists()
+
+
+def test_a_chunk_with_a_frame_too_many_fails(comp):
+    job = emit(comp, "out.mov")
+    spec = json.loads(job.read_text())
+    spec["chunks"][1]["command"] = spec["chunks"][1]["command"].replace("--frame-count 12", "--frame-count 13")
+    job.write_text(json.dumps(spec))
+    result = run([*CLI, "job", "run", str(job), "--chunk", "1"], REPO)
+    assert result.returncode == 1
+    assert "chunk 1 failed: the command exited 0 but its output is wrong: out.part1.mov: expected 12 frames, found 13" in result.stdout
+    assert not (comp.parent / "out.part1.mov").exists() and not (comp.parent / ".helios-doit/job.json/records/chunk-1.json").exists()
+
+
+def lossless(comp: Path, output: str, concurrency: int = 4) -> Path:
+    """A job of lossless chunks (every frame decodes to what was drawn), and its direct render."""
+    job = emit(comp, output, "--video-codec", "ffv1", concurrency=concurrency)
+    direct = run([*HELIOS_DOIT, "render", comp.name, "-o", "direct.mkv", "--video-codec", "ffv1"], comp.parent)
+    assert direct.returncode == 0, direct.stderr
+    return job
+
+
+def test_a_job_that_lists_its_chunks_out_of_frame_order_is_merged_in_frame_order(comp):
+    job = lossless(comp, "out.mkv")
+    spec = json.loads(job.read_text())
+    spec["chunks"] = [spec["chunks"][i] for i in (2, 0, 3, 1)]
+    del spec["mergeCommand"]  # the built-in merge of outputFile
+    job.write_text(json.dumps(spec))
+    result = run([*DOIT, "-n", "2", f"job={job}"], REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert frame_hashes(comp.parent / "out.mkv") == frame_hashes(comp.parent / "direct.mkv")
+
+
+def test_a_helios_merge_command_that_lists_parts_out_of_frame_order_is_refused(comp):
+    job = emit(comp, "out.mov")
+    spec = json.loads(job.read_text())
+    spec["mergeCommand"] = spec["mergeCommand"].replace("out.part0.mov out.part1.mov", "out.part1.mov out.part0.mov")
+    job.write_text(json.dumps(spec))
+    result = run([*CLI, "job", "run", str(job)], REPO)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"helios-doit: {job}: mergeCommand: lists chunk 1's output where chunk 0's belongs (its frames come first), "
+        "so the merged video would be out of order; list the chunk outputs in frame order"]
+    assert not (comp.parent / ".helios-doit").exists()
+
+
+@pytest.mark.parametrize("how", ["stream copy", "encoded again"])
+def test_a_merge_that_scrambles_the_chunks_is_caught_at_its_seams(comp, how):
+    job = lossless(comp, "out.mkv")
+    spec = json.loads(job.read_text())
+    parts = [c["outputFile"] for c in spec["chunks"]]
+    scrambled = [parts[i] for i in (0, 2, 1, 3)]  # the right frames, the wrong order
+    if how == "stream copy":  # not a merge program helios-doit knows, so only its result can tell
+        spec["mergeCommand"] = shlex.join([sys.executable, "-m", "helios_doit", "merge", "out.mkv", *scrambled])
+    else:
+        import imageio_ffmpeg
+
+        listing = "".join(f"file '{p}'\n" for p in scrambled)
+        (comp.parent / "list.txt").write_text(listing)
+        spec["mergeCommand"] = shlex.join([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "concat", "-i",
+                                           "list.txt", "-c:v", "libx264", "-crf", "18", "-an", "-y", "out.mkv"])
+    job.write_text(json.dumps(spec))
+    result = run([*CLI, "job", "run", str(job), "--concurrency", "2"], REPO)
+    assert result.returncode == 1
+    assert "merge failed: the command exited 0 but its output is wrong: out.mkv: the merged file's" in result.stdout
+    expected = ("frames 12-23 are not chunk 1's" if how == "stream copy"
+                else "frame 12 is not chunk 1's first frame")  # pictures compared, after a new encoding
+    assert expected in result.stdout and "joined out of frame order" in result.stdout
+    assert not (comp.parent / "out.mkv").exists()
+
+    (comp.parent / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
+    spec["mergeCommand"] = spec["mergeCommand"].replace(" ".join(scrambled), " ".join(parts))
+    job.write_text(json.dumps(spec))
+    result = run([*CLI, "job", "run", str(job)], REPO)  # in frame order, the same merge passes
+    assert result.returncode == 0, result.stdout + result.stderr
+    merged = frame_hashes(comp.parent / "out.mkv")
+    assert merged == frame_hashes(comp.parent / "direct.mkv") if how == "stream copy" else len(merged) == 48
 
 
 def test_resume_after_deleting_one_chunk_renders_only_it(comp):

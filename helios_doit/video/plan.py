@@ -17,6 +17,8 @@ from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from ..atomic import write_atomic
+from ..errors import os_fault
 from .composition import CompositionError, format_number, frame_total, load_composition, parse_number
 
 #: Tokens of --command-template; --output-template has all but {output}.
@@ -204,6 +206,9 @@ def run_plan(args: argparse.Namespace) -> int:
     except PlanError as exc:
         sys.stderr.write(f"helios-doit: {exc}\n")
         return 2
+    except OSError as exc:
+        sys.stderr.write(f"helios-doit: {args.output}: {os_fault(exc)}\n")
+        return 1
     return 0
 
 
@@ -246,6 +251,4 @@ def _job_faults(job: dict[str, Any], job_file: Path) -> list[str]:
 
 
 def _write(path: Path, job: dict[str, Any]) -> None:
-    temp = path.with_name(f".{path.name}.partial")
-    temp.write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
-    os.replace(temp, path)
+    write_atomic(path, (json.dumps(job, indent=2) + "\n").encode())

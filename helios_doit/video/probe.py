@@ -7,6 +7,7 @@ decodes only the first video frame (so the cost stays close to reading the file 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -39,6 +40,13 @@ class VideoInfo:
     first_is_keyframe: bool
     span: float  # seconds from the first packet's pts to the last packet's end
     extradata_digest: str | None  # codec configuration (SPS/PPS...); chunks must agree on it
+    # What a stream copy carries over byte for byte: the first and last video packets (in decode
+    # order), any others asked for by index, and a tiny picture of the first frame, for a merge
+    # that encoded again. A merged file is checked against its chunks' with these: seams in order.
+    first_packet: str | None = None
+    last_packet: str | None = None
+    packets: tuple[tuple[int, str], ...] = ()
+    signature: str | None = None  # 8x8 grey levels of the first frame, hex
 
     @property
     def duration(self) -> float:
@@ -95,9 +103,10 @@ def pcm_sample_bytes(codec: str) -> int | None:
     return int(match.group(2)) // 8 if match else None
 
 
-def probe(path: str | Path, decode: bool = True) -> MediaInfo:
+def probe(path: str | Path, decode: bool = True, packets_at: frozenset[int] = frozenset()) -> MediaInfo:
     """`decode=False` skips decoding the first video frame: the pixel format stays unknown (None)
-    and a first frame that does not decode goes unnoticed; the rest is checked all the same."""
+    and a first frame that does not decode goes unnoticed; the rest is checked all the same.
+    `packets_at`: video packets (by index, in decode order) whose digests to report."""
     path = Path(path)
     name = path.name or str(path)
     try:
@@ -114,14 +123,15 @@ def probe(path: str | Path, decode: bool = True) -> MediaInfo:
         raise ProbeError(f"{name}: not a readable media file ({_reason(exc)})") from None
     try:
         with container:
-            return _probe_open(container, path, name, size, decode)
+            return _probe_open(container, path, name, size, decode, packets_at)
     except ProbeError:
         raise
     except (av.FFmpegError, OSError, ValueError, UnicodeError, MemoryError) as exc:
         raise ProbeError(f"{name}: damaged or truncated ({_reason(exc)})") from None
 
 
-def _probe_open(container: Any, path: Path, name: str, size: int, decode: bool) -> MediaInfo:
+def _probe_open(container: Any, path: Path, name: str, size: int, decode: bool,
+                packets_at: frozenset[int] = frozenset()) -> MediaInfo:
     layout = tuple(stream.type for stream in container.streams)
     video_stream = container.streams.video[0] if container.streams.video else None
     audio_streams = list(container.streams.audio)
@@ -137,6 +147,7 @@ def _probe_open(container: Any, path: Path, name: str, size: int, decode: bool) 
     first_key: bool | None = None
     first_frame = not decode  # "decoded" already when we were asked not to
     decode_error: str | None = None
+    marks = _Marks(packets_at)
     for packet in container.demux(wanted):
         stream = packet.stream
         if packet.size == 0:  # end-of-stream marker that PyAV yields for flushing decoders
@@ -150,9 +161,10 @@ def _probe_open(container: Any, path: Path, name: str, size: int, decode: bool) 
         if stream is video_stream:
             if first_key is None:
                 first_key = bool(packet.is_keyframe)
+            marks.see(counts[index] - 1, packet)
             if not first_frame and decode_error is None:
                 try:
-                    first_frame = bool(stream.codec_context.decode(packet))
+                    first_frame = marks.picture(stream.codec_context.decode(packet))
                 except av.FFmpegError as exc:
                     decode_error = _reason(exc)
         else:
@@ -168,7 +180,7 @@ def _probe_open(container: Any, path: Path, name: str, size: int, decode: bool) 
     if video_stream is not None:
         if not first_frame and decode_error is None and counts[video_stream.index]:
             try:
-                first_frame = bool(video_stream.codec_context.decode(None))
+                first_frame = marks.picture(video_stream.codec_context.decode(None))
             except av.FFmpegError as exc:
                 decode_error = _reason(exc)
         if not counts[video_stream.index]:
@@ -178,7 +190,10 @@ def _probe_open(container: Any, path: Path, name: str, size: int, decode: bool) 
             raise ProbeError(f"{name}: does not decode: {decode_error}")
         if not first_frame and first_key:
             raise ProbeError(f"{name}: does not decode: no frame came out of {counts[video_stream.index]} video packets")
-        video = _video_info(video_stream, counts[video_stream.index], bool(first_key), first_pts, end_pts, name)
+        video = dataclasses.replace(
+            _video_info(video_stream, counts[video_stream.index], bool(first_key), first_pts, end_pts, name),
+            first_packet=marks.first, last_packet=marks.digest(marks.last), packets=tuple(sorted(marks.found.items())),
+            signature=marks.signature)
         _check_complete(container, video_stream, video, name)
 
     audio = []
@@ -198,6 +213,40 @@ def _probe_open(container: Any, path: Path, name: str, size: int, decode: bool) 
         layout_name = ctx.layout.name if ctx.layout is not None else f"{ctx.channels} channels"
         audio.append(AudioInfo(ctx.name, ctx.sample_rate, ctx.channels, layout_name, Fraction(stream.time_base), total))
     return MediaInfo(path, container.format.name, video, tuple(audio), layout, size)
+
+
+class _Marks:
+    """Digests of the video packets a probe is asked for (and the first and last), and the first
+    frame's signature, gathered in the probe's one pass over the file."""
+
+    def __init__(self, wanted: frozenset[int]):
+        self.wanted = wanted
+        self.found: dict[int, str] = {}
+        self.first: str | None = None
+        self.last: Any = None
+        self.signature: str | None = None
+
+    def see(self, index: int, packet: Any) -> None:
+        if index == 0:
+            self.first = self.digest(packet)
+        if index in self.wanted:
+            self.found[index] = self.digest(packet)
+        self.last = packet
+
+    @staticmethod
+    def digest(packet: Any) -> str | None:
+        return hashlib.sha1(bytes(packet)).hexdigest()[:16] if packet is not None else None
+
+    def picture(self, frames: Any) -> bool:
+        """Keep the first decoded frame's signature; True once there is one."""
+        if frames and self.signature is None:
+            self.signature = signature(frames[0])
+        return bool(frames)
+
+
+def signature(frame: Any) -> str:
+    """A frame as 8x8 grey levels: enough to tell frames of different moments apart, cheap to keep."""
+    return bytes(frame.reformat(width=8, height=8, format="gray").to_ndarray().tobytes()).hex()
 
 
 def _video_info(stream: Any, frames: int, first_key: bool, first_pts: dict[int, int], end_pts: dict[int, int], name: str) -> VideoInfo:
@@ -246,50 +295,6 @@ def _reason(exc: BaseException) -> str:
     """libav's message without the errno and file name PyAV wraps around it."""
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return " ".join(str(text).split())
-
-
-def check_chunk(path: str | Path, frame_count: int, width: int, height: int) -> str | None:
-    """One line saying why a chunk's output is not what the job asked for, or None if it is."""
-    try:
-        info = probe(path)
-    except ProbeError as exc:
-        message = str(exc)
-        prefix = f"{Path(path).name}: "
-        message = message[len(prefix):] if message.startswith(prefix) else message
-        if message.startswith("no such file"):
-            return "was not written"
-        return message if message.startswith("does not decode") else f"does not decode: {message}"
-    video = info.video
-    if video is None:
-        return "has no video stream"
-    if (video.width, video.height) != (width, height):
-        return f"expected {width}x{height}, found {video.width}x{video.height}"
-    if video.frames != frame_count:
-        return f"expected {frame_count} frames, found {video.frames}"
-    if not video.first_is_keyframe:
-        return "does not start on a keyframe, so it cannot be stitched without re-encoding"
-    return None
-
-
-def verify_merged(path: str | Path, total_frames: int, fps: float) -> str | None:
-    """One line saying how a merged file differs from what the job rendered, or None."""
-    try:
-        info = probe(path)
-    except ProbeError as exc:
-        return str(exc).split(": ", 1)[-1]
-    return check_merged(info, total_frames, fps)
-
-
-def check_merged(info: MediaInfo, total_frames: int, fps: float) -> str | None:
-    """`verify_merged` for a file already probed."""
-    if info.video is None:
-        return "has no video stream"
-    if info.video.frames != total_frames:
-        return f"expected {total_frames} frames, found {info.video.frames}"
-    expected = total_frames / fps
-    if abs(info.video.span - expected) > 0.5 / fps:
-        return f"lasts {info.video.span:.3f} s, expected {expected:.3f} s ({total_frames} frames at {fps:g} fps)"
-    return None
 
 
 def mismatch(info: MediaInfo, ref: MediaInfo, ref_name: str) -> str | None:

@@ -17,12 +17,14 @@ import traceback
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc, Colorspace
 
+from ..atomic import new_file
+from ..errors import os_fault
 from .composition import CompositionError, format_number, frame_total, load_composition, parse_number
 
 #: Set to a whole number to pin the encoder's thread count (0 = let the encoder decide).
@@ -175,13 +177,8 @@ def render(composition: str | Path, output: str | Path, *, start_frame: int = 0,
     threads = _threads()
     began = time.monotonic()
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
-    try:
-        samples = _encode(comp, s, partial, _FORMATS[output.suffix.lower()], threads)
-        os.replace(partial, output)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with new_file(output) as partial:  # nameless until complete: a stop or a kill leaves nothing
+        samples = _encode(comp, s, partial.file, _FORMATS[output.suffix.lower()], threads)
     return RenderStats(**{**vars(s), "audio_codec": s.audio_codec if comp.has_audio else None}, output=output,
                        audio_samples=samples, seconds=time.monotonic() - began)
 
@@ -199,14 +196,14 @@ def _threads() -> int | None:
     return int(raw)
 
 
-def _encode(comp: Any, s: Settings, path: Path, fmt: str, threads: int | None) -> int:
-    """Write the video (and audio) to `path`; return the number of audio samples written."""
+def _encode(comp: Any, s: Settings, target: BinaryIO, fmt: str, threads: int | None) -> int:
+    """Write the video (and audio) to `target`; return the number of audio samples written."""
     pix_fmt = _pix_fmt(s.codec, s.quality)
     # mov/mp4 pick their own timescale (e.g. 1/15360); asking for the fps's numerator keeps pts = frame number.
     options = {"video_track_timescale": str(s.fps.numerator)} if fmt in ("mov", "mp4") else {}
     rate, tag = comp.sample_rate, pix_fmt.startswith("yuv")
     first = sample_at(s.start_frame, s.fps, rate)
-    with av.open(str(path), "w", format=fmt, options=options) as container:
+    with av.open(target, "w", format=fmt, options=options) as container:
         video = _video_stream(container, s, pix_fmt, fmt, threads)
         audio = container.add_stream(s.audio_codec, rate=rate, layout=_layout(comp.channels)) if comp.has_audio else None
         if audio is not None:
@@ -320,6 +317,8 @@ def run_render(args: argparse.Namespace) -> int:
         return _fail(str(exc), 2)
     except KeyboardInterrupt:
         return _fail("render stopped (Ctrl-C); the partial output was removed", 130)
+    except OSError as exc:  # the environment: a full disk, a folder that cannot be written
+        return _fail(f"{args.emit_job or args.output}: {os_fault(exc)}", 1)
     except Exception as exc:
         traceback.print_exc()
         return _fail(f"{args.composition}: render failed: {type(exc).__name__}: {exc}", 1)

@@ -25,7 +25,8 @@ from typing import Any, Callable, Protocol, Sequence
 import av
 import numpy as np
 
-from .probe import MediaInfo, ProbeError, check_merged, mismatch, open_media, probe
+from ..atomic import NewFile, new_file
+from .probe import MediaInfo, ProbeError, mismatch, open_media, probe
 
 #: Containers that hold PCM audio and whose usual players play it. This libav's mp4 muxer
 #: accepts PCM (as ISO 'ipcm'), but browsers and QuickTime do not play that, so MP4 gets AAC.
@@ -142,35 +143,36 @@ class _AtomicStitcher:
         if expected_frames is not None and total != expected_frames:
             raise StitchError(f"the chunks hold {total} frames, but the job has {expected_frames}; render the chunks again", 2)
         plans = plan_audio(infos, output, audio_codec)
-        _check_container(output, infos[0], plans)
-        tmp = _temp_path(output)
+        fmt = _check_container(output, infos[0], plans)
         try:
-            samples = self._write(infos, plans, tmp)
-            merged = probe(tmp, decode=False)  # its first frame is the first chunk's, decoded already
-            found = merged.video.frames if merged.video else 0
-            if found != total:
-                raise StitchError(f"{output.name}: the merged file holds {found} frames, the chunks {total}")
-            problem = verify(merged) if verify else None
-            if problem:
-                raise StitchError(f"{output.name}: {problem}")
-            os.replace(tmp, output)
+            # Nameless until it is checked: a merge stopped or killed at any moment leaves nothing.
+            with new_file(output) as tmp:
+                samples = self._write(infos, plans, tmp, fmt)
+                tmp.file.flush()
+                merged = probe(tmp.path, decode=False)  # its first frame is the first chunk's, decoded already
+                found = merged.video.frames if merged.video else 0
+                if found != total:
+                    raise StitchError(f"{output.name}: the merged file holds {found} frames, the chunks {total}")
+                problem = verify(merged) if verify else None
+                if problem:
+                    raise StitchError(f"{output.name}: {problem}")
         except ProbeError as exc:
             raise StitchError(f"{output.name}: the merged file does not read back: {str(exc).split(': ', 1)[-1]}") from None
         except (av.FFmpegError, OSError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise StitchError(f"{output.name}: writing failed: {reason}") from None
-        finally:
-            tmp.unlink(missing_ok=True)  # a no-op after the rename
         fps = infos[0].video.frame_rate  # type: ignore[union-attr]
         return StitchResult(output, found, float(found / fps), samples or tuple(a.samples for a in merged.audio),
                             merged.video.codec, tuple(a.codec for a in merged.audio))  # type: ignore[union-attr]
 
-    def _write(self, infos: Sequence[MediaInfo], plans: Sequence[str | None], tmp: Path) -> tuple[int, ...] | None:
+    def _write(self, infos: Sequence[MediaInfo], plans: Sequence[str | None], tmp: NewFile,
+               fmt: str) -> tuple[int, ...] | None:
         raise NotImplementedError
 
 
-def _check_container(output: Path, first: MediaInfo, plans: Sequence[str | None]) -> None:
-    """Ask this libav build's muxer whether it takes our streams, before any work is done."""
+def _check_container(output: Path, first: MediaInfo, plans: Sequence[str | None]) -> str:
+    """Ask this libav build's muxer whether it takes our streams, before any work is done; the
+    muxer's name (from the output's extension)."""
     try:
         container = av.open(str(_temp_path(output)), "w")  # nothing touches the disk before the header
     except (ValueError, av.FFmpegError):
@@ -178,6 +180,7 @@ def _check_container(output: Path, first: MediaInfo, plans: Sequence[str | None]
     try:
         with open_media(first.path) as src:
             _add_streams(container, src, plans, first)
+        return str(container.format.name)
     except ValueError as exc:
         hint = "another output extension" + ("" if "video" in str(exc) or len(container.streams) == 0 else " or --audio-codec")
         raise StitchError(f"{output.name}: {exc}; choose {hint}", 2) from None
@@ -202,7 +205,7 @@ def _add_streams(out: Any, src: Any, plans: Sequence[str | None], info: MediaInf
 class PyAVStitcher(_AtomicStitcher):
     """The built-in stitcher: a packet-level remux through libav, holding a packet at a time."""
 
-    def _write(self, infos: Sequence[MediaInfo], plans: Sequence[str | None], tmp: Path) -> tuple[int, ...]:
+    def _write(self, infos: Sequence[MediaInfo], plans: Sequence[str | None], tmp: NewFile, fmt: str) -> tuple[int, ...]:
         fps = infos[0].video.frame_rate  # type: ignore[union-attr]
         codecs: list[str | None] = [None, *plans]  # stream 0 is the video, always copied
         starts = [Fraction(0)] * len(codecs)  # per output stream: seconds already written
@@ -210,7 +213,7 @@ class PyAVStitcher(_AtomicStitcher):
         written = [0] * len(codecs)  # samples fed to each audio encoder
         targets: list[Any] = []
         done = 0  # video frames of the chunks before this one
-        with av.open(str(tmp), "w") as out:
+        with av.open(tmp.file, "w", format=fmt) as out:
             for info in infos:
                 # The first chunk is the template of the output's streams: open it fully (pixel
                 # format included); the others only give packets.
@@ -311,7 +314,7 @@ class FfmpegConcatStitcher(_AtomicStitcher):
     def __init__(self, binary: str):
         self.binary = binary
 
-    def _write(self, infos: Sequence[MediaInfo], plans: Sequence[str | None], tmp: Path) -> None:
+    def _write(self, infos: Sequence[MediaInfo], plans: Sequence[str | None], tmp: NewFile, fmt: str) -> None:
         maps = [arg for k, kind in enumerate(infos[0].layout) if kind in ("video", "audio") for arg in ("-map", f"0:{k}")]
         audio: list[str] = []
         for k, plan in enumerate(plans):
@@ -323,15 +326,20 @@ class FfmpegConcatStitcher(_AtomicStitcher):
             quoted = [str(info.path.resolve()).replace("'", "'\\''") for info in infos]
             listing.write_text("".join(f"file '{path}'\n" for path in quoted), encoding="utf-8")
             command = [self.binary, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "concat", "-safe", "0",
-                       "-i", str(listing), *maps, "-c:v", "copy", *audio, "-y", str(tmp)]
+                       "-i", str(listing), *maps, "-c:v", "copy", *audio, "-f", fmt, "-y", _for_others(tmp.path)]
             try:
                 done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
             except OSError as exc:
                 raise StitchError(f"cannot run {self.binary}: {exc.strerror}") from None
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if line.strip()]
-            raise StitchError(f"{tmp.name}: ffmpeg failed with exit code {done.returncode}: {lines[-1] if lines else 'no message'}")
+            raise StitchError(f"ffmpeg failed with exit code {done.returncode}: {lines[-1] if lines else 'no message'}")
         return None
+
+
+def _for_others(path: str) -> str:
+    """The path of a file being written, as another process (ffmpeg) can open it."""
+    return path.replace("/proc/self/", f"/proc/{os.getpid()}/", 1)
 
 
 def get_stitcher(name: str = "builtin") -> Stitcher:
@@ -343,13 +351,6 @@ def get_stitcher(name: str = "builtin") -> Stitcher:
             raise StitchError("--stitcher ffmpeg needs an ffmpeg binary on PATH, and there is none; use --stitcher builtin", 2)
         return FfmpegConcatStitcher(binary)
     raise StitchError(f"unknown stitcher {name!r}; use builtin or ffmpeg", 2)
-
-
-def stitch_job_outputs(inputs: Sequence[Path], output: Path, expected_frames: int, fps: float,
-                       audio_codec: str | None = None) -> StitchResult:
-    """Merge a job's chunks in-process; the result gets its final name only if it matches the job."""
-    return PyAVStitcher().stitch(inputs, Path(output), audio_codec=audio_codec, expected_frames=expected_frames,
-                                 verify=lambda merged: check_merged(merged, expected_frames, fps))
 
 
 def add_merge_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,161 @@
+"""Whether a chunk's output, or a merged file, is what the job asked for; each answer one line.
+
+A chunk is checked when its command exits 0: it must decode, hold exactly its frames at the
+job's size, and start on a keyframe. What a stream copy carries over unchanged (its packet
+count, the digests of its first and last video packets, and an 8x8 picture of its first
+frame) goes into its record. The merged file is checked against the job (frame count and
+duration) and then seam by seam against those facts: a merge that joined the chunks in the
+wrong order, or took a wrong file, has the right frame count but the wrong frames at its seams.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import av
+
+from .probe import MediaInfo, ProbeError, probe, signature
+
+#: Mean grey-level difference under which two 8x8 pictures show the same frame after re-encoding.
+SAME_PICTURE = 12.0
+
+
+@dataclass(frozen=True)
+class ChunkFacts:
+    """What a verified chunk's video holds, as its record keeps it."""
+
+    frames: int
+    packets: int
+    first: str | None
+    last: str | None
+    signature: str | None
+
+    def as_record(self) -> dict[str, Any]:
+        return {"frames": self.frames, "packets": self.packets, "first": self.first, "last": self.last,
+                "signature": self.signature}
+
+    @classmethod
+    def from_record(cls, data: Any) -> ChunkFacts | None:
+        """None for a record without them (a chunk that is not a video, or an older record)."""
+        try:
+            return cls(int(data["frames"]), int(data["packets"]), data["first"], data["last"], data["signature"])
+        except (TypeError, KeyError, ValueError):
+            return None
+
+
+def inspect_chunk(path: str | Path, frame_count: int, width: int, height: int) -> tuple[str | None, ChunkFacts | None]:
+    """Why a chunk's output is not what the job asked for (None if it is), and its facts."""
+    try:
+        info = probe(path)
+    except ProbeError as exc:
+        message = str(exc)
+        prefix = f"{Path(path).name}: "
+        message = message[len(prefix):] if message.startswith(prefix) else message
+        if message.startswith("no such file"):
+            return "was not written", None
+        return (message if message.startswith("does not decode") else f"does not decode: {message}"), None
+    video = info.video
+    if video is None:
+        return "has no video stream", None
+    if (video.width, video.height) != (width, height):
+        return f"expected {width}x{height}, found {video.width}x{video.height}", None
+    if video.frames != frame_count:
+        return f"expected {frame_count} frames, found {video.frames}", None
+    if not video.first_is_keyframe:
+        return "does not start on a keyframe, so it cannot be stitched without re-encoding", None
+    return None, ChunkFacts(video.frames, video.frames, video.first_packet, video.last_packet, video.signature)
+
+
+def check_chunk(path: str | Path, frame_count: int, width: int, height: int) -> str | None:
+    """One line saying why a chunk's output is not what the job asked for, or None if it is."""
+    return inspect_chunk(path, frame_count, width, height)[0]
+
+
+def verify_merged(path: str | Path, total_frames: int, fps: float, chunks: Sequence[ChunkFacts] = (),
+                  labels: Sequence[str] = ()) -> str | None:
+    """One line saying how a merged file differs from what the job rendered, or None. `chunks`
+    (in frame order, named by `labels`) are the facts of what was merged: seams are checked."""
+    seams = _seam_packets(chunks)
+    try:
+        info = probe(path, packets_at=frozenset(seams))
+    except ProbeError as exc:
+        return str(exc).split(": ", 1)[-1]
+    return check_merged(info, total_frames, fps) or (check_seams(info, chunks, labels) if chunks else None)
+
+
+def check_merged(info: MediaInfo, total_frames: int, fps: float) -> str | None:
+    """`verify_merged` for a file already probed, without the seams."""
+    if info.video is None:
+        return "has no video stream"
+    if info.video.frames != total_frames:
+        return f"expected {total_frames} frames, found {info.video.frames}"
+    expected = total_frames / fps
+    if abs(info.video.span - expected) > 0.5 / fps:
+        return f"lasts {info.video.span:.3f} s, expected {expected:.3f} s ({total_frames} frames at {fps:g} fps)"
+    return None
+
+
+def _seam_packets(chunks: Sequence[ChunkFacts]) -> dict[int, tuple[int, str]]:
+    """Packet index in the merged file -> (chunk position, "first" | "last")."""
+    found: dict[int, tuple[int, str]] = {}
+    offset = 0
+    for k, chunk in enumerate(chunks):
+        found[offset] = (k, "first")
+        found[offset + chunk.packets - 1] = (k, "last")
+        offset += chunk.packets
+    return found
+
+
+def check_seams(info: MediaInfo, chunks: Sequence[ChunkFacts], labels: Sequence[str] = ()) -> str | None:
+    """Every chunk's first and last packets where a stream copy in frame order puts them; if no
+    packet was copied as it was (the merge encoded again), every chunk's first picture instead."""
+    assert info.video is not None
+    names = list(labels) or [f"chunk {k}" for k in range(len(chunks))]
+    found = dict(info.video.packets)
+    offsets, copied = [], []
+    offset = 0
+    for chunk in chunks:
+        offsets.append(offset)
+        copied.append(found.get(offset) == chunk.first and found.get(offset + chunk.packets - 1) == chunk.last)
+        offset += chunk.packets
+    if all(copied):
+        return None
+    if any(copied):
+        k = copied.index(False)
+        return (f"the merged file's frames {offsets[k]}-{offsets[k] + chunks[k].packets - 1} are not {names[k]}'s: "
+                "the chunks were joined out of frame order, or a wrong file was taken")
+    return _check_pictures(info.path, chunks, names)
+
+
+def _check_pictures(path: Path, chunks: Sequence[ChunkFacts], names: Sequence[str]) -> str | None:
+    """The merge encoded again: decode the merged file up to its last seam and compare the first
+    frame of every chunk's stretch with that chunk's first picture."""
+    starts: dict[int, int] = {}
+    frame = 0
+    for k, chunk in enumerate(chunks):
+        if chunk.signature:
+            starts[frame] = k
+        frame += chunk.frames
+    if not starts:
+        return None
+    last = max(starts)
+    with av.open(str(path)) as container:
+        for index, decoded in enumerate(container.decode(video=0)):
+            if index in starts:
+                k = starts[index]
+                distance = signature_distance(signature(decoded), chunks[k].signature or "")
+                if distance > SAME_PICTURE:
+                    return (f"the merged file's frame {index} is not {names[k]}'s first frame (they differ by "
+                            f"{distance:.0f} grey levels): the chunks were joined out of frame order, or a wrong file was taken")
+            if index >= last:
+                return None
+    return f"the merged file ends before frame {last}"
+
+
+def signature_distance(a: str, b: str) -> float:
+    """Mean absolute difference of two signatures, in grey levels (0-255)."""
+    x, y = bytes.fromhex(a), bytes.fromhex(b)
+    if len(x) != len(y) or not x:
+        return 255.0
+    return sum(abs(p - q) for p, q in zip(x, y)) / len(x)

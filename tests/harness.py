@@ -1,0 +1,233 @@
+"""What the tests share: jobs on disk run as a user would (real doit, real shell commands, real
+processes), and ways to watch and kill processes.
+
+Jobs for tests:
+
+Each job's chunk command is a small Python script (`stand-in renderer`) that writes its
+output a frame at a time and appends to `runs.log` when it starts and when it finishes, so
+a test can say exactly which chunks ran. Files in the job folder steer it: `fail-<id>`
+makes chunk <id> write part of its output and exit 3; `slow` makes every frame take longer;
+`pid-lines` ends every line with the writer's pid; `pause-<id>` (or `pause-merge`) holds the
+command after its first write until the file is removed (or the test kills it there).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+DOIT = [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py")]
+CLI = [sys.executable, "-m", "helios_doit"]
+#: The console script of this installation, as job commands call it.
+HELIOS_DOIT = str(Path(sys.executable).parent / "helios-doit")
+
+RENDER = r'''
+import os, sys, time
+out, cid, start, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def note(what):
+    fd = os.open("runs.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"chunk {cid} {what} {os.getpid()}\n".encode()); os.close(fd)
+note("start")
+delay = 0.3 if os.path.exists("slow") else 0.0
+mark = f" pid={os.getpid()}" if os.path.exists("pid-lines") else ""  # which process wrote each line
+with open(out, "w") as f:
+    for frame in range(start, start + count):
+        f.write(f"frame {frame} {' '.join(sys.argv[5:])}{mark}\n"); f.flush()
+        while os.path.exists(f"pause-{cid}"):  # a test kills us here, mid-output
+            time.sleep(0.02)
+        if os.path.exists(f"fail-{cid}"):
+            print(f"chunk {cid}: renderer crashed at frame {frame}", file=sys.stderr)
+            sys.exit(3)
+        time.sleep(delay)
+print(f"chunk {cid}: wrote frames {start}-{start + count - 1}")
+note("done")
+'''
+
+MERGE = r'''
+import os, sys
+out, parts = sys.argv[1], sys.argv[2:]
+fd = os.open("runs.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+os.write(fd, b"merge start\n"); os.close(fd)
+if os.path.exists("fail-merge"):
+    open(out, "w").write("half"); sys.exit(4)
+with open(out, "w") as f:
+    for part in parts:
+        f.write(open(part).read()); f.flush()
+        while os.path.exists("pause-merge"):  # a test kills us here, mid-output
+            import time; time.sleep(0.02)
+'''
+
+
+@dataclass
+class Job:
+    """A job folder on disk and ways to run it as a user would."""
+
+    folder: Path
+    file: Path
+    data: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)
+    background: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def runs(self) -> list[str]:
+        """'chunk 3' or 'merge' for every command that started, in order; cleared after reading."""
+        log = self.folder / "runs.log"
+        if not log.exists():
+            return []
+        lines = [line.split(" start")[0] for line in log.read_text().splitlines() if " start" in line]
+        log.unlink()
+        return lines
+
+    def started(self) -> list[str]:
+        log = self.folder / "runs.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+    def save(self) -> None:
+        self.file.write_text(json.dumps(self.data, indent=2))
+
+    def doit(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return _run([*DOIT, *args, f"job={self.file}"], cwd or REPO, timeout, self.env)
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return _run([*CLI, "job", "run", str(self.file), *args], REPO, timeout, self.env)
+
+    def start_doit(self, *args: str) -> subprocess.Popen[str]:
+        """A run in the background, in its own session so a test can signal the runner alone."""
+        return self.start([*DOIT, *args, f"job={self.file}"])
+
+    def start_cli(self, *args: str) -> subprocess.Popen[str]:
+        return self.start([*CLI, *args])
+
+    def start(self, argv: list[str]) -> subprocess.Popen[str]:
+        """In a session of its own (a test can signal the runner alone), marked in the environment
+        of everything it starts (see `gone`)."""
+        env = {**_env(self.env), TEST_TAG: os.urandom(8).hex()}
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        proc.tag = env[TEST_TAG]  # type: ignore[attr-defined]
+        self.background.append(proc)
+        return proc
+
+    def output(self, chunk_id: int) -> Path:
+        return self.folder / f"part_{chunk_id}.txt"
+
+    @property
+    def merged(self) -> Path:
+        return self.folder / "out.txt"
+
+    @property
+    def state(self) -> Path:
+        return self.folder / ".helios-doit" / self.file.name
+
+    def recorded(self) -> set[str]:
+        """Tasks the runner has recorded as complete: "chunk 3", "merge"."""
+        records = self.state / "records"
+        return {p.stem.replace("-", " ") for p in records.glob("*.json")} if records.exists() else set()
+
+    def expected_merge(self) -> str:
+        return "".join(self.output(c["id"]).read_text() for c in self.data["chunks"])
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+def _run(argv: list[str], cwd: Path, timeout: float, extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, env=_env(extra), text=True, capture_output=True, timeout=timeout)
+
+
+def run(argv: list[str], cwd: Path = REPO, timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def chunk_command(chunk_id: int, start: int, count: int, extra: str = "") -> str:
+    return f"{sys.executable} render.py part_{chunk_id}.txt {chunk_id} {start} {count}" + (f" {extra}" if extra else "")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, found through /proc (chunk commands run in their own sessions)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True for a running process; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+#: Set in the environment of a runner started by `Job.start`, inherited by all it starts.
+TEST_TAG = "HELIOS_DOIT_TEST_RUN"
+
+
+def marked(proc: subprocess.Popen[str]) -> list[int]:
+    """Live processes started, at any depth, by a runner from `Job.start` (its own included)."""
+    needle = f"{TEST_TAG}={getattr(proc, 'tag', '-')}\0".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and needle in (entry / "environ").read_bytes() and alive(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def kill_runner(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the runner alone (its commands run in sessions of their own), then wait until
+    nothing it started is left: then what was done before the kill is known."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    wait_for(lambda: not marked(proc), 15, "the killed runner's processes to be gone")
+
+
+def kill_tree(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL a runner and everything it started, as a crash or an OOM kill of the box would: all
+    are stopped first, so that none can react to another's death (a worker to its runner's), or
+    start anything more."""
+    stopped: set[int] = set()
+    while victims := set([proc.pid, *descendants(proc.pid), *marked(proc)]) - stopped:
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped |= victims
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(10)
+    wait_for(lambda: not any(alive(p) for p in stopped) and not marked(proc), 10, "killed processes to go away")
