@@ -161,12 +161,8 @@ def _attempts(job: TaskJob, state: StateDir, dead: str | None = None) -> TaskFai
     for attempt in range(1, allowed + 1):
         if cancel.exists():
             return TaskFailed(f"{job.label} stopped: {cancel.read_text().strip()}")
-        failure, result, facts = _attempt(job, state, attempt, allowed)
+        failure, result, output = _attempt(job, state, attempt, allowed)
         if failure is None:
-            output = stamp(job.output) if job.output else None
-            checkpoints.reached("before-record", job.name, state.root)
-            write_json_atomic(state.record(job.name), _record(job, result, attempt, output, facts))
-            checkpoints.reached("after-record", job.name, state.root)
             size = output[0] if output else None
             events.emit(state.root, "task-done", task=job.name, chunkId=job.chunk_id, attempt=attempt,
                         duration=round(result.duration, 3), frames=job.expect.frames if job.expect else None, size=size)
@@ -227,8 +223,10 @@ def _pause(seconds: float) -> None:
 
 
 def _attempt(job: TaskJob, state: StateDir, attempt: int, allowed: int
-             ) -> tuple[str | None, CommandResult, dict[str, Any] | None]:
-    """One run of the command: never leaves a partial output behind, whatever ends it."""
+             ) -> tuple[str | None, CommandResult, list[int] | None]:
+    """One run of the command: never leaves a partial output behind, whatever ends it. On success
+    its record is written (and the output's stamp returned) before a stop can interrupt: an output
+    is either recorded or removed."""
     marker = state.marker(job.name)
     place = job.place
     if place is not None and attempt > 1:  # the first attempt's place was made ready just before
@@ -261,9 +259,15 @@ def _attempt(job: TaskJob, state: StateDir, attempt: int, allowed: int
                                      on_start=on_start, output=job.output,
                                      should_stop=state.cancel_flag(events.run_id()).exists)
             result = get_adapter(job.adapter, job.options.scheduler).execute(request, sink)
-            failure, facts = _verify(job, result)
-            footer = f"{result.describe()} after {result.duration:.2f}s" + (f": {failure}" if failure else "")
-            ok = failure is None
+            with supervise.held():  # a stop now waits until this attempt's outcome is on disk
+                failure, facts = _verify(job, result)
+                footer = f"{result.describe()} after {result.duration:.2f}s" + (f": {failure}" if failure else "")
+                output = stamp(job.output) if job.output and failure is None else None
+                if failure is None:
+                    checkpoints.reached("before-record", job.name, state.root)
+                    write_json_atomic(state.record(job.name), _record(job, result, attempt, output, facts))
+                    ok = True
+                    checkpoints.reached("after-record", job.name, state.root)
     finally:
         sink.close(footer)
         try:
@@ -275,7 +279,7 @@ def _attempt(job: TaskJob, state: StateDir, attempt: int, allowed: int
             _say(f"{job.label}: its partial output was not removed: {exc}")
         finally:
             remove(marker)
-    return failure, result, facts
+    return failure, result, output
 
 
 def _verify(job: TaskJob, result: CommandResult) -> tuple[str | None, dict[str, Any] | None]:

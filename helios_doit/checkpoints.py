@@ -11,6 +11,7 @@ verified, record not written), `after-record` (record written, task not yet repo
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -27,5 +28,11 @@ def reached(point: str, task: str, state_root: str | os.PathLike[str]) -> None:
         return
     flag = Path(state_root, f"paused-{point}-{task}")
     flag.write_text(str(os.getpid()))
-    while flag.exists():
-        time.sleep(0.02)
+    # Stops held back around this point are let through while paused: a stop that comes now is
+    # handled as if it came at this very point.
+    previous = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        while flag.exists():
+            time.sleep(0.02)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

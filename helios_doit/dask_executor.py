@@ -4,8 +4,8 @@ Only the shell command leaves this process: checks, records, verification, logs 
 in `actions.run_task`, so a Dask run means what a local run means. The job folder must be on
 shared storage, and workers need helios-doit installed (they import `_run_remote` by name).
 
-In the worker, `_run_remote` runs the command as a process-group leader, with `WATCHER` in the
-group to SIGKILL it if the worker dies (no orphan keeps writing while Dask reruns the chunk).
+In the worker, `_run_remote` runs the command in a process group led by `WATCHER`, which
+SIGKILLs the group if the worker dies (no orphan keeps writing while Dask reruns the chunk).
 Output is batched into a `distributed.Queue` per task and drained live by the adapter; a
 cancelled task stops its group. Environment: the worker's, the runner's minus `WORKER_LOCAL`.
 
@@ -52,8 +52,8 @@ WORKER_LOCAL = frozenset({
 })
 WORKER_LOCAL_PREFIXES = ("SSH_", "XDG_", "LC_", "DASK_", "CONDA_", "MALLOC_")
 
-#: Joins the command's process group and SIGKILLs it when its stdin, a pipe from the Dask
-#: worker, reaches EOF: the worker died. A stop of the group (SIGTERM) is not for it.
+#: Leads the process group the command joins, and SIGKILLs it when its stdin, a pipe from the
+#: Dask worker, reaches EOF: the worker died. A stop of the group (SIGTERM) is not for it.
 WATCHER = 'trap "" TERM INT HUP; while read -r _; do :; done; kill -KILL 0'
 
 _lock = threading.RLock()
@@ -171,6 +171,8 @@ class _Remote:
             poll = _POLL if self._take() else min(poll * 2, 1.0)  # a quiet command costs the scheduler 1 call/s
             if self.final is not None:  # sent before the function returns, so complete once done
                 return self._result()
+            if done and self.where is not None and self.future.status == "cancelled":
+                return self.stop()  # cancelled while it runs: gone for sure before its output is touched
             if done or self.future.client.status in ("closing", "closed"):
                 return self._failed()
             if supervise.stopping() or (should_stop is not None and should_stop()):
@@ -314,28 +316,26 @@ def _run_remote(command: str, cwd: str, shared: dict[str, str], explicit: dict[s
     if output:  # a rerun after a lost worker: the first run's partial output must go
         with contextlib.suppress(FileNotFoundError):
             os.unlink(output)
+    # The watcher first, leading the group the command then joins: from its first instant the
+    # command is in a group that dies with this worker.
+    watcher = subprocess.Popen(["/bin/sh", "-c", WATCHER], cwd="/", stdin=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
+    pgid = watcher.pid
     try:
         proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=pgid)
     except OSError as err:
+        _release(watcher, pgid)
         line = f"helios-doit: cannot start the command on Dask worker {me.address} in {cwd}: {err}"
         box.add("out", ("stderr", (line + "\n").encode()))
         result.update(exit_code=LOST, signal=None, tail=[line])
     else:
-        box.add("start", {"worker": me.address, "name": str(me.name), "host": socket.gethostname(), "pgid": proc.pid,
+        box.add("start", {"worker": me.address, "name": str(me.name), "host": socket.gethostname(), "pgid": pgid,
                           "machine": machine()}, now=True)
         try:
-            watcher = subprocess.Popen(["/bin/sh", "-c", WATCHER], cwd="/", stdin=subprocess.PIPE,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=proc.pid)
-        except OSError:
-            watcher = None  # the group is gone already: nothing left to guard
-        try:
-            timed_out = _pump(proc, box, tail, timeout, lambda: _wanted(me, key))
+            timed_out = _pump(proc, pgid, box, tail, timeout, lambda: _wanted(me, key))
         finally:
-            _kill_group(proc.pid, signal.SIGKILL)  # leftovers and the watcher (it keeps the pgid taken)
-            if watcher is not None:
-                watcher.stdin.close()  # type: ignore[union-attr]
-                watcher.wait()
+            _release(watcher, pgid)  # leftovers of the command, and the watcher
         code = proc.returncode
         result.update(exit_code=code if code >= 0 else None, signal=-code if code < 0 else None,
                       duration=time.monotonic() - started, tail=list(tail), timed_out=timed_out)
@@ -343,7 +343,13 @@ def _run_remote(command: str, cwd: str, shared: dict[str, str], explicit: dict[s
     return result
 
 
-def _pump(proc: subprocess.Popen[bytes], box: _Outbox, tail: deque[str], timeout: float | None,
+def _release(watcher: subprocess.Popen[bytes], pgid: int) -> None:
+    _kill_group(pgid, signal.SIGKILL)
+    watcher.stdin.close()  # type: ignore[union-attr]
+    watcher.wait()
+
+
+def _pump(proc: subprocess.Popen[bytes], pgid: int, box: _Outbox, tail: deque[str], timeout: float | None,
           wanted: Callable[[], bool]) -> bool:
     """Forward output until the command has exited and both pipes are closed; stop the group on
     timeout or cancellation (SIGTERM, SIGKILL after the grace). True if the timeout stopped it."""
@@ -372,15 +378,15 @@ def _pump(proc: subprocess.Popen[bytes], box: _Outbox, tail: deque[str], timeout
             timed_out = timed_out or (stopped_at is None and timeout is not None and now >= started + timeout)
             if stopped_at is None and (timed_out or not wanted()):
                 stopped_at = now
-                _kill_group(proc.pid, signal.SIGTERM)
+                _kill_group(pgid, signal.SIGTERM)
             if (stopped_at is not None and now >= stopped_at + STOP_GRACE) or proc.poll() is not None:
-                _kill_group(proc.pid, signal.SIGKILL)  # after the grace, or leftovers of a finished command
+                _kill_group(pgid, signal.SIGKILL)  # after the grace, or leftovers of a finished command
     finally:
         selector.close()
         proc.stdout.close()
         proc.stderr.close()
         if proc.poll() is None:  # only after an error here
-            _kill_group(proc.pid, signal.SIGKILL)
+            _kill_group(pgid, signal.SIGKILL)
         proc.wait()
     if partial:
         tail.append(partial.decode(errors="replace"))

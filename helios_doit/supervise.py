@@ -86,6 +86,21 @@ def active() -> Iterator[None]:
                 del _active[me]
 
 
+#: The signals that stop a run.
+STOPS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Hold a stop back for the block (on this thread: signals reach Python on the main thread);
+    one that came meanwhile is handled as the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _wait_for_other_threads(timeout: float) -> None:
     me = threading.get_ident()
     deadline = time.monotonic() + timeout

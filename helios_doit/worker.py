@@ -142,36 +142,30 @@ class LocalAdapter:
         argv = argv_for(request.command, env)
         own = own_command(argv, env) if _may_fork() else None
         reaper.ensure()  # before anything starts: the guard must exist to be told about it
-        proc: subprocess.Popen[bytes] | Forked
+        # A stop (SIGINT/SIGTERM) waits until the command is known to this process and its guard:
+        # one that came between its start and that would leave it running, unknown, unstopped.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
         try:
-            if own:
-                # The child waits until its group is registered: no instant in which it runs unguarded.
-                proc = Forked(own, request.cwd, env, on_fork=lambda pid: _registered(pid, request))
-            else:
-                proc = _popen(argv, request.cwd, env)
-                reaper.guard(proc.pid)  # exec'd commands carry the attempt's tag from their first instant
-        except OSError as error:
-            failed = _start_failure(argv, error, own is not None)
-            if failed is None:
-                raise  # the runner's own trouble (no folder, no processes left), not the command's
-            if failed == ():  # a script without #!: sh runs such files itself
-                argv = [SHELL, "-c", request.command]
-                proc = _popen(argv, request.cwd, env)
-                reaper.guard(proc.pid)
-            else:
-                code, message = failed
-                sink("stderr", f"{message}\n".encode())
-                return CommandResult(exit_code=code, signal=None, duration=time.monotonic() - started,
-                                     stderr_tail=(message,))
+            proc = _start(argv, own, request, env)
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            raise
+        if isinstance(proc, tuple):  # it could not start: a failure of the command, as sh reports it
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            code, message = proc
+            sink("stderr", f"{message}\n".encode())
+            return CommandResult(exit_code=code, signal=None, duration=time.monotonic() - started, stderr_tail=(message,))
         tail: deque[str] = deque(maxlen=20)
         timed_out = False
         try:
             with _lock:
                 _running[proc.pid] = _Running(proc)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a stop held back is handled here, and stops it
             timed_out = _pump(proc, request.timeout, started, sink, tail, request.should_stop)
             proc.wait()
             _kill_group(proc.pid, signal.SIGKILL)  # leftovers of a command that exited: no orphans
         except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             stop_process(proc)
             raise
         finally:
@@ -185,6 +179,30 @@ class LocalAdapter:
             stderr_tail=tuple(tail),
             timed_out=timed_out,
         )
+
+
+#: The signals that stop a run: held back while a command starts (supervise.STOPS, which this
+#: module cannot import: supervise imports it).
+_STOPS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _start(argv: list[str], own: list[str] | None, request: CommandRequest, env: dict[str, str] | None
+           ) -> subprocess.Popen[bytes] | Forked | tuple[int, str]:
+    """The command started and registered with the guard, or (exit code, sh's message)."""
+    try:
+        if own:
+            # The child waits until its group is registered: no instant in which it runs unguarded.
+            return Forked(own, request.cwd, env, on_fork=lambda pid: _registered(pid, request))
+        proc = _popen(argv, request.cwd, env)
+    except OSError as error:
+        failed = _start_failure(argv, error, own is not None)
+        if failed is None:
+            raise  # the runner's own trouble (no folder, no processes left), not the command's
+        if failed != ():
+            return failed  # type: ignore[return-value]
+        proc = _popen([SHELL, "-c", request.command], request.cwd, env)  # a script without #!: sh runs it
+    reaper.guard(proc.pid)  # exec'd commands carry the runner's tag from their first instant
+    return proc
 
 
 def _registered(pid: int, request: CommandRequest) -> None:

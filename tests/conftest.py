@@ -7,13 +7,12 @@ HELIOS_DOIT_FORK=0 would change what the fork tests test): tests set what they n
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from harness import MERGE, RENDER, Job, chunk_command, kill_tree
+from harness import Job, kill_tree, new_job
 
 for _key in [key for key in os.environ if key.startswith(("HELIOS_DOIT_", "DASK_"))]:
     del os.environ[_key]
@@ -22,30 +21,10 @@ for _key in [key for key in os.environ if key.startswith(("HELIOS_DOIT_", "DASK_
 @pytest.fixture
 def make_job(tmp_path: Path) -> Iterator[Callable[..., Job]]:
     """make_job(chunks=4, frames=8) -> a valid job with stand-in render and merge scripts."""
-
     jobs: list[Job] = []
 
     def make(chunks: int = 4, frames: int = 8, folder: str = "job", name: str = "job.json") -> Job:
-        root = tmp_path / folder
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "render.py").write_text(RENDER)
-        (root / "merge.py").write_text(MERGE)
-        spec_chunks = [
-            {"id": i, "startFrame": i * frames, "frameCount": frames, "outputFile": f"part_{i}.txt",
-             "command": chunk_command(i, i * frames, frames)}
-            for i in range(chunks)
-        ]
-        parts = " ".join(c["outputFile"] for c in spec_chunks)
-        data = {
-            "metadata": {"totalFrames": chunks * frames, "fps": 24, "width": 320, "height": 180,
-                         "duration": chunks * frames / 24},
-            "chunks": spec_chunks,
-            "mergeCommand": f"{sys.executable} merge.py out.txt {parts}",
-            "outputFile": "out.txt",
-            "inputs": ["render.py"],
-        }
-        job = Job(root, root / name, data)
-        job.save()
+        job = new_job(tmp_path / folder, chunks, frames, name)
         jobs.append(job)
         return job
 
@@ -54,5 +33,3 @@ def make_job(tmp_path: Path) -> Iterator[Callable[..., Job]]:
         for proc in job.background:
             if proc.poll() is None:
                 kill_tree(proc)
-
-

@@ -3,10 +3,11 @@ processes), and ways to watch and kill processes.
 
 Jobs for tests:
 
-Each job's chunk command is a small Python script (`stand-in renderer`) that writes its
+Each job's chunk command is a small shell script (`stand-in renderer`) that writes its
 output a frame at a time and appends to `runs.log` when it starts and when it finishes, so
 a test can say exactly which chunks ran. Files in the job folder steer it: `fail-<id>`
-makes chunk <id> write part of its output and exit 3; `slow` makes every frame take longer;
+makes chunk <id> write part of its output and exit 3; `slow` makes every frame take 0.3 s (or
+the seconds it holds);
 `pid-lines` ends every line with the writer's pid; `pause-<id>` (or `pause-merge`) holds the
 command after its first write until the file is removed (or the test kills it there).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,40 +31,37 @@ CLI = [sys.executable, "-m", "helios_doit"]
 #: The console script of this installation, as job commands call it.
 HELIOS_DOIT = str(Path(sys.executable).parent / "helios-doit")
 
-RENDER = r'''
-import os, sys, time
-out, cid, start, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-def note(what):
-    fd = os.open("runs.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    os.write(fd, f"chunk {cid} {what} {os.getpid()}\n".encode()); os.close(fd)
-note("start")
-delay = 0.3 if os.path.exists("slow") else 0.0
-mark = f" pid={os.getpid()}" if os.path.exists("pid-lines") else ""  # which process wrote each line
-with open(out, "w") as f:
-    for frame in range(start, start + count):
-        f.write(f"frame {frame} {' '.join(sys.argv[5:])}{mark}\n"); f.flush()
-        while os.path.exists(f"pause-{cid}"):  # a test kills us here, mid-output
-            time.sleep(0.02)
-        if os.path.exists(f"fail-{cid}"):
-            print(f"chunk {cid}: renderer crashed at frame {frame}", file=sys.stderr)
-            sys.exit(3)
-        time.sleep(delay)
-print(f"chunk {cid}: wrote frames {start}-{start + count - 1}")
-note("done")
+#: The stand-in renderer: a shell script (a job of them starts no Python per chunk).
+RENDER = r'''#!/bin/sh
+out=$1 cid=$2 start=$3 count=$4
+shift 4
+extra="$*"
+echo "chunk $cid start $$" >> runs.log
+delay=0; [ -f slow ] && delay=$(cat slow); [ -z "$delay" ] && delay=0.3  # seconds a frame
+mark=""; [ -f pid-lines ] && mark=" pid=$$"  # which process wrote each line
+: > "$out"
+frame=$start
+while [ "$frame" -lt $((start + count)) ]; do
+    printf 'frame %s %s%s\n' "$frame" "$extra" "$mark" >> "$out"
+    while [ -f "pause-$cid" ]; do sleep 0.02; done  # a test kills us here, mid-output
+    if [ -f "fail-$cid" ]; then echo "chunk $cid: renderer crashed at frame $frame" >&2; exit 3; fi
+    [ "$delay" = 0 ] || sleep "$delay"
+    frame=$((frame + 1))
+done
+echo "chunk $cid: wrote frames $start-$((start + count - 1))"
+echo "chunk $cid done $$" >> runs.log
 '''
 
-MERGE = r'''
-import os, sys
-out, parts = sys.argv[1], sys.argv[2:]
-fd = os.open("runs.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-os.write(fd, b"merge start\n"); os.close(fd)
-if os.path.exists("fail-merge"):
-    open(out, "w").write("half"); sys.exit(4)
-with open(out, "w") as f:
-    for part in parts:
-        f.write(open(part).read()); f.flush()
-        while os.path.exists("pause-merge"):  # a test kills us here, mid-output
-            import time; time.sleep(0.02)
+MERGE = r'''#!/bin/sh
+out=$1
+shift
+echo "merge start" >> runs.log
+if [ -f fail-merge ]; then printf half > "$out"; exit 4; fi
+: > "$out"
+for part in "$@"; do
+    cat "$part" >> "$out"
+    while [ -f pause-merge ]; do sleep 0.02; done  # a test kills us here, mid-output
+done
 '''
 
 
@@ -126,6 +125,11 @@ class Job:
     def state(self) -> Path:
         return self.folder / ".helios-doit" / self.file.name
 
+    def copy_to(self, folder: Path) -> Job:
+        """The job folder copied whole (state included, modification times kept) to `folder`."""
+        shutil.copytree(self.folder, folder, symlinks=True)
+        return Job(folder, folder / self.file.name, json.loads(json.dumps(self.data)), dict(self.env))
+
     def recorded(self) -> set[str]:
         """Tasks the runner has recorded as complete: "chunk 3", "merge"."""
         records = self.state / "records"
@@ -149,8 +153,32 @@ def run(argv: list[str], cwd: Path = REPO, timeout: float = 300, **kw: Any) -> s
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, **kw)
 
 
+def new_job(root: Path, chunks: int = 4, frames: int = 8, name: str = "job.json") -> Job:
+    """A valid job in `root`: `chunks` chunks of `frames` frames by the stand-in renderer, merged by
+    the stand-in merge into out.txt; the renderer script is the job's one input."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "render.sh").write_text(RENDER)
+    (root / "merge.sh").write_text(MERGE)
+    spec_chunks = [
+        {"id": i, "startFrame": i * frames, "frameCount": frames, "outputFile": f"part_{i}.txt",
+         "command": chunk_command(i, i * frames, frames)}
+        for i in range(chunks)
+    ]
+    data = {
+        "metadata": {"totalFrames": chunks * frames, "fps": 24, "width": 320, "height": 180,
+                     "duration": chunks * frames / 24},
+        "chunks": spec_chunks,
+        "mergeCommand": "sh merge.sh out.txt " + " ".join(c["outputFile"] for c in spec_chunks),
+        "outputFile": "out.txt",
+        "inputs": ["render.sh"],
+    }
+    job = Job(root, root / name, data)
+    job.save()
+    return job
+
+
 def chunk_command(chunk_id: int, start: int, count: int, extra: str = "") -> str:
-    return f"{sys.executable} render.py part_{chunk_id}.txt {chunk_id} {start} {count}" + (f" {extra}" if extra else "")
+    return f"sh render.sh part_{chunk_id}.txt {chunk_id} {start} {count}" + (f" {extra}" if extra else "")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:

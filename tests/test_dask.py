@@ -1,7 +1,7 @@
 """The Dask executor for real: a `dask scheduler` and `dask worker` processes on loopback.
 
 Chunk commands go through `where.py`, which notes the Dask worker it ran in (from
-`HELIOS_DOIT_DASK_WORKER_NAME`) and the pids of its ancestors, then execs the conftest's
+`HELIOS_DOIT_DASK_WORKER_NAME`) and the pids of its ancestors, then execs the harness'
 stand-in renderer, so its pid is also the one the renderer writes to runs.log.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ while pid > 1:
 fd = os.open("where.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 os.write(fd, f"{sys.argv[3]} {os.environ.get('HELIOS_DOIT_DASK_WORKER_NAME')} {os.environ.get('HELIOS_DOIT_DASK_WORKER')} {' '.join(map(str, chain))}\n".encode())
 os.close(fd)
-os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+os.execv("/bin/sh", ["sh", *sys.argv[1:]])
 '''
 
 
@@ -92,7 +92,7 @@ def via_where(job) -> None:
     """Every chunk command runs through where.py."""
     (job.folder / "where.py").write_text(WHERE)
     for chunk in job.data["chunks"]:
-        chunk["command"] = chunk["command"].replace(f"{sys.executable} ", f"{sys.executable} where.py ", 1)
+        chunk["command"] = chunk["command"].replace("sh ", f"{sys.executable} where.py ", 1)
     job.save()
 
 
@@ -197,7 +197,8 @@ def test_a_chunk_lost_with_its_worker_is_rendered_again_elsewhere(make_job, tmp_
     try:
         job = make_job(chunks=4, frames=4)
         via_where(job)
-        (job.folder / "slow").touch()  # 1.2 s a chunk
+        for i in range(4):
+            (job.folder / f"pause-{i}").touch()  # every command holds after its first frame
         runner = job.start_doit("-n", "2", "-P", "thread", "executor=dask", f"scheduler={cluster.address}")
         wait_for(lambda: (job.folder / "where.log").exists() and len(where(job)) >= 2, 30, "two remote commands")
         chunk_id, victim, _, chain = where(job)[0]
@@ -205,6 +206,8 @@ def test_a_chunk_lost_with_its_worker_is_rendered_again_elsewhere(make_job, tmp_
                  "a partial output")
         os.kill(cluster.workers[victim].pid, signal.SIGKILL)  # the worker only: its command is orphaned
         wait_for(lambda: not alive(chain[0]), 5, "the orphaned command to be killed by its watcher")
+        for i in range(4):
+            (job.folder / f"pause-{i}").unlink()
         out, err = runner.communicate(timeout=60)
         assert runner.returncode == 0, out + err
         assert f"chunk {chunk_id} done {chain[0]}" not in job.started(), "the orphaned command went on"

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from harness import kill_runner, kill_tree, wait_for
+from harness import Job, kill_runner, kill_tree, new_job, wait_for
 
 
 def assert_one_writer_each(job, chunks: int, frames: int) -> None:
@@ -72,7 +72,7 @@ def test_a_kill_at_a_chosen_point_then_a_rerun_redoes_exactly_what_was_not_done(
 def test_sigkill_at_a_random_moment_then_rerun(make_job, seed):
     rng = random.Random(seed)
     job = make_job(chunks=6, frames=3)
-    (job.folder / "slow").touch()  # 0.9 s a chunk: a 3 s job under -n 2
+    (job.folder / "slow").write_text("0.1")  # 0.3 s a chunk: kills land while chunks run
     (job.folder / "pid-lines").touch()
     finished_before_a_kill: set[str] = set()
     for _ in range(2):
@@ -95,7 +95,7 @@ def test_sigkill_at_a_random_moment_then_rerun(make_job, seed):
 
 def test_two_runners_at_once_one_killed_the_other_finishes_with_one_writer_per_output(make_job):
     job = make_job(chunks=6, frames=3)
-    (job.folder / "slow").touch()
+    (job.folder / "slow").write_text("0.1")
     (job.folder / "pid-lines").touch()
     first = job.start_doit("-n", "2")
     second = job.start_doit("-n", "2")
@@ -158,11 +158,19 @@ RERUN = {"records-garbage": ["chunk 1"], "record-truncated": ["chunk 2"], "recor
 ASIDE = {"record-is-a-folder": ["chunk-1.json", "part_1.txt"], "lock-is-a-folder": ["chunk-2.lock", "part_2.txt"], "runs-is-a-file": ["runs"], "running-is-a-file": ["running"]}
 
 
-@pytest.mark.parametrize("damage", DAMAGE)
-def test_damaged_state_is_recovered_by_redoing_work(make_job, damage):
-    job = make_job(chunks=3)
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Job:
+    """A job run to the end once, copied by each test that damages its state."""
+    root = tmp_path_factory.mktemp("finished")
+    job = new_job(root, chunks=3)
     assert job.doit().returncode == 0
     job.runs()
+    return job
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damaged_state_is_recovered_by_redoing_work(finished, tmp_path, damage):
+    job = finished.copy_to(tmp_path / "job")
     DAMAGE[damage](job.state)
     result = job.doit()
     assert result.returncode == 0, result.stdout + result.stderr

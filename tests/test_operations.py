@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 from harness import alive, chunk_command, wait_for
@@ -10,7 +9,7 @@ from harness import alive, chunk_command, wait_for
 FLAKY = (
     "n=$(cat tries-{id} 2>/dev/null || echo 0); n=$((n+1)); echo $n > tries-{id}; "
     "if [ $n -le {fails} ]; then echo \"attempt $n breaks\" >&2; {how}; fi; "
-    f"{sys.executable} render.py part_{{id}}.txt {{id}} {{start}} 8"
+    "sh render.sh part_{id}.txt {id} {start} 8"
 )
 
 

@@ -56,7 +56,7 @@ def test_changed_input_reruns_all_chunks(make_job):
     job = make_job()
     job.doit()
     job.runs()
-    (job.folder / "render.py").write_text((job.folder / "render.py").read_text() + "\n# edited\n")
+    (job.folder / "render.sh").write_text((job.folder / "render.sh").read_text() + "\n# edited\n")
     assert job.doit("-n", "2").returncode == 0
     # every chunk renders again; their content did not change, so the merge stands
     assert sorted(job.runs()) == ["chunk 0", "chunk 1", "chunk 2", "chunk 3"]
@@ -66,7 +66,7 @@ def test_touched_input_with_same_content_reruns_nothing(make_job):
     job = make_job()
     job.doit()
     job.runs()
-    (job.folder / "render.py").write_text((job.folder / "render.py").read_text())
+    (job.folder / "render.sh").write_text((job.folder / "render.sh").read_text())
     assert job.doit().returncode == 0
     assert job.runs() == []
 

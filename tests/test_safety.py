@@ -17,9 +17,9 @@ import pytest
 
 from harness import CLI, DOIT, REPO, alive, descendants, wait_for
 
-LINES = 12
-#: Appends a line with its pid every 0.15 s: two writers at once show as two pids, or too many lines.
-WRITER = f'for i in $(seq 1 {LINES}); do echo "$$ line $i" >> {{out}}; sleep 0.15; done'
+LINES = 8
+#: Appends a line with its pid every 0.1 s: two writers at once show as two pids, or too many lines.
+WRITER = f'for i in $(seq 1 {LINES}); do echo "$$ line $i" >> {{out}}; sleep 0.1; done'
 
 
 def writer_job(folder: Path, chunks: int = 1) -> Path:

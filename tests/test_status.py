@@ -93,7 +93,7 @@ def test_edited_input_makes_every_chunk_stale_without_touching_the_cache(make_jo
     job = make_job(chunks=2)
     job.doit()
     cache = (job.state / "inputs.json").read_bytes()
-    script = job.folder / "render.py"
+    script = job.folder / "render.sh"
     script.write_text(script.read_text() + "\n# edited\n")
     assert states(status(job)) == ["stale", "stale"]
     assert (job.state / "inputs.json").read_bytes() == cache

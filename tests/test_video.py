@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -51,6 +52,39 @@ def comp(tmp_path: Path) -> Path:
     path.parent.mkdir()
     path.write_text(COMPOSITION)
     return path
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A job of 4 chunks (out.mov), rendered and merged once; tests change copies of it."""
+    folder = tmp_path_factory.mktemp("rendered") / "render dir"
+    folder.mkdir()
+    (folder / "comp.py").write_text(COMPOSITION)
+    job = emit(folder / "comp.py", "out.mov")
+    result = run([*DOIT, "-n", "2", f"job={job}"], REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lossless_chunks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A job of 4 lossless chunks (every frame decodes to what was drawn; merged file out.mkv),
+    the chunks rendered but not merged, and a direct render of the same frames (direct.mkv)."""
+    folder = tmp_path_factory.mktemp("lossless") / "render dir"
+    folder.mkdir()
+    (folder / "comp.py").write_text(COMPOSITION)
+    job = emit(folder / "comp.py", "out.mkv", "--video-codec", "ffv1")
+    direct = run([*HELIOS_DOIT, "render", "comp.py", "-o", "direct.mkv", "--video-codec", "ffv1"], folder)
+    assert direct.returncode == 0, direct.stderr
+    chunks = run([*CLI, "job", "run", str(job), "--no-merge", "--concurrency", "2"], REPO)
+    assert chunks.returncode == 0, chunks.stdout + chunks.stderr
+    return folder
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    """The job file of a copy of a rendered job's folder (records and outputs as they were)."""
+    shutil.copytree(folder, tmp_path / "render dir")
+    return tmp_path / "render dir" / "job.json"
 
 
 def emit(comp: Path, output: str, *flags: str, concurrency: int = 4) -> Path:
@@ -110,23 +144,15 @@ def test_a_chunk_with_a_frame_too_many_fails(comp):
     assert not (comp.parent / "out.part1.mov").exists() and not (comp.parent / ".helios-doit/job.json/records/chunk-1.json").exists()
 
 
-def lossless(comp: Path, output: str, concurrency: int = 4) -> Path:
-    """A job of lossless chunks (every frame decodes to what was drawn), and its direct render."""
-    job = emit(comp, output, "--video-codec", "ffv1", concurrency=concurrency)
-    direct = run([*HELIOS_DOIT, "render", comp.name, "-o", "direct.mkv", "--video-codec", "ffv1"], comp.parent)
-    assert direct.returncode == 0, direct.stderr
-    return job
-
-
-def test_a_job_that_lists_its_chunks_out_of_frame_order_is_merged_in_frame_order(comp):
-    job = lossless(comp, "out.mkv")
+def test_a_job_that_lists_its_chunks_out_of_frame_order_is_merged_in_frame_order(lossless_chunks, tmp_path):
+    job = copy_of(lossless_chunks, tmp_path)
     spec = json.loads(job.read_text())
     spec["chunks"] = [spec["chunks"][i] for i in (2, 0, 3, 1)]
     del spec["mergeCommand"]  # the built-in merge of outputFile
     job.write_text(json.dumps(spec))
     result = run([*DOIT, "-n", "2", f"job={job}"], REPO)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert frame_hashes(comp.parent / "out.mkv") == frame_hashes(comp.parent / "direct.mkv")
+    assert frame_hashes(job.parent / "out.mkv") == frame_hashes(job.parent / "direct.mkv")
 
 
 def test_a_helios_merge_command_that_lists_parts_out_of_frame_order_is_refused(comp):
@@ -143,8 +169,9 @@ def test_a_helios_merge_command_that_lists_parts_out_of_frame_order_is_refused(c
 
 
 @pytest.mark.parametrize("how", ["stream copy", "encoded again"])
-def test_a_merge_that_scrambles_the_chunks_is_caught_at_its_seams(comp, how):
-    job = lossless(comp, "out.mkv")
+def test_a_merge_that_scrambles_the_chunks_is_caught_at_its_seams(lossless_chunks, tmp_path, how):
+    job = copy_of(lossless_chunks, tmp_path)
+    comp = job.parent / "comp.py"
     spec = json.loads(job.read_text())
     parts = [c["outputFile"] for c in spec["chunks"]]
     scrambled = [parts[i] for i in (0, 2, 1, 3)]  # the right frames, the wrong order
@@ -175,9 +202,9 @@ def test_a_merge_that_scrambles_the_chunks_is_caught_at_its_seams(comp, how):
     assert merged == frame_hashes(comp.parent / "direct.mkv") if how == "stream copy" else len(merged) == 48
 
 
-def test_resume_after_deleting_one_chunk_renders_only_it(comp):
-    job = emit(comp, "out.mov")
-    assert run([*DOIT, "-n", "2", f"job={job}"], REPO).returncode == 0
+def test_resume_after_deleting_one_chunk_renders_only_it(rendered, tmp_path):
+    job = copy_of(rendered, tmp_path)
+    comp = job.parent / "comp.py"
     spec = json.loads(job.read_text())
     (comp.parent / spec["chunks"][1]["outputFile"]).unlink()
     result = run([*DOIT, "-n", "2", f"job={job}"], REPO)
@@ -188,9 +215,9 @@ def test_resume_after_deleting_one_chunk_renders_only_it(comp):
     assert len(frame_hashes(comp.parent / "out.mov")) == 48
 
 
-def test_seams_report_of_a_job(comp):
-    job = emit(comp, "out.mov")
-    assert run([*DOIT, "-n", "2", f"job={job}"], REPO).returncode == 0
+def test_seams_report_of_a_job(rendered, tmp_path):
+    job = copy_of(rendered, tmp_path)
+    comp = job.parent / "comp.py"
     result = run([*HELIOS_DOIT, "seams", str(job), "-o", "seams.png"], comp.parent)
     assert result.returncode == 0, result.stderr
     from PIL import Image
