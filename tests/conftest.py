@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-
 from harness import Job, kill_tree, new_job
 
 for _key in [key for key in os.environ if key.startswith(("HELIOS_DOIT_", "DASK_"))]:

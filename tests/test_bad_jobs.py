@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-
 from harness import CLI, DOIT, REPO
 
 FRAMES = 8
@@ -302,7 +301,7 @@ def assert_untouched(s: Setup, before: dict[str, tuple[Any, ...]]) -> None:
 def run_in_process(job: str, capsys: pytest.CaptureFixture[str]) -> subprocess.CompletedProcess[str]:
     """`helios-doit job run JOB` in this process: what the command says and returns, without
     the start-up of a new Python (the corpus is big; a few cases also run end to end below)."""
-    from helios_doit.cli import main
+    from helios_doit.cli.main import main
 
     try:
         code = main(["job", "run", job])

@@ -7,7 +7,6 @@ import os
 import random
 
 import pytest
-
 from harness import Job, kill_runner, kill_tree, new_job, wait_for
 
 

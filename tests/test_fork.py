@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from harness import DOIT, HELIOS_DOIT, REPO, alive, wait_for
-
 
 COMPOSITION = '''
 import os, time

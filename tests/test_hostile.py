@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-
 from harness import CLI, DOIT, REPO
-from helios_doit.errors import JobError
-from helios_doit.output import LIVE_LINE, LogSink
-from helios_doit.spec import MAX_JOB_BYTES, load_job
+
+from helios_doit.executors.output import LIVE_LINE, LogSink
+from helios_doit.spec.errors import JobError
+from helios_doit.spec.load import MAX_JOB_BYTES, load_job
 
 ROOT = os.geteuid() == 0
 

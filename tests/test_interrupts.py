@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from harness import REPO, alive, descendants, kill_tree, wait_for
 
 

@@ -10,7 +10,8 @@ import time
 from typing import Any
 
 from harness import DOIT, REPO, _env, wait_for
-from helios_doit.progress import PROGRESS_ENV, Progress, retry_line
+
+from helios_doit.progress.model import PROGRESS_ENV, Progress, retry_line
 
 
 class Clock:

@@ -18,13 +18,18 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-
 from harness import wait_for
 
-from helios_doit.spec import load_job
-from helios_doit.video.composition import CompositionError, format_number, load_composition, parse_number
-from helios_doit.video.plan import PlanError, add_plan_arguments, emit_job, plan_job, run_plan, split_frames
-from helios_doit.video.render import add_render_arguments, render, run_render, sample_at
+from helios_doit.cli import cmd_plan, cmd_render
+from helios_doit.spec.load import load_job
+from helios_doit.video.composition import (
+    CompositionError,
+    format_number,
+    load_composition,
+    parse_number,
+)
+from helios_doit.video.plan import PlanError, emit_job, plan_job, split_frames
+from helios_doit.video.render import render, sample_at
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,7 +83,7 @@ def audio_samples(path: Path) -> np.ndarray:
         return np.concatenate([f.to_ndarray().reshape(-1, 2) for f in container.decode(audio=0)])
 
 
-def cli(argv: list[str], add=add_render_arguments, run=run_render) -> int:
+def cli(argv: list[str], add=cmd_render.add_arguments, run=cmd_render.run) -> int:
     parser = argparse.ArgumentParser(prog="helios-doit")
     add(parser)
     return run(parser.parse_args(argv))
@@ -257,10 +262,10 @@ def test_plan_cli_writes_a_job_the_runner_loads(tmp_path: Path, capsys: pytest.C
     (tmp_path / "scene.blend").write_text("scene")
     args = ["--frames", "8", "--concurrency", "3", "--command-template", "render {start} {end} {output}",
             "--output-template", "parts/{id}.mkv", "--input", str(tmp_path / "scene.blend")]
-    assert cli([*args, "-o", str(tmp_path / "job.json")], add_plan_arguments, run_plan) == 0
+    assert cli([*args, "-o", str(tmp_path / "job.json")], cmd_plan.add_arguments, cmd_plan.run) == 0
     job = load_job(tmp_path / "job.json")
     assert [c.frame_count for c in job.spec.chunks] == [3, 3, 2]
-    assert cli(args, add_plan_arguments, run_plan) == 0
+    assert cli(args, cmd_plan.add_arguments, cmd_plan.run) == 0
     assert json.loads(capsys.readouterr().out)["chunks"][2]["command"] == "render 6 7 parts/2.mkv"
 
 
@@ -276,7 +281,7 @@ def test_plan_cli_writes_a_job_the_runner_loads(tmp_path: Path, capsys: pytest.C
 def test_plan_errors_are_one_line(change: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     args = {"--frames": "8", "--concurrency": "2", "--command-template": "r {output}", "--output-template": "p{id}.mkv"}
     args[change[0]] = change[1]
-    assert cli([x for pair in args.items() for x in pair], add_plan_arguments, run_plan) == 2
+    assert cli([x for pair in args.items() for x in pair], cmd_plan.add_arguments, cmd_plan.run) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("helios-doit: ") and message in err
 
@@ -362,8 +367,8 @@ def test_a_stopped_or_killed_render_leaves_nothing_behind(tmp_path: Path, sig: s
     (tmp_path / ".out.mov.partial").symlink_to(tmp_path / "precious.txt")  # a trap for a fixed temp name
     (tmp_path / "precious.txt").write_text("precious\n")
     before = sorted(p.name for p in tmp_path.iterdir())
-    code = ("import sys, argparse; from helios_doit.video.render import add_render_arguments, run_render; "
-            "p = argparse.ArgumentParser(); add_render_arguments(p); sys.exit(run_render(p.parse_args(sys.argv[1:])))")
+    code = ("import sys, argparse; from helios_doit.cli.cmd_render import add_arguments, run; "
+            "p = argparse.ArgumentParser(); add_arguments(p); sys.exit(run(p.parse_args(sys.argv[1:])))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(comp), "-o", str(tmp_path / "out.mov")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: any(f"{tmp_path}/#" in target and target.endswith("(deleted)") for target in open_files(proc.pid)),

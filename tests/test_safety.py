@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from harness import CLI, DOIT, REPO, alive, descendants, wait_for
 
 LINES = 8

@@ -5,7 +5,6 @@ import os
 import subprocess
 
 import yaml
-
 from harness import CLI, REPO
 
 

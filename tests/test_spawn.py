@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helios_doit.spawn import SHELL, argv_for
+from helios_doit.executors.spawn import SHELL, argv_for
 
 SHOW_ARGV = f"{sys.executable} -c 'import json,sys; print(json.dumps(sys.argv[1:]))'"
 

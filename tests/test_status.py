@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from harness import chunk_command, kill_tree, wait_for
-from helios_doit.status import add_status_arguments, run_status
+
+from helios_doit.cli.cmd_status import add_arguments as add_status_arguments
+from helios_doit.cli.cmd_status import run as run_status
 
 
 def status(job: Any, *args: str) -> dict[str, Any]:

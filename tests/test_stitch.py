@@ -13,20 +13,32 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from media import (
+    audio_pcm,
+    drop_first_packets,
+    encode_chunks,
+    encode_clip,
+    frame_hashes,
+)
 from PIL import Image
 
-from helios_doit.video.probe import ProbeError, is_video_path, probe
-from helios_doit.video.verify import check_chunk, check_merged, verify_merged
-from helios_doit.video.seams import report_size, run_seams, seams_report
+from helios_doit.cli.cmd_merge import run as run_merge
+from helios_doit.cli.cmd_seams import run as run_seams
+from helios_doit.video import is_video_path
+from helios_doit.video.probe import ProbeError, probe
+from helios_doit.video.seams import report_size, seams_report
 from helios_doit.video.stitch import (
-    FfmpegConcatStitcher, PyAVStitcher, StitchError, get_stitcher, run_merge,
+    FfmpegConcatStitcher,
+    PyAVStitcher,
+    StitchError,
+    get_stitcher,
 )
-from media import audio_pcm, drop_first_packets, encode_chunks, encode_clip, frame_hashes
+from helios_doit.video.verify import check_chunk, check_merged, verify_merged
 
 COUNTS = [10, 13, 7]  # 30 frames, 1.25 s at 24 fps; uneven on purpose
-MERGE = ("import sys, argparse; from helios_doit.video.stitch import add_merge_arguments, run_merge; "
-         "p = argparse.ArgumentParser(prog='helios-doit merge'); add_merge_arguments(p); "
-         "sys.exit(run_merge(p.parse_args(sys.argv[1:])))")
+MERGE = ("import sys, argparse; from helios_doit.cli.cmd_merge import add_arguments, run; "
+         "p = argparse.ArgumentParser(prog='helios-doit merge'); add_arguments(p); "
+         "sys.exit(run(p.parse_args(sys.argv[1:])))")
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -303,7 +315,7 @@ def test_seams_of_a_job_come_from_its_chunks(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_merge_arguments_follow_helios_order() -> None:
-    from helios_doit.video.stitch import add_merge_arguments
+    from helios_doit.cli.cmd_merge import add_arguments as add_merge_arguments
 
     parser = ArgumentParser()
     add_merge_arguments(parser)

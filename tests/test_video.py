@@ -11,7 +11,6 @@ from pathlib import Path
 
 import av
 import pytest
-
 from harness import CLI, DOIT, REPO, run
 from harness import HELIOS_DOIT as HELIOS_DOIT_PATH
 from media import duration, frame_hashes

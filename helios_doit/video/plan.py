@@ -6,20 +6,24 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import re
 import shlex
-import sys
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
-from ..atomic import write_atomic
-from ..errors import os_fault
-from .composition import CompositionError, format_number, frame_total, load_composition, parse_number
+from ..state.atomic import write_atomic
+from .composition import (
+    CompositionError,
+    format_number,
+    frame_total,
+    load_composition,
+    parse_number,
+)
+from .render import VIDEO_CODECS, RenderError, resolve
 
 #: Tokens of --command-template; --output-template has all but {output}.
 TOKENS = ("id", "start", "end", "count", "output")
@@ -48,8 +52,6 @@ def emit_job(composition: str, output: str, *, concurrency: int, fps: Any, width
     carry PCM audio, so seams have no gaps; the merge applies a non-PCM `audio_codec`. Each
     command names its duration too: progress through the composition depends on it.
     """
-    from .render import VIDEO_CODECS
-
     fps_q, duration_q = parse_number(fps, "fps"), parse_number(duration, "duration")
     count = frame_total(duration_q, fps_q) - start_frame if frame_count is None else frame_count
     chunk_ext = VIDEO_CODECS[video_codec].chunk_extension if video_codec in VIDEO_CODECS else ".mov"
@@ -74,32 +76,31 @@ def emit_job(composition: str, output: str, *, concurrency: int, fps: Any, width
     }
 
 
-def write_emitted_job(args: argparse.Namespace, *, concurrency: int, start_frame: int | None, frame_count: int | None,
-                      width: int | None, height: int | None, quality: int | None) -> Path:
+def write_emitted_job(job_path: str, composition: str, output_path: str, *, concurrency: int, fps: str | None,
+                      duration: str | None, video_codec: str, audio_codec: str, start_frame: int | None,
+                      frame_count: int | None, width: int | None, height: int | None, quality: int | None) -> Path:
     """`helios-doit render ... --emit-job JOB.json`: check everything, then write the job (and only then)."""
-    from .render import RenderError, resolve
-
     if concurrency < 1:
         raise RenderError(f"--concurrency must be at least 1, got {concurrency}")
-    job_file = Path(args.emit_job).absolute()
+    job_file = Path(job_path).absolute()
     if not job_file.parent.is_dir():
-        raise RenderError(f"{args.emit_job}: folder {job_file.parent} does not exist; create it first")
-    comp = load_composition(args.composition)
-    output = Path(args.output).absolute()
+        raise RenderError(f"{job_path}: folder {job_file.parent} does not exist; create it first")
+    comp = load_composition(composition)
+    output = Path(output_path).absolute()
     if not output.resolve().is_relative_to(job_file.parent.resolve()):
-        raise RenderError(f"{args.output}: is outside the job's folder {job_file.parent}; "
+        raise RenderError(f"{output_path}: is outside the job's folder {job_file.parent}; "
                           "put the job file in the output's folder or above it")
     s = resolve(comp, output, start_frame=start_frame or 0, frame_count=frame_count, width=width, height=height,
-                fps=args.fps, duration=args.duration, video_codec=args.video_codec, quality=quality,
-                audio_codec=args.audio_codec)
-    job = emit_job(_relative(Path(args.composition).absolute(), job_file.parent), _relative(output, job_file.parent),
+                fps=fps, duration=duration, video_codec=video_codec, quality=quality,
+                audio_codec=audio_codec)
+    job = emit_job(_relative(Path(composition).absolute(), job_file.parent), _relative(output, job_file.parent),
                    concurrency=concurrency, fps=s.fps, width=s.width, height=s.height, duration=s.duration,
                    start_frame=s.start_frame, frame_count=s.frame_count, video_codec=s.codec.name, quality=s.quality,
                    audio_codec=s.audio_codec)
     faults = _job_faults(job, job_file)
     if faults:
-        raise RenderError(f"{args.emit_job}: {faults[0]}")
-    _write(job_file, job)
+        raise RenderError(f"{job_path}: {faults[0]}")
+    write_job(job_file, job)
     return job_file
 
 
@@ -172,53 +173,6 @@ def fill(template: str, values: dict[str, Any], what: str) -> str:
     return _TOKEN.sub(one, template)
 
 
-def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
-    """`helios-doit plan --frames N --concurrency K --command-template ... --output-template ...`."""
-    parser.add_argument("--frames", required=True, metavar="N", help="number of frames")
-    parser.add_argument("--concurrency", required=True, metavar="K", help="number of chunks")
-    parser.add_argument("--command-template", required=True, metavar="CMD",
-                        help="chunk command; tokens {id} {start} {end} (inclusive) {count} {output} (quoted)")
-    parser.add_argument("--output-template", required=True, metavar="PATH", help="chunk output; tokens {id} {start} {end} {count}")
-    parser.add_argument("--start", default="0", metavar="S", help="first frame (default 0; Blender counts from 1)")
-    parser.add_argument("-o", "--output", metavar="JOB.json", help="write the job here (default: print it)")
-    parser.add_argument("--merge-command", metavar="CMD", help="tokens {outputs} (quoted chunk files) {output}; default helios-doit merge")
-    parser.add_argument("--output-file", metavar="OUT", help="the merged file (default: output<ext of the chunks>)")
-    parser.add_argument("--input", action="append", default=[], metavar="FILE", help="a file every chunk depends on (repeatable)")
-    parser.add_argument("--fps", default="30", metavar="F", help="frame rate of the chunks (default 30); video chunks and the merge are checked against it")
-    parser.add_argument("--width", default="1920", metavar="W", help="frame width (default 1920); video chunks are checked against it")
-    parser.add_argument("--height", default="1080", metavar="H", help="frame height (default 1080); video chunks are checked against it")
-
-
-def run_plan(args: argparse.Namespace) -> int:
-    """The subcommand: 0 with the job printed or written, 2 for bad templates or numbers."""
-    try:
-        numbers = {key: _plan_int(getattr(args, key), "--" + key) for key in ("frames", "concurrency", "start", "width", "height")}
-        job = plan_job(numbers["frames"], numbers["concurrency"], args.command_template, args.output_template,
-                       numbers["start"], args.fps, numbers["width"], numbers["height"], merge_command=args.merge_command,
-                       output_file=args.output_file, inputs=args.input)
-        if args.output:
-            job_file = Path(args.output).absolute()
-            if not job_file.parent.is_dir():
-                raise PlanError(f"{args.output}: folder {job_file.parent} does not exist; create it first")
-            _write(job_file, job)
-        else:
-            sys.stdout.write(json.dumps(job, indent=2) + "\n")
-    except PlanError as exc:
-        sys.stderr.write(f"helios-doit: {exc}\n")
-        return 2
-    except OSError as exc:
-        sys.stderr.write(f"helios-doit: {args.output}: {os_fault(exc)}\n")
-        return 1
-    return 0
-
-
-def _plan_int(raw: Any, flag: str) -> int:
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise PlanError(f"{flag} must be a whole number, got {raw!r}") from None
-
-
 def _plan_number(raw: Any, flag: str) -> Fraction:
     try:
         return parse_number(raw, flag)
@@ -239,8 +193,8 @@ def _job_faults(job: dict[str, Any], job_file: Path) -> list[str]:
     """The runner's own checks, run before the file exists, so a refused job is never written."""
     from pydantic import ValidationError
 
-    from ..spec import STATE_ROOT, JobSpec
-    from ..validate import check_job
+    from ..spec.checks import check_job
+    from ..spec.model import STATE_ROOT, JobSpec
 
     try:
         spec = JobSpec.model_validate(job)
@@ -250,5 +204,5 @@ def _job_faults(job: dict[str, Any], job_file: Path) -> list[str]:
     return check_job(spec, job_file.parent, job_file, state_dir, None)[3]
 
 
-def _write(path: Path, job: dict[str, Any]) -> None:
+def write_job(path: Path, job: dict[str, Any]) -> None:
     write_atomic(path, (json.dumps(job, indent=2) + "\n").encode())

@@ -17,8 +17,6 @@ from typing import Any
 
 import av
 
-from . import is_video_path  # noqa: F401  (re-exported: one rule for what is a video)
-
 #: Extensions we treat as video containers (lower case, with the dot).
 
 _PCM = re.compile(r"pcm_([suf])(8|16|24|32|64)(le|be)?$")
@@ -135,84 +133,108 @@ def _probe_open(container: Any, path: Path, name: str, size: int, decode: bool,
     layout = tuple(stream.type for stream in container.streams)
     video_stream = container.streams.video[0] if container.streams.video else None
     audio_streams = list(container.streams.audio)
-    wanted = ([video_stream] if video_stream is not None else []) + audio_streams
-    if not wanted:
+    if video_stream is None and not audio_streams:
         raise ProbeError(f"{name}: has neither video nor audio streams")
+    scan = _Scan(video_stream, audio_streams, decode, _Marks(packets_at))
+    for packet in container.demux([s for s in [video_stream, *audio_streams] if s is not None]):
+        scan.see(packet)
+    video = _video_of(container, scan, name) if video_stream is not None else None
+    audio = tuple(_audio_of(stream, scan) for stream in audio_streams)
+    return MediaInfo(path, container.format.name, video, audio, layout, size)
 
-    counts = {stream.index: 0 for stream in wanted}
-    samples = {stream.index: 0 for stream in audio_streams}
-    decoded_samples = {stream.index: 0 for stream in audio_streams}
-    first_pts: dict[int, int] = {}
-    end_pts: dict[int, int] = {}
+
+@dataclasses.dataclass
+class _Scan:
+    """What one pass over a file's packets finds: counts, timestamps, and (for video) the marks."""
+
+    video_stream: Any
+    audio_streams: list[Any]
+    decode: bool
+    marks: _Marks
+    counts: dict[int, int] = dataclasses.field(default_factory=dict)
+    samples: dict[int, int] = dataclasses.field(default_factory=dict)
+    decoded_samples: dict[int, int] = dataclasses.field(default_factory=dict)
+    first_pts: dict[int, int] = dataclasses.field(default_factory=dict)
+    end_pts: dict[int, int] = dataclasses.field(default_factory=dict)
     first_key: bool | None = None
-    first_frame = not decode  # "decoded" already when we were asked not to
+    first_frame: bool = False
     decode_error: str | None = None
-    marks = _Marks(packets_at)
-    for packet in container.demux(wanted):
+
+    def __post_init__(self) -> None:
+        streams = ([self.video_stream] if self.video_stream is not None else []) + self.audio_streams
+        self.counts = {stream.index: 0 for stream in streams}
+        self.samples = {stream.index: 0 for stream in self.audio_streams}
+        self.decoded_samples = {stream.index: 0 for stream in self.audio_streams}
+        self.first_frame = not self.decode  # "decoded" already when we were asked not to
+
+    def see(self, packet: Any) -> None:
         stream = packet.stream
         if packet.size == 0:  # end-of-stream marker that PyAV yields for flushing decoders
-            continue
+            return
         index = stream.index
-        counts[index] += 1
+        self.counts[index] += 1
         if packet.pts is not None:
-            first_pts[index] = min(first_pts.get(index, packet.pts), packet.pts)
+            self.first_pts[index] = min(self.first_pts.get(index, packet.pts), packet.pts)
             end = packet.pts + (packet.duration or 0)
-            end_pts[index] = max(end_pts.get(index, end), end)
-        if stream is video_stream:
-            if first_key is None:
-                first_key = bool(packet.is_keyframe)
-            marks.see(counts[index] - 1, packet)
-            if not first_frame and decode_error is None:
-                try:
-                    first_frame = marks.picture(stream.codec_context.decode(packet))
-                except av.FFmpegError as exc:
-                    decode_error = _reason(exc)
+            self.end_pts[index] = max(self.end_pts.get(index, end), end)
+        if stream is self.video_stream:
+            if self.first_key is None:
+                self.first_key = bool(packet.is_keyframe)
+            self.marks.see(self.counts[index] - 1, packet)
+            if not self.first_frame and self.decode_error is None:
+                self.picture(lambda: stream.codec_context.decode(packet))
+            return
+        per_sample = pcm_sample_bytes(stream.codec_context.name)
+        if per_sample is not None:
+            self.samples[index] += packet.size // (per_sample * max(1, stream.codec_context.channels))
         else:
-            per_sample = pcm_sample_bytes(stream.codec_context.name)
-            if per_sample is not None:
-                samples[index] += packet.size // (per_sample * max(1, stream.codec_context.channels))
-            else:
-                # Compressed audio carries priming and padding; only decoding tells the true count.
-                for frame in stream.codec_context.decode(packet):
-                    decoded_samples[index] += frame.samples
+            # Compressed audio carries priming and padding; only decoding tells the true count.
+            for frame in stream.codec_context.decode(packet):
+                self.decoded_samples[index] += frame.samples
 
-    video = None
-    if video_stream is not None:
-        if not first_frame and decode_error is None and counts[video_stream.index]:
-            try:
-                first_frame = marks.picture(video_stream.codec_context.decode(None))
-            except av.FFmpegError as exc:
-                decode_error = _reason(exc)
-        if not counts[video_stream.index]:
-            raise ProbeError(f"{name}: the video stream has no frames")
-        # Without a keyframe first, failing to decode is expected; first_is_keyframe tells callers.
-        if decode_error is not None and first_key:
-            raise ProbeError(f"{name}: does not decode: {decode_error}")
-        if not first_frame and first_key:
-            raise ProbeError(f"{name}: does not decode: no frame came out of {counts[video_stream.index]} video packets")
-        video = dataclasses.replace(
-            _video_info(video_stream, counts[video_stream.index], bool(first_key), first_pts, end_pts, name),
-            first_packet=marks.first, last_packet=marks.digest(marks.last), packets=tuple(sorted(marks.found.items())),
-            signature=marks.signature)
-        _check_complete(container, video_stream, video, name)
+    def picture(self, frames: Any) -> None:
+        try:
+            self.first_frame = self.marks.picture(frames())
+        except av.FFmpegError as exc:
+            self.decode_error = _reason(exc)
 
-    audio = []
-    for stream in audio_streams:
-        ctx = stream.codec_context
-        total = samples[stream.index]
-        if pcm_sample_bytes(ctx.name) is None:
-            for frame in ctx.decode(None):
-                decoded_samples[stream.index] += frame.samples
-            total = decoded_samples[stream.index]
-            tb = Fraction(stream.time_base)
-            if stream.index in end_pts and tb <= Fraction(1, ctx.sample_rate):
-                # The last packet's duration marks where the encoder's end padding begins
-                # (priming sits before pts 0), so timestamps give the true length when fine enough.
-                span = round((end_pts[stream.index] - max(0, first_pts[stream.index])) * tb * ctx.sample_rate)
-                total = min(total, span) if span > 0 else total
-        layout_name = ctx.layout.name if ctx.layout is not None else f"{ctx.channels} channels"
-        audio.append(AudioInfo(ctx.name, ctx.sample_rate, ctx.channels, layout_name, Fraction(stream.time_base), total))
-    return MediaInfo(path, container.format.name, video, tuple(audio), layout, size)
+
+def _video_of(container: Any, scan: _Scan, name: str) -> VideoInfo:
+    stream = scan.video_stream
+    count = scan.counts[stream.index]
+    if not scan.first_frame and scan.decode_error is None and count:
+        scan.picture(lambda: stream.codec_context.decode(None))
+    if not count:
+        raise ProbeError(f"{name}: the video stream has no frames")
+    # Without a keyframe first, failing to decode is expected; first_is_keyframe tells callers.
+    if scan.decode_error is not None and scan.first_key:
+        raise ProbeError(f"{name}: does not decode: {scan.decode_error}")
+    if not scan.first_frame and scan.first_key:
+        raise ProbeError(f"{name}: does not decode: no frame came out of {count} video packets")
+    marks = scan.marks
+    video = dataclasses.replace(
+        _video_info(stream, count, bool(scan.first_key), scan.first_pts, scan.end_pts, name),
+        first_packet=marks.first, last_packet=marks.digest(marks.last), packets=tuple(sorted(marks.found.items())),
+        signature=marks.signature)
+    _check_complete(container, stream, video, name)
+    return video
+
+
+def _audio_of(stream: Any, scan: _Scan) -> AudioInfo:
+    ctx = stream.codec_context
+    total = scan.samples[stream.index]
+    if pcm_sample_bytes(ctx.name) is None:
+        for frame in ctx.decode(None):
+            scan.decoded_samples[stream.index] += frame.samples
+        total = scan.decoded_samples[stream.index]
+        tb = Fraction(stream.time_base)
+        if stream.index in scan.end_pts and tb <= Fraction(1, ctx.sample_rate):
+            # The last packet's duration marks where the encoder's end padding begins
+            # (priming sits before pts 0), so timestamps give the true length when fine enough.
+            span = round((scan.end_pts[stream.index] - max(0, scan.first_pts[stream.index])) * tb * ctx.sample_rate)
+            total = min(total, span) if span > 0 else total
+    layout_name = ctx.layout.name if ctx.layout is not None else f"{ctx.channels} channels"
+    return AudioInfo(ctx.name, ctx.sample_rate, ctx.channels, layout_name, Fraction(stream.time_base), total)
 
 
 class _Marks:

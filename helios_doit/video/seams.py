@@ -8,10 +8,8 @@ near each seam are decoded, seeking to the keyframe before each window.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
-import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -21,7 +19,8 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .probe import ProbeError, is_video_path, probe
+from . import is_video_path
+from .probe import ProbeError, probe
 
 THUMB_W = 320
 MAX_THUMB_H = 320
@@ -237,32 +236,9 @@ def _plot(draw: ImageDraw.ImageDraw, seam: Seam, left: int, top: int, width: int
     draw.text((left + width - draw.textlength(f"max {peak:.1f}", font=small), plot_top), f"max {peak:.1f}", fill=FAINT, font=small)
 
 
-def add_seams_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", metavar="JOB_OR_VIDEO", help="a job file (its merged output, else its chunks) or a video")
-    parser.add_argument("-o", "--output", default="seams.png", metavar="PNG", help="where to write the report (default seams.png)")
-    parser.add_argument("--at", metavar="FRAMES", help="seam frames of a video, comma separated (first frame after each seam)")
-    parser.add_argument("--context", type=int, default=6, metavar="N", help="frames either side of each seam to plot (default 6)")
-    parser.add_argument("--output-root", metavar="DIR", help="as for job run: outputs may live under DIR")
-
-
-def run_seams(args: argparse.Namespace) -> int:
-    try:
-        seams = [int(part) for part in args.at.split(",") if part.strip()] if args.at else None
-    except ValueError:
-        return _fail(SeamsError(f"--at takes frame numbers separated by commas, got {args.at!r}"))
-    try:
-        if is_video_path(args.source):
-            report = seams_report(Path(args.source), Path(args.output), seams, args.context)
-        else:
-            report = _job_report(args.source, Path(args.output), seams, args.context, args.output_root)
-    except SeamsError as exc:
-        return _fail(exc)
-    print(f"wrote {report.output} ({report.size[0]}x{report.size[1]}): {len(report.seams)} seams")
-    return 0
-
-
-def _job_report(source: str, output: Path, seams: list[int] | None, context: int, output_root: str | None) -> SeamsReport:
-    from ..spec import JobError, load_job
+def job_report(source: str, output: Path, seams: list[int] | None, context: int, output_root: str | None) -> SeamsReport:
+    from ..spec.errors import JobError
+    from ..spec.load import load_job
 
     try:
         job = load_job(source, output_root)
@@ -279,8 +255,3 @@ def _job_report(source: str, output: Path, seams: list[int] | None, context: int
     if missing:
         raise SeamsError(f"{source}: no merged output and {', '.join(missing[:3])} not rendered yet; render the job first")
     return seams_report([Path(job.outputs[c.id]) for c in chunks], output, seams, context, names=[f"chunk {c.id}" for c in chunks])
-
-
-def _fail(exc: SeamsError) -> int:
-    sys.stderr.write(f"helios-doit: {exc}\n")
-    return exc.exit_code

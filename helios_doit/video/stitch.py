@@ -9,12 +9,10 @@ gap at every seam.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from typing import Any, Callable, Protocol, Sequence
 import av
 import numpy as np
 
-from ..atomic import NewFile, new_file
+from ..state.atomic import NewFile, new_file
 from .probe import MediaInfo, ProbeError, mismatch, open_media, probe
 
 #: Containers that hold PCM audio and whose usual players play it. This libav's mp4 muxer
@@ -351,24 +349,3 @@ def get_stitcher(name: str = "builtin") -> Stitcher:
             raise StitchError("--stitcher ffmpeg needs an ffmpeg binary on PATH, and there is none; use --stitcher builtin", 2)
         return FfmpegConcatStitcher(binary)
     raise StitchError(f"unknown stitcher {name!r}; use builtin or ffmpeg", 2)
-
-
-def add_merge_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("output", metavar="OUTPUT", help="the merged file; its extension picks the container")
-    parser.add_argument("inputs", metavar="INPUT", nargs="+", help="chunk files, in order")
-    parser.add_argument("--stitcher", choices=("builtin", "ffmpeg"), default="builtin",
-                        help="builtin: PyAV remux (default); ffmpeg: the concat demuxer of an ffmpeg on PATH")
-    parser.add_argument("--audio-codec", metavar="CODEC",
-                        help="copy, aac, pcm_s16le...; default: copy PCM where the container plays it, else encode AAC once")
-
-
-def run_merge(args: argparse.Namespace) -> int:
-    try:
-        result = get_stitcher(args.stitcher).stitch([Path(p) for p in args.inputs], Path(args.output), audio_codec=args.audio_codec)
-    except StitchError as exc:
-        sys.stderr.write(f"helios-doit: {exc}\n")
-        return exc.exit_code
-    audio = ", ".join(f"{codec} {samples} samples" for codec, samples in zip(result.audio_codecs, result.audio_samples))
-    print(f"merged {len(args.inputs)} chunks into {args.output}: {result.frames} frames, {result.duration:.3f} s"
-          + (f"; audio {audio}" if audio else ""))
-    return 0

@@ -1,0 +1,1 @@
+"""The `helios-doit` command line: one `cmd_*` module per subcommand."""

@@ -1,0 +1,105 @@
+"""`helios-doit export k8s|slurm JOB`: the array-job pattern for batch schedulers.
+
+Each array task runs `helios-doit worker JOB` with its index in the scheduler's variable; a
+merge step runs `helios-doit job run JOB` afterwards, which finds every chunk done and only
+merges. The job folder must be on storage that every node mounts at the same path.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+
+import yaml
+
+from ..tasks.refuse import load_or_exit
+from .cmd_worker import EXIT_BAD_INPUT, EXIT_FATAL, EXIT_RETRY
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", choices=["k8s", "slurm"], help="what to print")
+    parser.add_argument("file", metavar="JOB", help="job file, at the path the nodes see it")
+    parser.add_argument("--image", metavar="IMAGE", help="k8s: container image with helios-doit installed")
+    parser.add_argument("--parallelism", type=int, metavar="N", help="chunks at once (default: all)")
+    parser.add_argument("--retries", type=int, default=3, metavar="N", help="attempts after the first, per chunk (default 3)")
+    parser.add_argument("--claim", metavar="PVC", help="k8s: PersistentVolumeClaim holding the job folder")
+    parser.add_argument("--mount", default="/work", metavar="PATH", help="k8s: where the claim is mounted (default /work)")
+    parser.add_argument("--name", metavar="NAME", help="name of the scheduler jobs (default: from the job file)")
+
+
+def run(args: argparse.Namespace) -> int:
+    job = load_or_exit(args.file)
+    count = len(job.spec.chunks)
+    parallelism = min(args.parallelism or count, count)
+    if parallelism < 1 or args.retries < 0:
+        sys.stderr.write("helios-doit: --parallelism must be at least 1 and --retries at least 0\n")
+        return 2
+    name = _dns_name(args.name or job.spec.id or job.job_dir.name)
+    if args.target == "k8s":
+        if not args.image:
+            sys.stderr.write("helios-doit: export k8s needs --image IMAGE (an image with helios-doit installed)\n")
+            return 2
+        sys.stdout.write(k8s_manifests(args.file, name, count, parallelism, args.retries, args.image, args.claim, args.mount))
+    else:
+        sys.stdout.write(slurm_script(args.file, name, count, parallelism, args.retries))
+    return 0
+
+
+def _dns_name(text: str) -> str:
+    """Kubernetes names: lowercase letters, digits and '-', at most 52 characters here (suffixes follow)."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:40] or "job"
+
+
+def k8s_manifests(job_path: str, name: str, count: int, parallelism: int, retries: int, image: str,
+                  claim: str | None, mount: str) -> str:
+    def pod(command: list[str]) -> dict:
+        container: dict = {"name": "helios-doit", "image": image, "command": command}
+        spec: dict = {"restartPolicy": "Never", "containers": [container]}
+        if claim:
+            container["volumeMounts"] = [{"name": "jobs", "mountPath": mount}]
+            spec["volumes"] = [{"name": "jobs", "persistentVolumeClaim": {"claimName": claim}}]
+        return {"spec": spec}
+
+    chunks = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"{name}-chunks", "labels": {"app.kubernetes.io/name": "helios-doit"}},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": count,
+            "parallelism": parallelism,
+            "backoffLimitPerIndex": retries,
+            "podFailurePolicy": {"rules": [
+                {"action": "FailIndex", "onExitCodes": {"containerName": "helios-doit", "operator": "In",
+                                                        "values": [EXIT_BAD_INPUT, EXIT_FATAL]}},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]},
+            "template": pod(["helios-doit", "worker", job_path]),
+        },
+    }
+    merge = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"{name}-merge", "labels": {"app.kubernetes.io/name": "helios-doit"}},
+        "spec": {"backoffLimit": retries, "template": pod(["helios-doit", "job", "run", job_path])},
+    }
+    header = (
+        f"# {count} chunks as an Indexed Job, then the merge. Exit {EXIT_RETRY} is retried (backoffLimitPerIndex);\n"
+        f"# exits {EXIT_BAD_INPUT} and {EXIT_FATAL} fail the index at once. Apply the merge Job after the first completes:\n"
+        f"#   kubectl wait --for=condition=complete --timeout=24h job/{name}-chunks\n"
+    )
+    return header + yaml.safe_dump_all([chunks, merge], sort_keys=False)
+
+
+def slurm_script(job_path: str, name: str, count: int, parallelism: int, retries: int) -> str:
+    job = shlex.quote(job_path)
+    chunk = (f"for try in $(seq 0 {retries}); do helios-doit worker {job} && exit 0; code=$?; "
+             f"[ $code -eq {EXIT_RETRY} ] || exit $code; done; exit {EXIT_RETRY}")
+    return f"""#!/bin/bash
+# Submit {count} chunks as a Slurm array, then the merge once every chunk succeeded.
+# A chunk that exits {EXIT_RETRY} is tried again (up to {retries} more times); {EXIT_BAD_INPUT} and {EXIT_FATAL} are final.
+set -euo pipefail
+chunks=$(sbatch --parsable --job-name={name}-chunks --array=0-{count - 1}%{parallelism} --wrap {shlex.quote(chunk)})
+sbatch --parsable --job-name={name}-merge --dependency=afterok:"$chunks" --wrap {shlex.quote(f"helios-doit job run {job}")}
+"""

@@ -1,0 +1,100 @@
+"""`helios-doit render COMPOSITION -o OUT ...`: render a composition, or emit a chunked job for it (`--emit-job`).
+
+Exit codes: 0 rendered (or job written), 1 the composition failed while drawing or the environment
+failed, 2 bad input, 130 stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from typing import Any
+
+from ..spec.errors import os_fault
+from ..video.composition import CompositionError
+from ..video.plan import write_emitted_job
+from ..video.render import RenderError, render
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`helios-doit render COMPOSITION -o OUT ...`: Helios' flags. Numbers are parsed in run for one-line errors."""
+    parser.add_argument("composition", metavar="COMPOSITION", help="composition file (.py)")
+    parser.add_argument("-o", "--output", default="output.mp4", metavar="OUT", help="output video (default: output.mp4)")
+    parser.add_argument("--start-frame", metavar="S", help="first frame to render (default 0)")
+    parser.add_argument("--frame-count", metavar="N", help="frames to render (default: to the end)")
+    parser.add_argument("--width", metavar="W", help="width in pixels (default: the composition's)")
+    parser.add_argument("--height", metavar="H", help="height in pixels (default: the composition's)")
+    parser.add_argument("--fps", metavar="F", help="frames per second, e.g. 30, 29.97 or 30000/1001")
+    parser.add_argument("--duration", metavar="SECONDS", help="length in seconds (default: the composition's)")
+    parser.add_argument("--video-codec", default="libx264", metavar="CODEC",
+                        help="libx264 (default), libx265, libvpx-vp9, ffv1 (.mkv, lossless) or prores_ks")
+    parser.add_argument("--quality", metavar="CRF", help="CRF; 0 is lossless for libx264")
+    parser.add_argument("--audio-codec", default="pcm_s16le", metavar="CODEC", help="pcm_s16le (default) or aac")
+    parser.add_argument("--emit-job", metavar="JOB.json", help="write a chunked job for `helios-doit job run` instead of rendering")
+    parser.add_argument("--concurrency", metavar="N", help="with --emit-job: split into N chunks (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The subcommand: 0 rendered (or job written), 1 the composition failed while drawing, 2 bad input."""
+    try:
+        numbers = {name: _integer(getattr(args, name), flag)
+                   for name, flag in (("start_frame", "--start-frame"), ("frame_count", "--frame-count"),
+                                      ("width", "--width"), ("height", "--height"), ("quality", "--quality"))}
+        if args.emit_job:
+            concurrency = _integer(args.concurrency, "--concurrency")
+            path = write_emitted_job(args.emit_job, args.composition, args.output,
+                                     concurrency=1 if concurrency is None else concurrency, fps=args.fps,
+                                     duration=args.duration, video_codec=args.video_codec,
+                                     audio_codec=args.audio_codec, **numbers)
+            print(f"wrote {path}")
+            return 0
+        if args.concurrency is not None:
+            raise RenderError("--concurrency only applies with --emit-job JOB.json")
+        numbers["start_frame"] = numbers["start_frame"] or 0
+        previous = _on_sigterm()
+        try:
+            stats = render(args.composition, args.output, fps=args.fps, duration=args.duration,
+                           video_codec=args.video_codec, audio_codec=args.audio_codec, **numbers)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    except (RenderError, CompositionError) as exc:
+        return _fail(str(exc), 2)
+    except KeyboardInterrupt:
+        return _fail("render stopped (Ctrl-C); the partial output was removed", 130)
+    except OSError as exc:  # the environment: a full disk, a folder that cannot be written
+        return _fail(f"{args.emit_job or args.output}: {os_fault(exc)}", 1)
+    except Exception as exc:
+        traceback.print_exc()
+        return _fail(f"{args.composition}: render failed: {type(exc).__name__}: {exc}", 1)
+    last = stats.start_frame + stats.frame_count - 1
+    print(f"rendered frames {stats.start_frame}-{last} ({stats.width}x{stats.height}, {stats.video_codec}) to "
+          f"{stats.output} in {stats.seconds:.1f} s ({stats.frames_per_second:.0f} frames/s)")
+    return 0
+
+
+def _integer(raw: str | None, flag: str) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise RenderError(f"{flag} must be a whole number, got {raw!r}") from None
+
+
+def _on_sigterm() -> Any:
+    """SIGTERM (how a runner stops a chunk) unwinds like Ctrl-C, so the partial file is removed."""
+    try:
+        return signal.signal(signal.SIGTERM, _stop)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
+
+
+def _stop(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"helios-doit: {message.splitlines()[0] if message else 'render failed'}\n")
+    return code

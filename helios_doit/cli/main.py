@@ -1,0 +1,56 @@
+"""The `helios-doit` command: one module per subcommand (`cmd_*`), imported only when it is used,
+so running a job of shell commands never loads PyAV or Dask.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+from typing import Callable
+
+#: name -> (help, "module" whose `add_arguments(parser)` and `run(args) -> exit code` it is)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "job": ("run a job's chunks and merge them (helios-doit job run FILE)", "helios_doit.cli.cmd_job"),
+    "render": ("render a composition to a video, or emit a job for it", "helios_doit.cli.cmd_render"),
+    "merge": ("stitch rendered chunks into one video: merge OUTPUT INPUT...", "helios_doit.cli.cmd_merge"),
+    "plan": ("write a job for any frame-range command", "helios_doit.cli.cmd_plan"),
+    "seams": ("draw every seam of a job or video into a PNG", "helios_doit.cli.cmd_seams"),
+    "status": ("show where every chunk and the merge of a job stand", "helios_doit.cli.cmd_status"),
+    "worker": ("render the chunk of an array job's index (Kubernetes, Slurm, AWS Batch, Cloud Run)", "helios_doit.cli.cmd_worker"),
+    "export": ("print a Kubernetes Indexed Job or a Slurm array script for a job", "helios_doit.cli.cmd_export"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; a pipe closed by its reader (`| head`) ends it quietly (exit 141, as a
+    shell reports death by SIGPIPE)."""
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="helios-doit", description="Run chunked video render jobs with doit.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen: Callable[[argparse.Namespace], int] | None = None
+    for name, (text, module_name) in COMMANDS.items():
+        sub = commands.add_parser(name, help=text, description=text)
+        if argv and argv[0] == name:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub)
+            chosen = module.run
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "job":
+        args.doit_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    assert chosen is not None
+    return chosen(args)

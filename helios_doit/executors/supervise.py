@@ -1,0 +1,244 @@
+"""Stopping cleanly: signals, doit worker processes that die, and runners that die under them.
+
+doit leaves chunk commands running when its workers are terminated, waits forever for a
+worker that died, and leaves its workers waiting forever when the main process dies. Here
+SIGINT and SIGTERM stop every running command's process group (each runner process stops its
+own), wait for their partial outputs to be removed, and end the run with a KeyboardInterrupt
+that doit already knows how to unwind. A watchdog thread in the main process notices a worker
+that died, makes sure the command it left behind is gone and stops the run. Each doit worker
+process gets SIGTERM when the main process dies (Linux' parent-death signal), so it stops its
+command cleanly and exits instead of waiting on a queue nobody reads.
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.util
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+from ..state import places
+from ..state.files import read_json, remove
+from ..state.folder import StateDir
+from ..state.names import TaskName
+from ..state.places import Place, PlaceError
+from . import reaper
+from .base import STOP_GRACE, STOPS, signal_running
+
+_stopped_by: int | None = None
+_active: dict[int, int] = {}  # thread id -> tasks it is running
+_active_lock = threading.RLock()  # reentrant: the signal handler takes it on the thread it interrupted
+_notes: list[str] = []  # why the run stopped, printed when it ends
+_worker_died: list[int] = []  # the pid of a doit worker process that died: the run stopped for that
+_watched: dict[str, tuple[Path, dict[str, Place]]] = {}  # state root -> (state, output places by task name)
+_watchdog: threading.Thread | None = None
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal; doit unwinds KeyboardInterrupt and keeps finished work."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stopping() -> int | None:
+    return _stopped_by
+
+
+def ensure_handlers() -> None:
+    """Install our SIGINT/SIGTERM handlers; a no-op off the main thread or when done already."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not _on_signal:
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+    if sys.excepthook is not _excepthook:
+        global _next_hook
+        _next_hook = sys.excepthook
+        sys.excepthook = _excepthook
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    global _stopped_by
+    first = _stopped_by is None
+    if first:
+        _stopped_by = signum
+    signal_running(signal.SIGTERM if first else signal.SIGKILL)
+    if first:
+        _wait_for_other_threads(STOP_GRACE + 5)
+        raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def active() -> Iterator[None]:
+    """Marks a task in progress on this thread, so a stop can wait for its cleanup."""
+    me = threading.get_ident()
+    with _active_lock:
+        _active[me] = _active.get(me, 0) + 1
+    try:
+        yield
+    finally:
+        with _active_lock:
+            _active[me] -= 1
+            if not _active[me]:
+                del _active[me]
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Hold a stop back for the block (on this thread: signals reach Python on the main thread);
+    one that came meanwhile is handled as the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _wait_for_other_threads(timeout: float) -> None:
+    me = threading.get_ident()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with _active_lock:
+            if not any(tid != me for tid in _active):
+                return
+        time.sleep(0.02)
+
+
+_next_hook = sys.excepthook
+
+
+def _excepthook(kind: type[BaseException], exc: BaseException, tb: object) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        report_stop()
+        _die_by_signal()
+    else:
+        _next_hook(kind, exc, tb)  # type: ignore[arg-type]
+
+
+def report_stop() -> None:
+    """One explanation instead of a traceback when a run is stopped."""
+    for note in _notes:
+        sys.stderr.write(f"helios-doit: {note}\n")
+    if _worker_died:
+        sys.stderr.write("helios-doit: the other running commands were stopped and their partial outputs removed; "
+                         "finished chunks are kept. Run again to resume.\n")
+        return
+    name = signal.Signals(_stopped_by).name if _stopped_by else "SIGINT"
+    sys.stderr.write(
+        f"helios-doit: stopped by {name}: running commands were stopped and their partial outputs "
+        "removed; finished chunks are kept. Run again to resume.\n"
+    )
+
+
+def stop_code() -> int:
+    """The run's exit code once stopped: 128 + the signal's number (130, 143), as a shell reports a
+    death by it; 1 when the stop was ours, because a worker process died."""
+    return 1 if _worker_died else 128 + (_stopped_by or signal.SIGINT)
+
+
+def _die_by_signal() -> None:
+    """Exit as the signal would have killed us (or 1, for a dead worker), once every worker
+    process has cleaned up."""
+    for proc in multiprocessing.active_children():
+        proc.join(STOP_GRACE + 5)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if _worker_died:
+        os._exit(1)
+    signum = _stopped_by or signal.SIGINT
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def watch(state_root: Path, outputs: dict[str, Place]) -> None:
+    """Tell the watchdog which outputs belong to which task of a job (looked up, never trusted from markers)."""
+    _watched[str(state_root)] = (state_root, outputs)
+
+
+def start_watchdog(interval: float = 0.1) -> None:
+    """From the main process of a run: stop the run if a worker process dies under it."""
+    global _watchdog
+    if _watchdog is not None and _watchdog.is_alive():
+        return
+    _watchdog = threading.Thread(target=_watch_workers, args=(interval,), name="helios-doit-watchdog", daemon=True)
+    _watchdog.start()
+
+
+def _watch_workers(interval: float) -> None:
+    seen: dict[int, multiprocessing.process.BaseProcess] = {}
+    while _stopped_by is None:
+        # Not active_children(): it reaps and forgets a worker that died between two looks.
+        for proc in list(multiprocessing.process._children):  # type: ignore[attr-defined]
+            seen.setdefault(proc.pid or 0, proc)
+        for pid, proc in list(seen.items()):
+            code = proc.exitcode
+            if code is None:
+                continue
+            del seen[pid]
+            if code != 0 and _stopped_by is None:
+                _worker_died.append(pid)
+                _bury(pid, code)
+                # a real signal, so that the main thread's blocking read is interrupted
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+                return
+        time.sleep(interval)
+
+
+def _bury(pid: int, code: int) -> None:
+    """A worker died: make sure the command it was running is gone (its guard kills it; we wait
+    for that), then remove that command's partial output: the attempt was this run's own."""
+    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    victims = []
+    for state_root, outputs in _watched.values():
+        for task, marker in StateDir(state_root).markers():
+            data = read_json(marker)
+            if not data or data.get("pid") != pid:
+                continue
+            pgid, start, tag = data.get("pgid"), data.get("leaderStart"), data.get("tag")
+            left = reaper.reap(pgid if isinstance(pgid, int) else None, start if isinstance(start, int) else None,
+                               tag if isinstance(tag, str) else None)
+            if task in outputs and not left:
+                with contextlib.suppress(PlaceError, OSError):
+                    note = places.discard(outputs[task], _label(task))
+                    if note:
+                        _notes.append(note)
+            remove(marker)
+            victims.append(_label(task))
+    what = f" while running {', '.join(victims)}" if victims else ""
+    _notes.append(f"worker process {pid} died ({how}){what}; the run was stopped")
+
+
+def _label(key: str) -> str:
+    name = TaskName.parse(key)
+    return name.label if name is not None else key
+
+
+def _die_with_parent(_: object) -> None:
+    """In a doit worker process, just forked: SIGTERM when the main process dies, however it dies."""
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent.pid:  # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _AfterFork:
+    """multiprocessing keeps after-fork callbacks by a weak-less key on an object: this one."""
+
+
+_AFTER_FORK = _AfterFork()
+multiprocessing.util.register_after_fork(_AFTER_FORK, _die_with_parent)

@@ -1,0 +1,161 @@
+"""What a chunk or merge task does when doit runs it: lock, take over a dead runner's attempt, run.
+
+The order of the steps is the guarantee: drop the record, remove the stale output, run, verify,
+record; on any failure or interrupt remove the partial output (make's .DELETE_ON_ERROR), so
+nothing half-written is ever kept. It returns to doit, as the task's values, a `TaskResult`.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from ..executors import reaper, supervise
+from ..executors.base import CommandResult
+from ..spec.errors import os_fault
+from ..state import events
+from ..state.files import read_json, remove
+from ..state.folder import StateDir
+from ..state.locks import task_lock
+from ..state.outcome import Failure, TaskResult, TaskStopped
+from ..state.places import PlaceError
+from .attempt import clear_place, run_once
+from .say import say
+from .work import TaskJob
+
+
+def run_task(job: TaskJob) -> TaskFailed | dict[str, Any]:
+    """doit's task action: a `TaskResult` as the task's values (so the runner's main process can
+    report it without reading the event log), or the failure."""
+    supervise.ensure_handlers()
+    if supervise.stopping():
+        raise supervise.Interrupted(supervise.stopping() or 0)
+    state = StateDir(Path(job.state_root))
+    try:
+        waiting = lambda: events.emit(state.root, "task-wait", task=job.name, chunkId=job.chunk_id)  # noqa: E731
+        with task_lock(state.lock(job.name), supervise.stopping, on_wait=waiting):
+            # Another runner may have finished it since we looked (or while we waited for its lock);
+            # a record older than our look is one this run chose to redo (`-a`, a changed output).
+            if job.complete().check(after=job.looked):
+                events.emit(state.root, "task-skip", task=job.name, chunkId=job.chunk_id, reason="done by another runner")
+                return TaskResult(elsewhere=True).values()
+            dead = _take_over(job, state)
+            return _attempts(job, state, dead)
+    except PlaceError as exc:
+        return _refused(job, state, f"{job.label}: {exc}; nothing was run or removed there")
+    except OSError as exc:  # the environment's fault (disk full, permissions): one line, the run fails
+        return _refused(job, state, f"{job.label}: {os_fault(exc)}")
+
+
+def _refused(job: TaskJob, state: StateDir, message: str) -> TaskFailed:
+    """A task that could not run, or could not finish its bookkeeping: said in one line."""
+    try:
+        Failure(job.name, message, at=time.time(), runId=events.run_id()).write(state.failure(job.name))
+    except OSError:
+        pass  # the same fault, most likely; the line below still says it
+    return TaskFailed(message)
+
+
+def _take_over(job: TaskJob, state: StateDir) -> str | None:
+    """A running marker under a lock we now hold was left by a runner that died mid-attempt.
+
+    Whatever that attempt still runs on this machine is killed, and waited for, before the
+    output is touched: one writer per output. (On another machine, its own guard did that.)
+    """
+    path = state.marker(job.name)
+    if not os.path.lexists(path):
+        return None
+    marker = read_json(path) or {}
+    if marker.get("machine") == reaper.machine() and not reaper.runner_alive(marker.get("tag")):
+        pgid, start, tag = marker.get("pgid"), marker.get("leaderStart"), marker.get("tag")
+        left = reaper.reap(pgid if isinstance(pgid, int) else None, start if isinstance(start, int) else None,
+                           tag if isinstance(tag, str) else None)
+        if left:
+            raise PlaceError(f"processes {', '.join(map(str, left))} of an earlier attempt (runner pid "
+                             f"{marker.get('pid')}) would not die; stop them, then run again")
+    _remove_entry(state, path)
+    events.emit(state.root, "task-takeover", task=job.name, chunkId=job.chunk_id, pid=marker.get("pid"),
+                host=marker.get("host"), runId=marker.get("runId"))
+    return f"left by the attempt of runner pid {marker.get('pid')} on {marker.get('host')}, which died"
+
+
+def _remove_entry(state: StateDir, path: Path) -> None:
+    """Remove one of our state files; a folder in its place (damage) is moved aside, not deleted."""
+    try:
+        remove(path)
+    except IsADirectoryError:
+        say(f"{path} was a folder; moved it to {state.set_aside(path)}")
+
+
+def _attempts(job: TaskJob, state: StateDir, dead: str | None = None) -> TaskFailed | dict[str, Any]:
+    """Run until success, a final failure, or the run is cancelled; count every attempt.
+
+    `dead` says whose attempt died here, if one did: its partial output is not ours to delete."""
+    vouched = (read_json(state.record(job.name)) or {}).get("output")
+    if job.place is not None:  # the record vouches for its output once, now; then it is dropped
+        clear_place(job, job.place, vouched if isinstance(vouched, list) else None, dead, create=True)
+    _remove_entry(state, state.record(job.name))
+    _remove_entry(state, state.failure(job.name))
+    allowed = job.options.attempts if job.chunk_id is not None else 1
+    cancel = state.cancel_flag(events.run_id())
+    for attempt in range(1, allowed + 1):
+        if cancel.exists():
+            return TaskStopped(f"{job.label} stopped: {cancel.read_text().strip()}")
+        failure, result, output = run_once(job, state, attempt, allowed)
+        if failure is None:
+            size = output[0] if output else None
+            events.emit(state.root, "task-done", task=job.name, chunkId=job.chunk_id, attempt=attempt,
+                        duration=round(result.duration, 3), frames=job.expect.frames if job.expect else None, size=size)
+            return TaskResult(round(result.duration, 3), attempt).values()
+        if cancel.exists() and result.signal is not None:
+            return TaskStopped(f"{job.label} stopped: {cancel.read_text().strip()}")
+        # A death by signal N counts as exit code 128+N too: what a shell would have reported.
+        code = result.exit_code if result.signal is None else 128 + result.signal
+        fatal = code is not None and code in job.options.fatal_exit_codes
+        if attempt < allowed and not fatal:
+            delay = job.options.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+            events.emit(state.root, "task-retry", task=job.name, chunkId=job.chunk_id, attempt=attempt,
+                        message=failure, delay=round(delay, 2))
+            _pause(delay)
+            continue
+        return _give_up(job, state, attempt, failure, result, cancel)
+    raise AssertionError("unreachable")
+
+
+def _give_up(job: TaskJob, state: StateDir, attempt: int, failure: str, result: CommandResult, cancel: Path) -> TaskFailed:
+    log = str(state.log(job.name))
+    Failure(job.name, failure, attempt, result.exit_code, result.signal, result.timed_out,
+            list(result.stderr_tail[-10:]), log, time.time(), events.run_id()).write(state.failure(job.name))
+    events.emit(state.root, "task-failed", task=job.name, chunkId=job.chunk_id, attempt=attempt, message=failure,
+                exitCode=result.exit_code, signal=result.signal, stderrTail=list(result.stderr_tail[-5:]), log=log, final=True)
+    if not job.options.keep_going and job.chunk_id is not None:
+        _cancel_others(state, job, cancel, f"{job.label} failed")
+    tries = f" after {attempt} attempts" if attempt > 1 else ""
+    lines = [f"{job.label} failed{tries}: {failure}; log: {log}"]
+    lines += [f"  | {line}" for line in result.stderr_tail[-5:]]
+    return TaskFailed("\n".join(lines))
+
+
+def _cancel_others(state: StateDir, job: TaskJob, cancel: Path, reason: str) -> None:
+    """Without keep-going the first chunk that fails for good stops the others of this run,
+    cleanly: every runner process of the run polls this flag while its commands run."""
+    cancel.write_text(reason + "\n")
+
+
+def _pause(seconds: float) -> None:
+    """A retry's backoff, cut short by a stop of the run (signals reach only the main thread)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if supervise.stopping():
+            raise supervise.Interrupted(supervise.stopping() or 0)
+        time.sleep(min(left, 0.1))
+
+
+# doit inspects the signature of an action function on every call (for its magic
+# `task`/`values` arguments); a function that carries its signature is answered at once.
+run_task.__signature__ = inspect.signature(run_task)  # type: ignore[attr-defined]

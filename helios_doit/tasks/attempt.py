@@ -1,0 +1,143 @@
+"""One attempt of a task: run its command, verify what it wrote, record it, or remove the partial output.
+
+The order is the guarantee. A running marker is written before the command starts, so a runner
+that dies at any moment leaves the means to find what it started; the record is written only
+after verification, and a stop waits until the attempt's outcome (record, or removal) is on disk.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+from ..executors import reaper, supervise
+from ..executors.base import CommandRequest, CommandResult
+from ..executors.output import LogSink
+from ..executors.registry import get_adapter
+from ..state import checkpoints, events, places
+from ..state.content import content_state
+from ..state.files import read_json, remove, stamp, write_json_atomic
+from ..state.folder import StateDir, record_file
+from ..state.places import Place, PlaceError
+from ..video import is_video_path
+from .complete import relative
+from .say import say
+from .work import TaskJob
+
+
+def run_once(job: TaskJob, state: StateDir, attempt: int, allowed: int
+             ) -> tuple[str | None, CommandResult, list[int] | None]:
+    """One run of the command: never leaves a partial output behind, whatever ends it. On success
+    its record is written (and the output's stamp returned) before a stop can interrupt: an output
+    is either recorded or removed."""
+    marker = state.marker(job.name)
+    place = job.place
+    if place is not None and attempt > 1:  # the first attempt's place was made ready just before
+        clear_place(job, place, None, create=True)  # empty unless something appeared since: moved aside
+    host, pid = socket.gethostname(), os.getpid()
+    sink = LogSink(state.log(job.name), f"{job.label} attempt {attempt}/{allowed} on {host} pid {pid}: {job.command}",
+                   f"[{job.label}] ")
+    # Written before the command starts: a runner that dies at any moment leaves the means to
+    # find what it started (its tag in every process' environment; the group, once known).
+    running = {"pid": pid, "host": host, "machine": reaper.machine(), "startedAt": time.time(),
+               "runId": events.run_id(), "attempt": attempt, "tag": reaper.tag()}
+    try:
+        write_json_atomic(marker, running)
+    except BaseException:
+        sink.close("not started: the running marker could not be written")
+        raise
+
+    def on_start(pgid: int, leader_start: int | None = None) -> None:
+        write_json_atomic(marker, {**running, "pgid": pgid, "leaderStart": leader_start})
+
+    timeout = job.options.chunk_timeout if job.chunk_id is not None else None
+    ok = False
+    footer = "interrupted"
+    try:
+        with supervise.active():
+            events.emit(state.root, "task-start", task=job.name, chunkId=job.chunk_id, attempt=attempt,
+                        attempts=allowed, pid=pid, host=host)
+            checkpoints.reached("before-command", job.name, state.root)
+            request = CommandRequest(job.command, job.cwd, timeout=timeout,
+                                     on_start=on_start, output=job.output,
+                                     should_stop=state.cancel_flag(events.run_id()).exists)
+            result = get_adapter(job.adapter, job.options.scheduler).execute(request, sink)
+            with supervise.held():  # a stop now waits until this attempt's outcome is on disk
+                failure, facts = _verify(job, result)
+                footer = f"{result.describe()} after {result.duration:.2f}s" + (f": {failure}" if failure else "")
+                output = stamp(job.output) if job.output and failure is None else None
+                if failure is None:
+                    checkpoints.reached("before-record", job.name, state.root)
+                    write_json_atomic(state.record(job.name), _record(job, result, attempt, output, facts))
+                    ok = True
+                    checkpoints.reached("after-record", job.name, state.root)
+    finally:
+        sink.close(footer)
+        try:
+            if not ok and place is not None:
+                note = places.discard(place, job.label)
+                if note:
+                    say(note)
+        except (PlaceError, OSError) as exc:  # said, never in the way of the marker's removal or a stop
+            say(f"{job.label}: its partial output was not removed: {exc}")
+        finally:
+            remove(marker)
+    return failure, result, output
+
+
+def _verify(job: TaskJob, result: CommandResult) -> tuple[str | None, dict[str, Any] | None]:
+    """Why the attempt failed (None if it did not), and what a verified video chunk holds."""
+    if not result.ok:
+        return result.describe(), None
+    if not job.output:
+        return None, None
+    if stamp(job.output) is None:
+        return f"the command exited 0 but did not write {job.output}", None
+    if job.expect is None or not is_video_path(job.output):
+        return None, None
+    problem, facts = _check_video(job)
+    if problem:
+        return f"the command exited 0 but its output is wrong: {os.path.basename(job.output)}: {problem}", None
+    return None, facts
+
+
+def _check_video(job: TaskJob) -> tuple[str | None, dict[str, Any] | None]:
+    from ..video.verify import ChunkFacts, inspect_chunk, verify_merged
+
+    assert job.output is not None and job.expect is not None
+    expect = job.expect
+    if expect.fps is None:
+        problem, facts = inspect_chunk(job.output, expect.frames, expect.width or 0, expect.height or 0)
+        return problem, facts.as_record() if facts else None
+    # The merge: checked against the job, and seam by seam against what its chunks' records hold.
+    chunks = [ChunkFacts.from_record((read_json(record_file(job.state_root, task.key)) or {}).get("video"))
+              for task in job.sources]
+    known = [facts for facts in chunks if facts is not None]
+    if len(known) != len(chunks):
+        known = []  # some chunk is not a video we verified: the seams cannot be judged
+    labels = [task.label for task in job.sources]
+    return verify_merged(job.output, expect.frames, expect.fps, known, labels), None
+
+
+def _record(job: TaskJob, result: CommandResult, attempts: int, output: list[int] | None,
+            video: dict[str, Any] | None) -> dict[str, object]:
+    return {
+        "task": job.name,
+        "fingerprint": job.fingerprint,
+        "output": output,  # the stamp the output must keep for the record to be believed
+        "inputs": {relative(p, job.cwd): content_state(p) for p in job.inputs},
+        "finishedAt": time.time(),
+        "duration": round(result.duration, 3),
+        "host": socket.gethostname(),
+        "attempts": attempts,
+        **({"video": video} if video else {}),  # what the merge checks its seams against
+    }
+
+
+def clear_place(job: TaskJob, place: Place, vouched: list[int] | None, why: str | None = None,
+                create: bool = False) -> None:
+    note = places.clear(place, vouched, job.label, why, create)
+    if note:
+        say(note)
+        events.emit(job.state_root, "task-aside", task=job.name, chunkId=job.chunk_id, message=note)

@@ -1,0 +1,35 @@
+"""`doit clean`: a task's output and its record go together, so the task is simply not done."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..spec.errors import os_fault
+from ..state import places
+from ..state.files import read_json, remove
+from ..state.folder import StateDir
+from ..state.locks import try_lock
+from ..state.places import PlaceError
+from .say import say
+from .work import TaskJob
+
+
+def clean_task(job: TaskJob) -> None:
+    """`doit clean`: the output and the record go together, so the task is simply not done. Only
+    the file the record vouches for is deleted; anything else in the output's place is moved aside.
+    A task another runner is working on is left alone; a fault stops `clean` with one line, exit 1."""
+    state = StateDir(Path(job.state_root))
+    try:
+        with try_lock(state.lock(job.name)) as held:
+            if not held:
+                raise PlaceError("another runner is working on it; not cleaned (stop that run first)")
+            vouched = (read_json(state.record(job.name)) or {}).get("output")
+            remove(state.record(job.name))
+            if job.place is not None:
+                note = places.clear(job.place, vouched if isinstance(vouched, list) else None, job.label)
+                if note:
+                    say(note)  # past doit's capture of the action's output
+    except FileNotFoundError:
+        return  # no state folder: nothing was ever done, there is nothing to clean
+    except (PlaceError, OSError) as exc:
+        say(f"{job.label}: {exc if isinstance(exc, PlaceError) else os_fault(exc)}")
+        raise SystemExit(1) from None

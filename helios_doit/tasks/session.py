@@ -1,0 +1,110 @@
+"""A run of a job's graph: the task namespace doit loads, and what starting a run does to the world.
+
+Loading tasks only reads, so `doit list`, `doit info` and `status` never touch the job folder.
+Every side effect of a run starts when doit starts the run (the reporter's `initialize`, in the
+main process, before doit forks its workers): the state folder, the inputs' cache, signal
+handlers, the worker watchdog, a local Dask cluster, the progress file's path.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..executors import supervise
+from ..progress.model import PROGRESS_ENV
+from ..progress.reporter import reporter_for
+from ..spec.errors import os_fault
+from ..spec.model import Job
+from ..state.content import save_inputs_cache
+from ..state.places import Place
+from .graph import Graph, TaskDicts, build, chunk_tasks, merge_task
+from .options import RunOptions
+from .refuse import refuse_bad
+
+#: The job `doit` renders when no `job=` is given.
+EXAMPLE_JOB = Path(__file__).resolve().parent.parent.parent / "examples" / "orbit" / "job.json"
+
+
+class RunSession:
+    """What the reporter needs to know of the job, and `start()`: everything a run starts with."""
+
+    def __init__(self, graph: Graph, options: RunOptions):
+        self.graph = graph
+        self.options = options
+        self.state_root = graph.state.root
+        self.chunk_frames = {chunk.id: chunk.frame_count for chunk in graph.job.spec.chunks}
+
+    def start(self) -> None:
+        """Called once, in the runner's main process, as the run starts."""
+        self._prepare_state()
+        save_inputs_cache(self.graph.state, self.graph.inputs)
+        supervise.watch(self.state_root, self._places())
+        supervise.ensure_handlers()
+        supervise.start_watchdog()
+        if self.options.progress_json:
+            os.environ[PROGRESS_ENV] = os.path.abspath(self.options.progress_json)
+        if "dask" in (self.options.executor, self.options.merge_executor) and not self.options.scheduler:
+            from ..executors.dask_adapter import local_cluster
+
+            local_cluster()  # one cluster for every doit worker process, which finds it in the environment
+
+    def _prepare_state(self) -> None:
+        """The state folder. One that cannot be written ends the run before anything ran: one
+        line, exit code 1."""
+        state = self.graph.state
+        try:
+            notes = state.create()
+            probe = state.root / "runs" / f".writable-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            sys.stderr.write(f"helios-doit: cannot keep the job's state in {state.root}: {os_fault(exc)}; nothing was run\n")
+            raise SystemExit(1) from None
+        for note in notes:
+            sys.stderr.write(f"helios-doit: {note}\n")
+
+    def _places(self) -> dict[str, Place]:
+        """Every output's place by task key: the watchdog removes a dead worker's partial output."""
+        aside = str(self.graph.state.aside)
+        works = [*self.graph.chunks, self.graph.merge]
+        return {w.name: Place(w.output, w.roots, aside) for w in works if w.output}
+
+
+def namespace(job: Job, merge: str | None = None, options: RunOptions = RunOptions()) -> dict[str, Any]:
+    """What a dodo file holds for `job`: DOIT_CONFIG and the task creators; for dodo.py and the CLI.
+
+    Bad values exit 2 like a bad job, before anything is written.
+    """
+    graph = refuse_bad(lambda: build(job, options, merge))
+    # doit is about to make ~200,000 long-lived objects per 10,000 chunks from our task dicts;
+    # collecting cycles while they are made only walks them over and over (0.3 s of a no-op
+    # run). The reporter freezes them and turns collection back on when the run starts.
+    gc.disable()
+
+    def task_chunk() -> TaskDicts:
+        yield from chunk_tasks(graph)
+
+    def task_merge() -> dict[str, Any]:
+        return merge_task(graph)
+
+    task_chunk.__doc__ = "render one chunk of the job (chunk:<id>)"
+    task_merge.__doc__ = "stitch the rendered chunks into the final output"
+    return {"DOIT_CONFIG": doit_config(RunSession(graph, options)), "task_chunk": task_chunk, "task_merge": task_merge}
+
+
+def doit_config(session: RunSession) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        # Completion lives in our records; doit's own state is only a cache of this run, so it
+        # stays in memory: nothing for a second runner to lock, a full disk to break, or a
+        # read-only folder to refuse.
+        "dep_file": ":memory:",
+        "backend": "sqlite3",
+        "default_tasks": ["chunk", "merge"],
+        "reporter": reporter_for(session),
+    }
+    if session.options.keep_going:
+        config["continue"] = True
+    return config

@@ -1,0 +1,155 @@
+"""`helios-doit status JOB`: where every chunk and the merge stand, from another shell, read-only.
+
+It decides "done" exactly as a run does (the same task dicts, the same `Complete` check),
+so `status` saying `done` means the next run skips it. It never creates the state folder
+and never writes (not even the inputs' stat cache a run keeps), so it is safe while a run
+is going and on a job that never ran.
+
+States:
+- `done`: its record holds and the output is the file that record describes.
+- `running`: a runner works on it now: its `running/<task>.json` names the runner, and
+  the runner holds `locks/<task>.lock` (a marker without a held lock was left by a runner that
+  died: the task is shown by its record, with the note "interrupted").
+- `failed`: its last attempt failed for good (`failures/<task>.json`), with exit code or signal.
+- `stale`: it was done, but no longer counts: its command or the job's inputs changed, or its
+  output is missing or no longer the file it wrote (a deleted output is `stale`, not
+  `pending`: the chunk did render once, and the note says why it will render again).
+- `pending`: never done (or cleaned); the next run renders it.
+
+Exit code: 0 whatever the states (it is a report, not a check); 2 for a bad job.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from ..spec.model import Job
+from ..state.files import read_json, stamp
+from ..state.folder import StateDir
+from ..state.locks import is_held
+from ..state.outcome import Failure
+from .complete import Complete
+from .graph import build
+from .work import TaskJob
+
+
+def job_status(job: Job, merge: str | None = None) -> dict[str, Any]:
+    """Every chunk's and the merge's state, and totals, as `--json` prints them."""
+    graph = build(job, merge=merge)
+    frames = {chunk.id: chunk.frame_count for chunk in job.spec.chunks}
+    chunks = [{"id": work.chunk_id, "frames": frames[work.chunk_id], **task_status(graph.state, work)}
+              for work in graph.chunks if work.chunk_id is not None]
+    merged = {"frames": job.spec.metadata.total_frames, **task_status(graph.state, graph.merge)}
+    counts = {name: sum(1 for c in chunks if c["state"] == name) for name in ("done", "running", "failed", "stale", "pending")}
+    totals = {
+        "chunks": len(chunks), **counts,
+        "framesDone": sum(c["frames"] for c in chunks if c["state"] == "done"),
+        "totalFrames": sum(c["frames"] for c in chunks),
+        "complete": counts["done"] == len(chunks) and merged["state"] == "done",
+    }
+    return {"job": job.source, "stateDir": str(graph.state.root), "chunks": chunks, "merge": merged, "totals": totals}
+
+
+def task_status(state: StateDir, work: TaskJob) -> dict[str, Any]:
+    """One task's state from its record, failure record, running marker and lock; reads only."""
+    name, output = work.name, work.output
+    complete = work.complete()  # its record as of now
+    record = read_json(state.record(name))
+    failure = Failure.read(state.failure(name))
+    marker = read_json(state.marker(name))
+    runner = _runner(state, name, marker)
+    log = state.log(name)
+    size = (stamp(output) or [None])[0] if output else None
+    entry: dict[str, Any] = {"state": "pending", "attempts": None, "duration": None, "size": size,
+                             "log": str(log) if log.exists() else None, "runner": runner, "note": None}
+    if runner is not None:
+        entry.update(state="running", attempts=runner.get("attempt"), size=None,
+                     note=f"for {time.time() - float(runner.get('startedAt') or time.time()):.0f}s")
+    elif record is not None and complete():
+        entry.update(state="done", attempts=record.get("attempts", 1), duration=record.get("duration"))
+    elif failure is not None:
+        entry.update(state="failed", attempts=failure.attempts, note=failure.how, exitCode=failure.exitCode,
+                     signal=failure.signal, message=failure.message, stderrTail=failure.stderrTail)
+    elif record is not None:
+        entry.update(state="stale", attempts=record.get("attempts", 1), duration=record.get("duration"),
+                     note=_why_stale(record, complete, output, work.chunk_id is not None))
+    if marker is not None and runner is None:
+        entry["note"] = "; ".join(filter(None, [entry["note"], f"interrupted (runner pid {marker.get('pid')} is gone)"]))
+    return entry
+
+
+def _why_stale(record: dict[str, Any], complete: Complete, output: str | None, chunk: bool) -> str:
+    if record.get("fingerprint") != complete.fingerprint:
+        return "command or inputs changed" if chunk else "command changed"
+    if output is not None and stamp(output) is None:
+        return "output missing"
+    if output is not None and stamp(output) != record.get("output"):
+        return "output changed"
+    return "a chunk output changed"
+
+
+def _runner(state: StateDir, name: str, marker: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Who runs the task now, or None. The lock decides: a runner holds it for as long as it works."""
+    if marker is None:
+        return None
+    lock = state.lock(name)
+    here = marker.get("host") == socket.gethostname()
+    if lock.exists():
+        held = is_held(lock, this_machine=here)
+    elif here:  # a runner without locks: is its process alive?
+        held = _alive(marker.get("pid"))
+    else:
+        held = True  # another machine, no lock to ask: believe the marker
+    if not held:
+        return None
+    keys = ("host", "pid", "pgid", "startedAt", "attempt", "runId")
+    return {**{k: marker.get(k) for k in keys}, "confirmed": lock.exists() or here}
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, TypeError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def render_table(report: dict[str, Any]) -> str:
+    """The table for people: one row per chunk, then the merge, then where the logs are."""
+    totals = report["totals"]
+    busy = ", ".join(f"{totals[k]} {k}" for k in ("running", "failed", "stale") if totals[k])
+    lines = [f"{report['job']}: {totals['done']}/{totals['chunks']} chunks done, "
+             f"{totals['framesDone']}/{totals['totalFrames']} frames" + (f"; {busy}" if busy else "")
+             + f"; merge {report['merge']['state']}"]
+    rows = [("CHUNK", "STATE", "ATTEMPTS", "DURATION", "SIZE", "RUNNER", "NOTE")]
+    for entry in [*report["chunks"], {**report["merge"], "id": "merge"}]:
+        runner = entry["runner"]
+        rows.append((str(entry["id"]), entry["state"], _text(entry["attempts"]),
+                     f"{entry['duration']:.2f}s" if entry["duration"] is not None else "-",
+                     _size(entry["size"]), f"{runner['host']} pid {runner['pid']}" if runner else "-", entry["note"] or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.append(f"logs: {Path(report['stateDir']) / 'logs'}")
+    for entry in report["chunks"] + [report["merge"]]:
+        if entry["state"] == "failed" and entry["log"]:
+            lines.append(f"  {entry.get('id', 'merge')}: {entry['log']}")
+    return "\n".join(lines)
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return str(size)

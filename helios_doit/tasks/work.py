@@ -1,0 +1,76 @@
+"""What one chunk or the merge is, as doit's task action receives it: plain, picklable data.
+
+Under `-n` doit's worker processes get it by fork (or pickle), so it holds names and paths, never
+open files or adapters.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+
+from ..state.folder import record_file
+from ..state.names import TaskName
+from ..state.places import Place
+from .complete import Complete
+from .options import RunOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """A video output's expected contents: a chunk's frames and size, or the merge's frames and fps."""
+
+    frames: int
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskJob:
+    """Everything a worker needs to run one chunk, or the merge."""
+
+    task: TaskName
+    command: str
+    cwd: str
+    output: str | None  # None: a merge whose output we cannot know
+    state_root: str
+    fingerprint: str
+    inputs: tuple[str, ...] = ()  # files whose content the record pins (the merge's chunk outputs)
+    adapter: str = "local"  # a name in executors.registry.ADAPTERS, so that tasks stay plain, picklable data
+    expect: Expect | None = None  # what a video output must hold to count as done
+    options: RunOptions = RunOptions()
+    looked: float = 0.0  # when the runner loaded the job (unix time): records since are another's
+    roots: tuple[str, ...] = ()  # folders outputs may be in, checked again whenever the output is touched
+    sources: tuple[TaskName, ...] = ()  # the merge: its chunks, in frame order (their records' facts)
+
+    @property
+    def name(self) -> str:
+        """Its state key: `chunk-3`, `merge`."""
+        return self.task.key
+
+    @property
+    def label(self) -> str:
+        """Shown to people: `chunk 3`, `merge`."""
+        return self.task.label
+
+    @property
+    def chunk_id(self) -> int | None:
+        return self.task.chunk_id
+
+    @property
+    def place(self) -> Place | None:
+        return Place(self.output, self.roots, os.path.join(self.state_root, "aside")) if self.output else None
+
+    def complete(self) -> Complete:
+        return Complete(record_file(self.state_root, self.name), self.fingerprint, self.output, self.inputs, self.cwd)
+
+
+def chunk_done(job: TaskJob) -> bool:
+    """A chunk's doit `uptodate`: its record matches and its output is the file recorded."""
+    return job.complete().check()
+
+
+# doit inspects the signature of an uptodate function on every call (for its magic arguments);
+# a function that carries its signature is answered at once.
+chunk_done.__signature__ = inspect.signature(chunk_done)  # type: ignore[attr-defined]
