@@ -259,3 +259,13 @@ def kill_tree(proc: subprocess.Popen[str]) -> None:
             os.kill(pid, signal.SIGKILL)
     proc.wait(10)
     wait_for(lambda: not any(alive(p) for p in stopped) and not marked(proc), 10, "killed processes to go away")
+
+
+def fake_helios(folder: Path, **env: str) -> dict[str, str]:
+    """An environment whose PATH finds a stand-in `helios` (tests/fake_helios.py) in `folder`/bin."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script = bin_dir / "helios"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests" / "fake_helios.py"}" "$@"\n')
+    script.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **env}

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import yaml
 from harness import CLI, REPO
 
@@ -67,6 +70,44 @@ def test_export_k8s_is_an_indexed_job_and_a_merge_job(make_job):
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "renders"
     assert merge["spec"]["template"]["spec"]["containers"][0]["command"] == ["helios-doit", "job", "run", str(job.file)]
     assert chunks["metadata"]["name"] == "job-chunks" and merge["metadata"]["name"] == "job-merge"
+    # The claim is mounted where the job's folder is here: the job's path means the same in a pod.
+    assert pod["containers"][0]["volumeMounts"] == [{"name": "jobs", "mountPath": str(job.folder)}]
+
+
+@pytest.mark.parametrize("version", ["1.29.0", "1.33.0"])
+def test_export_k8s_passes_strict_schema_validation(make_job, tmp_path, version):
+    job = make_job(chunks=3)
+    result = subprocess.run([*CLI, "export", "k8s", str(job.file), "--image", "registry/helios:1", "--claim", "renders"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(result.stdout)
+    checked = subprocess.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", "-k", version,
+                              str(manifest)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.count("passed for resource job/") == 2
+
+
+def test_export_k8s_mount_elsewhere_rewrites_the_jobs_path_under_it(make_job):
+    job = make_job(chunks=2)
+    result = subprocess.run([*CLI, "export", "k8s", "job.json", "--image", "i:1", "--claim", "renders", "--mount", "/work"],
+                            capture_output=True, text=True, cwd=job.folder)
+    assert result.returncode == 0, result.stderr
+    chunks, merge = list(yaml.safe_load_all(result.stdout))
+    container = chunks["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["helios-doit", "worker", "/work/job.json"]
+    assert container["volumeMounts"][0]["mountPath"] == "/work"
+    assert merge["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "/work/job.json"
+
+
+def test_export_k8s_refuses_a_claim_that_would_not_hold_the_outputs(make_job):
+    job = make_job(chunks=2)
+    job.data["chunks"][1]["outputFile"] = "../renders/part_1.txt"  # Helios' layout, run from the project folder
+    job.save()
+    result = subprocess.run([*CLI, "export", "k8s", "job/job.json", "--image", "i:1", "--claim", "renders"],
+                            capture_output=True, text=True, cwd=job.folder.parent)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "is outside it" in result.stderr and result.stdout == ""
 
 
 def test_export_slurm_submits_an_array_then_a_dependent_merge(make_job, tmp_path):

@@ -46,7 +46,7 @@ def test_before_a_run_everything_is_pending_and_nothing_is_created(make_job):
     report = status(job)
     assert states(report) == ["pending"] * 3
     assert report["merge"]["state"] == "pending"
-    assert report["totals"] == {"chunks": 3, "done": 0, "running": 0, "failed": 0, "stale": 0, "pending": 3,
+    assert report["totals"] == {"chunks": 3, "done": 0, "running": 0, "failed": 0, "stale": 0, "interrupted": 0, "pending": 3,
                                 "framesDone": 0, "totalFrames": 24, "complete": False}
     assert not (job.folder / ".helios-doit").exists()
 
@@ -147,8 +147,9 @@ def test_runner_killed_leaves_no_running_chunk(make_job):
              what="two chunks to start")
     kill_tree(runner)  # the markers stay behind; the locks die with their holders
     report = status(job)
-    assert states(report) == ["pending", "pending"]
-    assert all("interrupted" in c["note"] for c in report["chunks"])
+    assert states(report) == ["interrupted", "interrupted"]  # not "never rendered"
+    assert all("interrupted (runner pid" in c["note"] for c in report["chunks"])
+    assert report["totals"]["interrupted"] == 2 and report["totals"]["pending"] == 0
 
 
 def test_bad_job_is_refused_with_exit_2(make_job, capsys):

@@ -2,7 +2,10 @@
 
 Each array task runs `helios-doit worker JOB` with its index in the scheduler's variable; a
 merge step runs `helios-doit job run JOB` afterwards, which finds every chunk done and only
-merges. The job folder must be on storage that every node mounts at the same path.
+merges. Slurm: the job folder must be on storage that every node mounts at the same path.
+Kubernetes: `--claim PVC` is a claim whose root holds the job's folder; pods mount it at the
+job folder's path here (or at `--mount PATH`, and the job's path in the pods is rewritten to
+match), so every path in the job means the same in a pod as here.
 """
 from __future__ import annotations
 
@@ -13,8 +16,10 @@ import sys
 
 import yaml
 
+from ..spec.model import Job
 from ..tasks.refuse import load_or_exit
 from .cmd_worker import EXIT_BAD_INPUT, EXIT_FATAL, EXIT_RETRY
+from .parser import say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", metavar="IMAGE", help="k8s: container image with helios-doit installed")
     parser.add_argument("--parallelism", type=int, metavar="N", help="chunks at once (default: all)")
     parser.add_argument("--retries", type=int, default=3, metavar="N", help="attempts after the first, per chunk (default 3)")
-    parser.add_argument("--claim", metavar="PVC", help="k8s: PersistentVolumeClaim holding the job folder")
-    parser.add_argument("--mount", default="/work", metavar="PATH", help="k8s: where the claim is mounted (default /work)")
+    parser.add_argument("--claim", metavar="PVC", help="k8s: PersistentVolumeClaim whose root holds the job's folder")
+    parser.add_argument("--mount", metavar="PATH", help="k8s: where pods mount the claim (default: the job folder's "
+                        "path here, so paths stay as they are); the job's path in the pods follows it")
     parser.add_argument("--name", metavar="NAME", help="name of the scheduler jobs (default: from the job file)")
 
 
@@ -33,17 +39,28 @@ def run(args: argparse.Namespace) -> int:
     count = len(job.spec.chunks)
     parallelism = min(args.parallelism or count, count)
     if parallelism < 1 or args.retries < 0:
-        sys.stderr.write("helios-doit: --parallelism must be at least 1 and --retries at least 0\n")
-        return 2
+        return say("helios-doit export", "--parallelism must be at least 1 and --retries at least 0")
     name = _dns_name(args.name or job.spec.id or job.job_dir.name)
+    where = str(job.job_file) if job.job_file is not None else args.file  # absolute: pods and nodes start elsewhere
     if args.target == "k8s":
         if not args.image:
-            sys.stderr.write("helios-doit: export k8s needs --image IMAGE (an image with helios-doit installed)\n")
-            return 2
-        sys.stdout.write(k8s_manifests(args.file, name, count, parallelism, args.retries, args.image, args.claim, args.mount))
+            return say("helios-doit export", "k8s needs --image IMAGE (an image with helios-doit installed)")
+        if args.claim and (outside := _outside(job)):
+            return say("helios-doit export", f"--claim {args.claim}: the claim holds the job's folder {job.job_dir}, "
+                       f"but {outside} is outside it; emit the job into the folder that holds every output")
+        mount = args.mount or str(job.job_dir)
+        path = f"{mount.rstrip('/')}/{job.job_file.name}" if job.job_file is not None and args.claim else where
+        sys.stdout.write(k8s_manifests(path, name, count, parallelism, args.retries, args.image, args.claim, mount))
     else:
-        sys.stdout.write(slurm_script(args.file, name, count, parallelism, args.retries))
+        sys.stdout.write(slurm_script(where, name, count, parallelism, args.retries))
     return 0
+
+
+def _outside(job: Job) -> str | None:
+    """An output of the job outside its folder, if there is one."""
+    folder = str(job.job_dir.resolve()).rstrip("/") + "/"
+    paths = [*job.outputs.values(), *([str(job.merge_output)] if job.merge_output else [])]
+    return next((path for path in paths if not path.startswith(folder)), None)
 
 
 def _dns_name(text: str) -> str:
@@ -73,7 +90,7 @@ def k8s_manifests(job_path: str, name: str, count: int, parallelism: int, retrie
             "podFailurePolicy": {"rules": [
                 {"action": "FailIndex", "onExitCodes": {"containerName": "helios-doit", "operator": "In",
                                                         "values": [EXIT_BAD_INPUT, EXIT_FATAL]}},
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]},
             "template": pod(["helios-doit", "worker", job_path]),
         },

@@ -1,18 +1,18 @@
 """`helios-doit job run FILE`: Helios' `job run` flags over doit's own `DoitMain`.
 
-It builds the same task namespace as dodo.py: one executor, one meaning of "done". Options it
-does not know go to `doit run`.
+It builds the same task namespace as dodo.py: one executor, one meaning of "done". `doit run`'s
+own options (`-a`, `-v 2`, `-P thread`...) pass through; anything else is refused with one line.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..state.names import CHUNK, MERGE, TaskName
 from ..tasks.refuse import load_or_exit, refuse_bad
 from ..tasks.session import namespace
 from .doit_run import EXIT_CODES, Stopped, run_doit
 from .flags import add_option_flags, options_from_flags
+from .parser import Parser, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,12 +28,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-merge", action="store_true", help="render the chunks but do not merge")
     run.add_argument("--merge", choices=["builtin", "command"], help="merge with the built-in stitcher, or the job's mergeCommand")
     run.add_argument("--output-root", metavar="DIR", help="also allow outputs under DIR (outside the job folder)")
+    run.add_argument("--adapter", metavar="NAME", help="Helios' flag: local (the default) is the only one here; "
+                     "see --executor, `helios-doit worker` and `helios-doit export`")
     add_option_flags(run)
+    run.set_defaults(accept_extra=lambda extra: _doit_run_options(run, extra))
+
+
+#: Helios adapters and what does their job here.
+_ADAPTERS = {
+    "aws": "AWS Batch: `helios-doit export` and `helios-doit worker`",
+    "gcp": "Cloud Run jobs: `helios-doit worker` (it reads CLOUD_RUN_TASK_INDEX)",
+    "k8s": "Kubernetes: `helios-doit export k8s`",
+    "kubernetes": "Kubernetes: `helios-doit export k8s`",
+}
+
+
+def _doit_run_options(parser: Parser, extra: list[str]) -> list[str]:
+    """`extra`, if it is only `doit run`'s own options; else one line and exit 2."""
+    from doit.cmd_base import DoitCmdBase
+    from doit.cmd_run import Run
+
+    takes_value: dict[str, bool] = {}
+    for option in [*Run.cmd_options, *DoitCmdBase.base_options]:
+        for flag in ([f"-{option['short']}"] if option.get("short") else []) + (
+                [f"--{option['long']}"] if option.get("long") else []):
+            takes_value[flag] = option.get("type") is not bool
+    index = 0
+    while index < len(extra):
+        word = extra[index]
+        name = word.split("=", 1)[0]
+        short = word[:2] if not word.startswith("--") else name
+        if name in takes_value:
+            index += 2 if takes_value[name] and "=" not in word else 1
+        elif short in takes_value and takes_value[short]:  # -n2
+            index += 1
+        else:
+            parser.unknown(extra[index:], takes_value)
+    return extra
 
 
 def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         return _usage(f"--concurrency must be at least 1, got {args.concurrency}")
+    if args.adapter not in (None, "local"):
+        here = _ADAPTERS.get(args.adapter.lower(), "batch schedulers: `helios-doit export k8s|slurm` and "
+                                                    "`helios-doit worker`")
+        return _usage(f"--adapter {args.adapter}: helios-doit runs chunks locally (--adapter local) or on Dask "
+                      f"(--executor dask); for {here}")
     job = load_or_exit(args.file, args.output_root)
     run_options = refuse_bad(lambda: options_from_flags(args, args.doit_args))
     if args.chunk is not None and args.chunk not in job.chunk_ids:
@@ -53,5 +94,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _usage(message: str) -> int:
-    sys.stderr.write(f"helios-doit: {message}\n")
-    return 2
+    return say("helios-doit", message)

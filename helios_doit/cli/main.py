@@ -10,6 +10,8 @@ import signal
 import sys
 from typing import Callable
 
+from .parser import Parser
+
 #: name -> (help, "module" whose `add_arguments(parser)` and `run(args) -> exit code` it is)
 COMMANDS: dict[str, tuple[str, str]] = {
     "job": ("run a job's chunks and merge them (helios-doit job run FILE)", "helios_doit.cli.cmd_job"),
@@ -19,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "seams": ("draw every seam of a job or video into a PNG", "helios_doit.cli.cmd_seams"),
     "status": ("show where every chunk and the merge of a job stand", "helios_doit.cli.cmd_status"),
     "worker": ("render the chunk of an array job's index (Kubernetes, Slurm, AWS Batch, Cloud Run)", "helios_doit.cli.cmd_worker"),
+    "init": ("write a dodo.py in a job folder, so that plain `doit` runs the job there", "helios_doit.cli.cmd_init"),
     "export": ("print a Kubernetes Indexed Job or a Slurm array script for a job", "helios_doit.cli.cmd_export"),
 }
 
@@ -38,19 +41,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="helios-doit", description="Run chunked video render jobs with doit.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="helios-doit", description="Run chunked video render jobs with doit.")
+    parser.add_argument("--version", action="version", version=f"helios-doit {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     chosen: Callable[[argparse.Namespace], int] | None = None
+    subs: dict[str, Parser] = {}
     for name, (text, module_name) in COMMANDS.items():
-        sub = commands.add_parser(name, help=text, description=text)
+        sub = subs[name] = commands.add_parser(name, help=text, description=text)
         if argv and argv[0] == name:
             module = importlib.import_module(module_name)
             module.add_arguments(sub)
             chosen = module.run
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        parser.unknown_command(argv[0], list(COMMANDS))
     args, extra = parser.parse_known_args(argv)
-    if args.command == "job":
-        args.doit_args = extra
+    accepts = getattr(args, "accept_extra", None)  # `job run` passes doit's own run options on
+    if accepts is not None:
+        args.doit_args = accepts(extra)
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        subs[args.command].unknown(extra)
     assert chosen is not None
     return chosen(args)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("helios-doit")
+    except PackageNotFoundError:
+        return "unknown"

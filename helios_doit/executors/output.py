@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import select
 import time
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 _PIPE_BUF = getattr(select, "PIPE_BUF", 512)
 _FDS = {"stdout": 1, "stderr": 2}
@@ -34,8 +34,10 @@ def log_limit() -> int:
 class LogSink:
     """An OutputSink that tees into a task's log (bounded) and prefixed live lines."""
 
-    def __init__(self, log_path: os.PathLike[str] | str, header: str, prefix: str):
+    def __init__(self, log_path: os.PathLike[str] | str, header: str, prefix: str,
+                 on_output: Callable[[bytes], None] | None = None):
         self.prefix = prefix.encode()
+        self.on_output = on_output  # sees the command's output as it comes (how far a renderer is)
         self.partial = {"stdout": b"", "stderr": b""}
         limit = log_limit()
         self.head_room = limit - limit // 4  # written as it comes
@@ -47,6 +49,8 @@ class LogSink:
 
     def __call__(self, stream: str, data: bytes) -> None:
         self._keep(data)
+        if self.on_output is not None:
+            self.on_output(data)
         lines = data.split(b"\n")
         if len(lines) == 1:  # no line ends here: keep the end of the line, bounded
             self.partial[stream] = (self.partial[stream] + data)[-LIVE_LINE:]

@@ -36,6 +36,7 @@ class TaskState:
     attempts: int | None = None  # allowed, when the worker said
     started: float | None = None
     duration: float | None = None
+    progress: int = 0  # frames of the running attempt, as its renderer said
 
     @property
     def finished(self) -> bool:
@@ -75,7 +76,8 @@ class Progress:
         self.code: int | None = None
         # Kept up to date event by event: a 10,000-chunk run must not recount every chunk per event.
         self._chunks: dict[str, TaskState] = {}
-        self._sums = [0, 0, 0, 0]  # chunks finished, frames finished, frames rendered, frames in all
+        # chunks finished, frames finished, frames rendered, frames in all, frames of running attempts
+        self._sums = [0, 0, 0, 0, 0]
         self._set_chunks(chunk_frames or {}, merge)
 
     def _set_chunks(self, chunk_frames: Mapping[int, int], merge: bool) -> None:
@@ -97,7 +99,8 @@ class Progress:
             return
         finished = task.finished
         for i, value in enumerate((int(finished), task.frames if finished else 0,
-                                   task.frames if task.state == "done" else 0, task.frames)):
+                                   task.frames if task.state == "done" else 0, task.frames,
+                                   task.progress if task.state == "running" else 0)):
             self._sums[i] += sign * value
 
     # -- feeding ------------------------------------------------------------------------
@@ -145,9 +148,17 @@ class Progress:
         if attempt is not None and task.attempt >= int(attempt) and task.state != "pending":
             return False
         task.state, task.attempt = "running", int(attempt or 1)
-        task.started = at
+        task.started, task.progress = at, 0
         self.first_start = at if self.first_start is None else min(self.first_start, at)
         return True
+
+    def _progress(self, task: TaskState, key: str, event: Event, at: float) -> bool:
+        frames = event.get("frames")
+        if task.state != "running" or not isinstance(frames, int) or event.get("attempt") not in (None, task.attempt):
+            return False
+        frames = max(0, min(frames, task.frames))
+        changed, task.progress = frames != task.progress, frames
+        return changed
 
     def _retry(self, task: TaskState, key: str, event: Event, at: float) -> bool:
         attempt = int(event.get("attempt") or task.attempt or 1)
@@ -214,7 +225,8 @@ class Progress:
         """The progress file's content."""
         now = self.clock() if now is None else now
         chunks = self._chunks.values()
-        chunks_done, frames_done, rendered, total_frames = self._sums
+        chunks_done, frames_done, rendered, total_frames, partial = self._sums
+        frames_done, rendered = frames_done + partial, rendered + partial
         merge = self.tasks.get("merge")
         overall = frames_done / total_frames if total_frames else (1.0 if self.ended else 0.0)
         if merge is not None and not merge.finished:
@@ -240,6 +252,8 @@ class Progress:
             "timeToFinish": eta,
             "elapsed": round(now - self.started, 2),
             "running": self.running(),
+            "runningChunks": [{"chunkId": t.chunk_id, "framesDone": t.progress, "frames": t.frames}
+                              for t in chunks if t.state == "running"][:100],
             "slowestChunks": [{"chunkId": t.chunk_id, "duration": t.duration} for t in slowest],
             "merge": merge.state if merge else None,
             "stage": self._stage(),
@@ -270,10 +284,19 @@ class Progress:
             lines.append(f"{label(error['task'])} attempt {error['attempt']} failed{then}: {first_line(error['message'])}")
         return lines
 
+    def progress_line(self, now: float | None = None) -> str:
+        """The plain line that says, now and then, where a run stands while chunks render."""
+        snap = self.snapshot(now)
+        running = ", ".join(map(str, snap["running"][:8])) + (" ..." if len(snap["running"]) > 8 else "")
+        eta = f"; ETA {clock_text(snap['timeToFinish'])}" if snap["timeToFinish"] is not None else ""
+        return (f".. {snap['framesDone']}/{snap['totalFrames']} frames, {snap['chunksDone']}/{snap['totalChunks']} "
+                f"chunks; rendering {running or '-'}{eta}")
+
     def done_line(self, key: str) -> str:
         """The plain line for a task doit reports finished: how long, and where the run stands."""
         task = self.tasks.get(key)
-        chunks_done, frames_done, _, total_frames = self._sums
+        chunks_done, frames_done, _, total_frames, partial = self._sums
+        frames_done += partial
         counts = f"{chunks_done}/{len(self._chunks)} chunks, {frames_done}/{total_frames} frames"
         if task is not None and task.state == "skipped":
             return f"-- {label(key)} (done by another runner) [{counts}]"
@@ -296,6 +319,7 @@ _HANDLERS: dict[str, Callable[[Progress, TaskState, str, Event, float], bool]] =
     "task-done": Progress._done,
     "task-failed": Progress._failed,
     "task-skip": Progress._skip,
+    "task-progress": Progress._progress,
 }
 
 

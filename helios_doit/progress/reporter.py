@@ -43,6 +43,7 @@ LIVE_ENV = "HELIOS_DOIT_LIVE"
 _TICK = 0.1  # how often the event log is read
 _MIN_WRITE = 0.2  # progress file: at most this often when something changed ...
 _MAX_QUIET = 1.0  # ... and at least this often (elapsed and ETA move on)
+_PLAIN_EVERY = 10.0  # without the live display: a line on where the run stands, this often at most
 
 
 class RunStart(Protocol):
@@ -194,12 +195,19 @@ class Reporter(ConsoleReporter):
 
     # -- the event log and the progress file --------------------------------------------
     def _tick(self) -> None:
+        said, said_at = None, time.monotonic()
         while not self.stop.wait(_TICK):
             with self.lock:
                 self._drain()
                 self._write_json()
                 if self.live is not None:
                     self.live.update()
+                elif time.monotonic() - said_at >= _PLAIN_EVERY and self.progress.running():
+                    line = self.progress.progress_line()
+                    if line.split(";")[0] != said:  # only when frames moved on
+                        self.write(line + "\n")
+                        said = line.split(";")[0]
+                    said_at = time.monotonic()
 
     def _drain(self) -> None:
         """Read what workers (and we) appended to the run's event log since the last look."""

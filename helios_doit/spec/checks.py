@@ -33,7 +33,7 @@ def check_job(
     if merge_output is not None:
         paths.clashes(merge_output, merge_raw or "", merge_what)
     outputs = paths.chunk_outputs(spec, merge_output)
-    faults = paths.faults + _check_frames(spec)
+    faults = paths.outside_fault() + paths.faults + _check_frames(spec)
     if spec.merge_command and not faults:
         faults += _check_merge_order(spec, outputs, lambda raw: paths.resolve(raw, "mergeCommand", False))
     return outputs, Path(merge_output) if merge_output else None, tuple(inputs), faults
@@ -42,7 +42,8 @@ def check_job(
 class _Paths:
     """The job's paths as the shell will see them, and the faults found in them so far."""
 
-    HOW = "keep outputs inside the job's folder, or allow another folder with output_root=PATH (CLI: --output-root)"
+    HOW = ("keep outputs inside the job's folder, run from a folder that holds them (Helios' layout: the "
+           "project folder), or allow another folder with output_root=PATH (CLI: --output-root)")
 
     def __init__(self, job_dir: Path, job_file: Path | None, state_dir: Path, output_root: Path | None):
         self.faults: list[str] = []
@@ -53,6 +54,13 @@ class _Paths:
         self.resolve = _resolver(job_dir, self.faults)
         self.job_file = str(job_file) if job_file is not None else None
         self.input_texts: set[str] = set()
+        self.outside: list[str] = []  # said in one line: a job of 10,000 chunks is one mistake
+
+    def outside_fault(self) -> list[str]:
+        if not self.outside:
+            return []
+        more = f" (and {len(self.outside) - 1} more outputs)" if len(self.outside) > 1 else ""
+        return [f"{self.outside[0]}{more}; {self.HOW}"]
 
     def inputs(self, raws: list[str]) -> list[Path]:
         found_inputs: list[Path] = []
@@ -74,7 +82,7 @@ class _Paths:
             return None
         path, is_dir = found
         if not any(_within(path, root) for root in self.roots):
-            self.faults.append(f"{what}: {raw!r} resolves to {path}, outside {self.allowed[0]}; {self.HOW}")
+            self.outside.append(f"{what}: {raw!r} resolves to {path}, outside {' and '.join(self.roots)}")
         elif _within(path, str(self.state_parent)):
             self.faults.append(f"{what}: {raw!r} is inside the state folder {self.state_parent}; choose another path")
         elif is_dir:
@@ -209,6 +217,18 @@ def _check_merge_order(spec: JobSpec, outputs: dict[int, str],
 
 def merge_inputs_of(command: str) -> list[str]:
     """The INPUTs of `helios merge OUTPUT INPUT...` (or ours), options left out; [] for any other command."""
+    return _merge_words(command)[1:]
+
+
+def merge_output_of(command: str) -> str | None:
+    """The OUTPUT of `helios merge OUTPUT INPUT...` (or ours), options left out; else None: unknown to us."""
+    words = _merge_words(command)
+    return words[0] if words else None
+
+
+def _merge_words(command: str) -> list[str]:
+    """OUTPUT and the INPUTs of a merge by a program we know, with options (and their values) left
+    out, wherever they are: `merge --audio-codec aac out.mp4 a.mov` names out.mp4."""
     try:
         argv = shlex.split(command)
     except ValueError:
@@ -225,16 +245,4 @@ def merge_inputs_of(command: str) -> list[str]:
             words.append(word)
         else:
             value_next = "=" not in word
-    return words[1:]  # the first word is the output
-
-
-def merge_output_of(command: str) -> str | None:
-    """The OUTPUT of `helios merge OUTPUT INPUT...` (or ours), else None: unknown to us."""
-    try:
-        argv = shlex.split(command)
-    except ValueError:
-        return None
-    if len(argv) >= 3 and os.path.basename(argv[0]) in MERGE_PROGRAMS and argv[1] == "merge":
-        rest = argv[3:] if argv[2] == "--" else argv[2:]
-        return rest[0] if rest else None
-    return None
+    return words

@@ -49,13 +49,22 @@ def load_job(
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
         raise JobError([f"{name}: {_describe(err, data)}" for err in exc.errors()]) from None
-    root = (cwd / output_root).resolve() if output_root is not None else None
+    root = (cwd / output_root).resolve() if output_root is not None else _project_folder(cwd, job_dir)
     state_dir = job_dir / STATE_ROOT / _state_name(source, job_file)
     outputs, merge_output, inputs, faults = check_job(spec, job_dir, job_file, state_dir, root)
     if faults:
         raise JobError([f"{name}: {fault}" for fault in faults])
     roots = tuple(dict.fromkeys(str(r) for r in (job_dir.resolve(), root) if r is not None))
     return Job(spec, source, job_file, job_dir, state_dir, outputs, merge_output, inputs, roots)
+
+
+def _project_folder(cwd: Path, job_dir: Path) -> Path | None:
+    """Helios' layout: `helios render -o renders/out.mp4 --emit-job jobs/job.json` writes outputs as
+    `../renders/...`, and its users run the job from the project folder. Run from a folder that
+    holds the job's folder, outputs may be anywhere under it (files there that helios-doit did not
+    write are still never deleted: they are moved aside)."""
+    job_dir = job_dir.resolve()
+    return cwd if job_dir != cwd and job_dir.is_relative_to(cwd) else None
 
 
 def _is_url(source: str) -> bool:

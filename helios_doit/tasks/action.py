@@ -106,7 +106,8 @@ def _attempts(job: TaskJob, state: StateDir, dead: str | None = None) -> TaskFai
     for attempt in range(1, allowed + 1):
         if cancel.exists():
             return TaskStopped(f"{job.label} stopped: {cancel.read_text().strip()}")
-        failure, result, output = run_once(job, state, attempt, allowed)
+        outcome = run_once(job, state, attempt, allowed)
+        failure, result, output = outcome.failure, outcome.result, outcome.output
         if failure is None:
             size = output[0] if output else None
             events.emit(state.root, "task-done", task=job.name, chunkId=job.chunk_id, attempt=attempt,
@@ -116,7 +117,8 @@ def _attempts(job: TaskJob, state: StateDir, dead: str | None = None) -> TaskFai
             return TaskStopped(f"{job.label} stopped: {cancel.read_text().strip()}")
         # A death by signal N counts as exit code 128+N too: what a shell would have reported.
         code = result.exit_code if result.signal is None else 128 + result.signal
-        fatal = code is not None and code in job.options.fatal_exit_codes
+        # A wrong output is what the renderer makes of this command: another attempt makes it again.
+        fatal = outcome.wrong or (code is not None and code in job.options.fatal_exit_codes)
         if attempt < allowed and not fatal:
             delay = job.options.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
             events.emit(state.root, "task-retry", task=job.name, chunkId=job.chunk_id, attempt=attempt,

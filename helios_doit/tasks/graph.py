@@ -54,10 +54,11 @@ def build(job: Job, options: RunOptions = RunOptions(), merge: str | None = None
     for chunk in job.spec.chunks:
         expect = expects.get(chunk.frame_count)
         if expect is None:
-            expect = expects[chunk.frame_count] = Expect(chunk.frame_count, meta.width, meta.height)
+            expect = expects[chunk.frame_count] = Expect(chunk.frame_count, meta.width, meta.height, meta.fps)
         chunks.append(TaskJob(TaskName(chunk.id), chunk.command, str(job.job_dir), job.outputs[chunk.id],
                               str(state.root), chunk_fingerprint(chunk, digest), adapter=options.executor,
-                              expect=expect, options=options, looked=looked, roots=job.output_roots))
+                              expect=expect, options=options, looked=looked, roots=job.output_roots,
+                              first_frame=chunk.start_frame))
     output = str(job.merge_output) if job.merge_output else None
     merge_work = TaskJob(TaskName.merge(), command, str(job.job_dir), output, str(state.root),
                          fingerprint(command, output and os.path.relpath(output, job.job_dir)),

@@ -21,8 +21,8 @@ from ..spec.model import Job
 from ..state.content import save_inputs_cache
 from ..state.places import Place
 from .graph import Graph, TaskDicts, build, chunk_tasks, merge_task
-from .options import RunOptions
-from .refuse import refuse_bad
+from .options import RunOptions, from_vars
+from .refuse import load_or_exit, refuse_bad
 
 #: The job `doit` renders when no `job=` is given.
 EXAMPLE_JOB = Path(__file__).resolve().parent.parent.parent / "examples" / "orbit" / "job.json"
@@ -71,6 +71,18 @@ class RunSession:
         aside = str(self.graph.state.aside)
         works = [*self.graph.chunks, self.graph.merge]
         return {w.name: Place(w.output, w.roots, aside) for w in works if w.output}
+
+
+def dodo(default_job: str | os.PathLike[str]) -> dict[str, Any]:
+    """Everything a dodo file holds, from doit's variables: `job=` (else `default_job`),
+    `output_root=`, `merge=` and the run options. The repository's dodo.py and the one
+    `helios-doit init` writes are this one call."""
+    from doit import get_var, loader
+
+    # doit has changed into the dodo file's folder; the user's paths are relative to where they started.
+    job = load_or_exit(get_var("job") or default_job, get_var("output_root"), loader.initial_workdir)
+    options = refuse_bad(lambda: from_vars(get_var, sys.argv))
+    return namespace(job, merge=get_var("merge"), options=options)
 
 
 def namespace(job: Job, merge: str | None = None, options: RunOptions = RunOptions()) -> dict[str, Any]:

@@ -8,8 +8,9 @@ is going and on a job that never ran.
 States:
 - `done`: its record holds and the output is the file that record describes.
 - `running`: a runner works on it now: its `running/<task>.json` names the runner, and
-  the runner holds `locks/<task>.lock` (a marker without a held lock was left by a runner that
-  died: the task is shown by its record, with the note "interrupted").
+  the runner holds `locks/<task>.lock`.
+- `interrupted`: a runner started it and died (a marker without a held lock); the next run
+  renders it again (a task done or failed before is shown as such, with the note "interrupted").
 - `failed`: its last attempt failed for good (`failures/<task>.json`), with exit code or signal.
 - `stale`: it was done, but no longer counts: its command or the job's inputs changed, or its
   output is missing or no longer the file it wrote (a deleted output is `stale`, not
@@ -43,7 +44,7 @@ def job_status(job: Job, merge: str | None = None) -> dict[str, Any]:
     chunks = [{"id": work.chunk_id, "frames": frames[work.chunk_id], **task_status(graph.state, work)}
               for work in graph.chunks if work.chunk_id is not None]
     merged = {"frames": job.spec.metadata.total_frames, **task_status(graph.state, graph.merge)}
-    counts = {name: sum(1 for c in chunks if c["state"] == name) for name in ("done", "running", "failed", "stale", "pending")}
+    counts = {name: sum(1 for c in chunks if c["state"] == name) for name in ("done", "running", "failed", "stale", "interrupted", "pending")}
     totals = {
         "chunks": len(chunks), **counts,
         "framesDone": sum(c["frames"] for c in chunks if c["state"] == "done"),
@@ -66,8 +67,10 @@ def task_status(state: StateDir, work: TaskJob) -> dict[str, Any]:
     entry: dict[str, Any] = {"state": "pending", "attempts": None, "duration": None, "size": size,
                              "log": str(log) if log.exists() else None, "runner": runner, "note": None}
     if runner is not None:
-        entry.update(state="running", attempts=runner.get("attempt"), size=None,
-                     note=f"for {time.time() - float(runner.get('startedAt') or time.time()):.0f}s")
+        frames = marker.get("frames") if marker else None
+        done = f"{frames}/{work.expect.frames} frames, " if isinstance(frames, int) and work.expect else ""
+        entry.update(state="running", attempts=runner.get("attempt"), size=None, framesDone=frames,
+                     note=f"{done}for {time.time() - float(runner.get('startedAt') or time.time()):.0f}s")
     elif record is not None and complete():
         entry.update(state="done", attempts=record.get("attempts", 1), duration=record.get("duration"))
     elif failure is not None:
@@ -78,6 +81,8 @@ def task_status(state: StateDir, work: TaskJob) -> dict[str, Any]:
                      note=_why_stale(record, complete, output, work.chunk_id is not None))
     if marker is not None and runner is None:
         entry["note"] = "; ".join(filter(None, [entry["note"], f"interrupted (runner pid {marker.get('pid')} is gone)"]))
+        if entry["state"] == "pending":
+            entry["state"] = "interrupted"
     return entry
 
 
@@ -122,7 +127,7 @@ def _alive(pid: Any) -> bool:
 def render_table(report: dict[str, Any]) -> str:
     """The table for people: one row per chunk, then the merge, then where the logs are."""
     totals = report["totals"]
-    busy = ", ".join(f"{totals[k]} {k}" for k in ("running", "failed", "stale") if totals[k])
+    busy = ", ".join(f"{totals[k]} {k}" for k in ("running", "interrupted", "failed", "stale") if totals[k])
     lines = [f"{report['job']}: {totals['done']}/{totals['chunks']} chunks done, "
              f"{totals['framesDone']}/{totals['totalFrames']} frames" + (f"; {busy}" if busy else "")
              + f"; merge {report['merge']['state']}"]

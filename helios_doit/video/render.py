@@ -218,9 +218,9 @@ def _encode(comp: Any, s: Settings, target: BinaryIO, fmt: str, threads: int | N
             start, end = sample_at(index, s.fps, rate), sample_at(index + 1, s.fps, rate)
             if audio is not None and end > start:
                 container.mux(audio.encode(_audio_frame(comp.sound(start, end - start), s.audio_codec, rate, start - first)))
-            if time.monotonic() - last_report > 5:
+            if time.monotonic() - last_report > 1 or k + 1 == s.frame_count:  # in Helios' words: runners read it
                 last_report = time.monotonic()
-                print(f"frame {index} ({k + 1}/{s.frame_count})", flush=True)
+                print(f"Progress: Rendered {k + 1} / {s.frame_count} frames", flush=True)
         container.mux(video.encode(None))
         if audio is not None:
             container.mux(audio.encode(None))

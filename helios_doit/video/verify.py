@@ -10,6 +10,7 @@ wrong order, or took a wrong file, has the right frame count but the wrong frame
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,8 +45,10 @@ class ChunkFacts:
             return None
 
 
-def inspect_chunk(path: str | Path, frame_count: int, width: int, height: int) -> tuple[str | None, ChunkFacts | None]:
-    """Why a chunk's output is not what the job asked for (None if it is), and its facts."""
+def inspect_chunk(path: str | Path, frame_count: int, width: int, height: int, fps: float | None = None
+                  ) -> tuple[str | None, ChunkFacts | None]:
+    """Why a chunk's output is not what the job asked for (None if it is), and its facts. Given the
+    job's `fps`, the chunk must have that frame rate, and so last `frame_count / fps` seconds."""
     try:
         info = probe(path)
     except ProbeError as exc:
@@ -62,14 +65,28 @@ def inspect_chunk(path: str | Path, frame_count: int, width: int, height: int) -
         return f"expected {width}x{height}, found {video.width}x{video.height}", None
     if video.frames != frame_count:
         return f"expected {frame_count} frames, found {video.frames}", None
+    if fps is not None and (problem := check_timing(video.frame_rate, video.span, frame_count, fps)):
+        return problem, None
     if not video.first_is_keyframe:
         return "does not start on a keyframe, so it cannot be stitched without re-encoding", None
     return None, ChunkFacts(video.frames, video.frames, video.first_packet, video.last_packet, video.signature)
 
 
-def check_chunk(path: str | Path, frame_count: int, width: int, height: int) -> str | None:
+def check_chunk(path: str | Path, frame_count: int, width: int, height: int, fps: float | None = None) -> str | None:
     """One line saying why a chunk's output is not what the job asked for, or None if it is."""
-    return inspect_chunk(path, frame_count, width, height)[0]
+    return inspect_chunk(path, frame_count, width, height, fps)[0]
+
+
+def check_timing(rate: Fraction, span: float, frames: int, fps: float) -> str | None:
+    """A chunk's frame rate and duration against the job's. Rates are compared to a thousandth
+    (29.97 in a job is the 30000/1001 of a file); the duration to half a frame."""
+    if abs(float(rate) - fps) > fps / 1000:
+        return (f"{float(rate):g} fps, expected {fps:g}: the renderer ignored the job's frame rate "
+                f"({frames} frames last {frames / float(rate):.3f} s instead of {frames / fps:.3f} s)")
+    expected = frames / fps
+    if abs(span - expected) > 0.5 / fps:
+        return f"lasts {span:.3f} s, expected {expected:.3f} s ({frames} frames at {fps:g} fps)"
+    return None
 
 
 def verify_merged(path: str | Path, total_frames: int, fps: float, chunks: Sequence[ChunkFacts] = (),

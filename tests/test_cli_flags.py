@@ -1,0 +1,49 @@
+"""The command line's own errors: one line naming the subcommand, exit 2, a suggestion for a typo,
+no prefix matching, and Helios' `--adapter` understood. Run in process: nothing here starts a run."""
+from __future__ import annotations
+
+import pytest
+from harness import CLI, new_job, run
+
+from helios_doit.cli.main import main
+
+
+def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str], str]:
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.err.splitlines(), captured.out
+
+
+@pytest.mark.parametrize("argv, starts, hint", [
+    (["job", "run", "j.json", "--concurency", "4"], "helios-doit job run: unknown option --concurency", "did you mean --concurrency?"),
+    (["job", "run", "j.json", "--no-merg"], "helios-doit job run: unknown option --no-merg", "did you mean --no-merge?"),
+    (["job", "run", "j.json", "--retrys", "2"], "helios-doit job run: unknown option --retrys", "did you mean --retries?"),
+    (["job", "run", "j.json", "chunk:3"], "helios-doit job run: unexpected argument 'chunk:3'", "job run --help"),
+    (["render", "comp.py", "--fsp", "30"], "helios-doit render: unknown option --fsp", "did you mean --fps?"),
+    (["merge", "out.mp4", "a.mov", "--stitch", "ffmpeg"], "helios-doit merge: unknown option --stitch", "did you mean --stitcher?"),
+    (["status", "j.json", "--jsn"], "helios-doit status: unknown option --jsn", "did you mean --json?"),
+    (["rendr", "comp.py"], "helios-doit: unknown command 'rendr'", "did you mean render?"),
+    (["job", "run"], "helios-doit job run: the following arguments are required: FILE", "job run --help"),
+    (["job", "run", "j.json", "--adapter", "aws"], "helios-doit: --adapter aws: helios-doit runs chunks locally",
+     "helios-doit export"),
+    (["job", "run", "j.json", "--adapter", "lambda"], "helios-doit: --adapter lambda:", "helios-doit worker"),
+])
+def test_a_usage_error_is_one_line_and_exit_2(argv, starts, hint, capsys):
+    code, err, out = cli(argv, capsys)
+    assert code == 2 and out == ""
+    assert len(err) == 1 and err[0].startswith(starts) and hint in err[0], err
+
+
+def test_doits_own_run_options_pass_through_and_adapter_local_is_helios_default(tmp_path):
+    job = new_job(tmp_path, chunks=2, frames=1)
+    result = run([*CLI, "job", "run", str(job.file), "--adapter", "local", "-v", "2", "-n2", "--continue"])
+    assert result.returncode == 0, result.stderr
+    assert job.merged.read_text() == job.expected_merge()
+
+
+def test_version(capsys):
+    code, err, out = cli(["--version"], capsys)
+    assert code == 0 and out.startswith("helios-doit ") and out.split()[1][0].isdigit()
