@@ -58,6 +58,20 @@ class Seam:
         return statistics.median(others) if others else 0.0
 
 
+    @property
+    def verdict(self) -> tuple[str, bool]:
+        """What the chart says of the seam's step, in words that agree with its bars; and whether
+        it stands out (a jump, or a freeze where the picture moves)."""
+        ratio = self.step / max(self.neighbours, 0.5)
+        if ratio > 4 or (self.neighbours > 1 and ratio < 0.25):
+            return f"stands out (x{ratio:.1f})", True
+        if self.step >= max(d for _, d in self.steps) and ratio > 1.5:
+            return f"the largest change here (x{ratio:.1f} the typical), but no jump", False
+        if ratio < 0.67 and self.neighbours > 1:
+            return f"smaller than its neighbours (x{ratio:.1f}), but no freeze", False
+        return "in line with its neighbours", False
+
+
 @dataclass(frozen=True)
 class SeamsReport:
     output: Path
@@ -212,9 +226,7 @@ def _draw(rows: Sequence[Seam], frames: dict[int, np.ndarray], thumb: tuple[int,
 def _plot(draw: ImageDraw.ImageDraw, seam: Seam, left: int, top: int, width: int, height: int, context: int,
           font: ImageFont.ImageFont | ImageFont.FreeTypeFont, small: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> None:
     """Bars of the change at each step; the seam's step in red on a shaded band."""
-    ratio = seam.step / max(seam.neighbours, 0.5)
-    stands_out = ratio > 4 or (seam.neighbours > 1 and ratio < 0.25)
-    verdict = f"stands out (x{ratio:.1f})" if stands_out else "in line with its neighbours"
+    verdict, stands_out = seam.verdict
     draw.text((left, top), f"seam {seam.frame - 1}|{seam.frame}: change {seam.step:.1f}, typical {seam.neighbours:.1f}: {verdict}",
               fill=SEAM if stands_out else INK, font=small)
     plot_top, plot_bottom = top + LABEL_H + 4, top + height - LABEL_H

@@ -34,3 +34,19 @@ def test_running_chunks_frames_count_in_the_run_and_restart_with_a_new_attempt()
     progress.apply({"event": "task-start", "task": "chunk-0", "chunkId": 0, "attempt": 2})
     progress.apply({"event": "task-done", "task": "chunk-0", "chunkId": 0, "attempt": 2, "frames": 30})
     assert progress.snapshot()["framesDone"] == 30 and progress.snapshot()["runningChunks"] == []
+
+
+@pytest.mark.parametrize("steps, words, stands_out", [
+    ({9: 1.0, 10: 1.1, 11: 9.0, 12: 1.0, 13: 0.9}, "stands out (x9.0)", True),
+    ({9: 1.0, 10: 1.1, 11: 2.5, 12: 1.0, 13: 0.9}, "the largest change here (x2.5 the typical), but no jump", False),
+    ({9: 4.0, 10: 4.1, 11: 2.0, 12: 4.0, 13: 3.9}, "smaller than its neighbours (x0.5), but no freeze", False),
+    ({9: 4.0, 10: 4.1, 11: 0.2, 12: 4.0, 13: 3.9}, "stands out (x0.1)", True),
+    ({9: 1.0, 10: 1.1, 11: 1.05, 12: 1.0, 13: 0.9}, "in line with its neighbours", False),
+])
+def test_the_seam_chart_says_what_its_bars_show(steps, words, stands_out):
+    from helios_doit.video.seams import Seam
+
+    seam = Seam(11, tuple(steps.items()))
+    assert seam.verdict == (words, stands_out)
+    tallest = max(steps, key=steps.get) == 11
+    assert not (tallest and seam.verdict[0] == "in line with its neighbours")
