@@ -36,6 +36,7 @@ def check_job(
     faults = paths.outside_fault() + paths.faults + _check_frames(spec)
     if spec.merge_command and not faults:
         faults += _check_merge_order(spec, outputs, lambda raw: paths.resolve(raw, "mergeCommand", False))
+        faults += paths.faults  # what resolving the merge command's paths found (an unusable name)
     return outputs, Path(merge_output) if merge_output else None, tuple(inputs), faults
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 #: The largest whole number a JSON writer such as Helios' (JavaScript) can state exactly.
@@ -18,6 +18,16 @@ PositiveInt = Annotated[StrictInt, Field(gt=0, le=MAX_SAFE_INTEGER)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=MAX_SAFE_INTEGER)]
 PositiveNumber = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
 NonEmptyStr = Annotated[str, Field(min_length=1, strict=True)]
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("holds a NUL byte, which no program can be given; remove it")
+    return text
+
+
+#: A command for the shell: no NUL byte, which exec cannot pass.
+Command = Annotated[NonEmptyStr, AfterValidator(_no_nul)]
 
 #: Where state lives, relative to the job's folder; chunk outputs may never point into it.
 STATE_ROOT = ".helios-doit"
@@ -44,7 +54,7 @@ class Chunk:
     start_frame: Annotated[NonNegativeInt, Field(alias="startFrame")]
     frame_count: Annotated[PositiveInt, Field(alias="frameCount")]
     output_file: Annotated[NonEmptyStr, Field(alias="outputFile")]
-    command: NonEmptyStr
+    command: Command
 
 
 class JobSpec(_Model):
@@ -54,7 +64,7 @@ class JobSpec(_Model):
     assets_url: NonEmptyStr | None = Field(default=None, alias="assetsUrl")
     metadata: Metadata
     chunks: list[Chunk] = Field(min_length=1)
-    merge_command: NonEmptyStr | None = Field(default=None, alias="mergeCommand")  # None: built-in stitcher
+    merge_command: Command | None = Field(default=None, alias="mergeCommand")  # None: built-in stitcher
     output_file: NonEmptyStr | None = Field(default=None, alias="outputFile")
     inputs: list[NonEmptyStr] = Field(default_factory=list)
 
