@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from harness import REPO, alive, descendants, kill_tree, wait_for
@@ -139,3 +140,32 @@ def test_a_worker_process_that_dies_does_not_hang_the_run(make_job):
     job.runs()
     assert job.doit("-n", "2").returncode == 0
     assert job.merged.read_text() == job.expected_merge()
+
+
+@pytest.mark.parametrize("par_type", ["process", "thread"])
+def test_a_command_starts_able_to_hear_a_stop_and_stops_at_once(make_job, par_type):
+    """A stop is held back in Python while a command starts, never by the signal mask, which the
+    command would inherit: deaf to SIGTERM, it would sit out the grace period and be SIGKILLed."""
+    job = make_job(chunks=2, frames=1)
+    for chunk in job.data["chunks"]:
+        chunk["command"] = "sleep 30"  # plain words: exec'd directly, no shell to reset the mask
+    job.save()
+    runner = job.start_doit("-n", "2", "-P", par_type)
+    wait_for(lambda: len([p for p in descendants(runner.pid) if _comm(p) == "sleep"]) == 2, what="two sleeps")
+    sleeps = [p for p in descendants(runner.pid) if _comm(p) == "sleep"]
+    for pid in sleeps:
+        blocked = int(next(line for line in open(f"/proc/{pid}/status") if line.startswith("SigBlk:")).split()[1], 16)
+        assert not blocked & (1 << (signal.SIGTERM - 1) | 1 << (signal.SIGINT - 1)), f"SigBlk {blocked:x}"
+    started = time.monotonic()
+    runner.send_signal(signal.SIGTERM)
+    runner.communicate(timeout=30)
+    assert runner.returncode == -signal.SIGTERM
+    assert time.monotonic() - started < 2.5  # not the 3 s grace and a SIGKILL
+    assert not any(alive(pid) for pid in sleeps)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/comm").read().strip()
+    except OSError:
+        return ""

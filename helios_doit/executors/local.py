@@ -21,11 +21,13 @@ from typing import Callable
 from . import reaper
 from .base import (
     STOP_GRACE,
-    STOPS,
     CommandRequest,
     CommandResult,
     OutputSink,
+    hold_stops,
     register_stopper,
+    release_stops,
+    stop_sent,
 )
 from .spawn import SHELL, Forked, argv_for, exec_failure, own_command
 
@@ -96,29 +98,35 @@ class LocalAdapter:
         reaper.ensure()  # before anything starts: the guard must exist to be told about it
         # A stop (SIGINT/SIGTERM) waits until the command is known to this process and its guard:
         # one that came between its start and that would leave it running, unknown, unstopped.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+        hold_stops()
         try:
             proc = _start(argv, own, request, env)
         except BaseException:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            release_stops()
             raise
         if isinstance(proc, tuple):  # it could not start: a failure of the command, as sh reports it
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            release_stops()
             code, message = proc
             sink("stderr", f"{message}\n".encode())
             return CommandResult(exit_code=code, signal=None, duration=time.monotonic() - started, stderr_tail=(message,))
         tail: deque[str] = deque(maxlen=20)
         timed_out = False
+        held = True
         try:
             with _lock:
                 _running[proc.pid] = _Running(proc)
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a stop held back is handled here, and stops it
+            sent = stop_sent()
+            if sent is not None:  # a stop (handled on another thread) went out before it was known
+                _kill_group(proc.pid, sent)
+            held = False
+            release_stops()  # a stop held back is handled here, and stops it
             timed_out = _pump(proc, request.timeout, started, sink, tail, request.should_stop)
             proc.wait()
             _kill_group(proc.pid, signal.SIGKILL)  # leftovers of a command that exited: no orphans
         except BaseException:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             stop_process(proc)
+            if held:
+                release_stops()
             raise
         finally:
             with _lock:

@@ -28,7 +28,14 @@ from ..state.folder import StateDir
 from ..state.names import TaskName
 from ..state.places import Place, PlaceError
 from . import reaper
-from .base import STOP_GRACE, STOPS, signal_running
+from .base import (
+    STOP_GRACE,
+    held_back,
+    hold_stops,
+    release_stops,
+    signal_running,
+    take_held,
+)
 
 _stopped_by: int | None = None
 _active: dict[int, int] = {}  # thread id -> tasks it is running
@@ -65,6 +72,19 @@ def ensure_handlers() -> None:
 
 
 def _on_signal(signum: int, frame: object) -> None:
+    if held_back(signum):  # a command is being started, or an outcome written: handled right after
+        return
+    _stop(signum)
+
+
+def stop_if_held() -> None:
+    """Handle, now, a stop held back by the block this thread is in (a test paused there)."""
+    signum = take_held()
+    if signum is not None:
+        _stop(signum)
+
+
+def _stop(signum: int) -> None:
     global _stopped_by
     first = _stopped_by is None
     if first:
@@ -92,13 +112,14 @@ def active() -> Iterator[None]:
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
-    """Hold a stop back for the block (on this thread: signals reach Python on the main thread);
-    one that came meanwhile is handled as the block ends."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    """Hold a stop back for the block (signals reach Python on the main thread, which is the one
+    that runs tasks unless doit runs them on threads); one that came meanwhile is handled as the
+    block ends. See `base.hold_stops` for why this is not the signal mask."""
+    hold_stops()
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        release_stops()
 
 
 def _wait_for_other_threads(timeout: float) -> None:

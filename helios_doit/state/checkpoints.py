@@ -11,9 +11,9 @@ verified, record not written), `after-record` (record written, task not yet repo
 from __future__ import annotations
 
 import os
-import signal
 import time
 from pathlib import Path
+from typing import Callable
 
 PAUSE_ENV = "HELIOS_DOIT_PAUSE_AT"
 
@@ -21,18 +21,15 @@ PAUSE_ENV = "HELIOS_DOIT_PAUSE_AT"
 _wanted: list[str | None] = []  # read once per process: it does not change during a run
 
 
-def reached(point: str, task: str, state_root: str | os.PathLike[str]) -> None:
+def reached(point: str, task: str, state_root: str | os.PathLike[str], poll: Callable[[], None] = lambda: None) -> None:
+    """`poll` is called while paused: a stop the runner holds back there is handled by it, as if it
+    came at this very point."""
     if not _wanted:
         _wanted.append(os.environ.get(PAUSE_ENV))
     if _wanted[0] is None or _wanted[0] != f"{point}:{task}":
         return
     flag = Path(state_root, f"paused-{point}-{task}")
     flag.write_text(str(os.getpid()))
-    # Stops held back around this point are let through while paused: a stop that comes now is
-    # handled as if it came at this very point.
-    previous = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        while flag.exists():
-            time.sleep(0.02)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    while flag.exists():
+        poll()
+        time.sleep(0.02)

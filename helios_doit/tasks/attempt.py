@@ -72,7 +72,7 @@ def run_once(job: TaskJob, state: StateDir, attempt: int, allowed: int) -> Outco
         with supervise.active():
             events.emit(state.root, "task-start", task=job.name, chunkId=job.chunk_id, attempt=attempt,
                         attempts=allowed, pid=pid, host=host)
-            checkpoints.reached("before-command", job.name, state.root)
+            checkpoints.reached("before-command", job.name, state.root, supervise.stop_if_held)
             request = CommandRequest(job.command, job.cwd, timeout=timeout,
                                      on_start=on_start, output=job.output,
                                      should_stop=state.cancel_flag(events.run_id()).exists)
@@ -82,10 +82,10 @@ def run_once(job: TaskJob, state: StateDir, attempt: int, allowed: int) -> Outco
                 footer = f"{result.describe()} after {result.duration:.2f}s" + (f": {failure}" if failure else "")
                 output = stamp(job.output) if job.output and failure is None else None
                 if failure is None:
-                    checkpoints.reached("before-record", job.name, state.root)
+                    checkpoints.reached("before-record", job.name, state.root, supervise.stop_if_held)
                     write_json_atomic(state.record(job.name), _record(job, result, attempt, output, facts))
                     ok = True
-                    checkpoints.reached("after-record", job.name, state.root)
+                    checkpoints.reached("after-record", job.name, state.root, supervise.stop_if_held)
     finally:
         sink.close(footer)
         try:

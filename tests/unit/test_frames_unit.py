@@ -50,3 +50,34 @@ def test_the_seam_chart_says_what_its_bars_show(steps, words, stands_out):
     assert seam.verdict == (words, stands_out)
     tallest = max(steps, key=steps.get) == 11
     assert not (tallest and seam.verdict[0] == "in line with its neighbours")
+
+
+def test_a_stop_in_a_held_block_waits_for_its_end_even_when_another_thread_is_there():
+    """The kernel gives a signal that the main thread blocks to another thread, and Python still
+    runs its handler on the main thread: holding stops back is done in Python, by the handler."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from helios_doit.executors import base
+
+    got: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if not base.held_back(signum):
+            got.append(signum)
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    other = threading.Thread(target=time.sleep, args=(0.3,))  # as doit's workers have their queue feeder
+    other.start()
+    try:
+        base.hold_stops()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)  # the handler has run by now: it held the stop back
+        assert got == []
+        base.release_stops()
+        assert got == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        other.join()
