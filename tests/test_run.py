@@ -1,6 +1,8 @@
 """A job, a command, what a user sees: runs, reruns and resumes."""
 from __future__ import annotations
 
+import os
+
 import json
 import subprocess
 import sys
@@ -295,3 +297,19 @@ def test_unknown_merge_mode_is_bad_input(make_job):
         "helios-doit: merge=ffmpeg-please: unknown merge mode; use merge=builtin or merge=command"
     ]
     assert not job.state.exists() and job.runs() == []
+
+
+def test_renders_side_by_side_share_the_cores_unless_the_user_chose(make_job):
+    job = make_job(chunks=2, frames=1)
+    for chunk in job.data["chunks"]:
+        chunk["command"] = f'echo "${{HELIOS_DOIT_THREADS:-unset}}" > {chunk["outputFile"]}'
+    job.data["mergeCommand"] = "cat part_0.txt part_1.txt > out.txt"
+    job.save()
+    cores = len(os.sched_getaffinity(0))
+    assert job.doit("-n", "2").returncode == 0
+    assert job.output(0).read_text() == f"{max(1, cores // 2)}\n"
+    assert job.doit("-a").returncode == 0  # one at a time: the encoder decides
+    assert job.output(0).read_text() == "unset\n"
+    job.env["HELIOS_DOIT_THREADS"] = "3"
+    assert job.cli("--concurrency", "2", "--always-execute").returncode == 0
+    assert job.output(1).read_text() == "3\n"

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return _usage(f"--adapter {args.adapter}: helios-doit runs chunks locally (--adapter local) or on Dask "
                       f"(--executor dask); for {here}")
     job = load_or_exit(args.file, args.output_root)
-    run_options = refuse_bad(lambda: options_from_flags(args, args.doit_args))
+    run_options = refuse_bad(lambda: options_from_flags(args, ["-n", str(args.concurrency), *args.doit_args]))
     if args.chunk is not None and args.chunk not in job.chunk_ids:
         known = ", ".join(map(str, job.chunk_ids[:20])) + (", ..." if len(job.chunk_ids) > 20 else "")
         return _usage(f"{args.file}: no chunk with id {args.chunk}; the job has chunks {known}")

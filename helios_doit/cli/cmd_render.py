@@ -6,6 +6,8 @@ failed, 2 bad input, 130 stopped.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
 import signal
 import sys
 import traceback
@@ -13,7 +15,7 @@ from typing import Any
 
 from ..spec.errors import os_fault
 from ..video.composition import CompositionError
-from ..video.plan import write_emitted_job
+from ..video.plan import CHUNK_WORK, write_emitted_job
 from ..video.render import RenderError, render
 
 
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quality", metavar="CRF", help="CRF; 0 is lossless for libx264")
     parser.add_argument("--audio-codec", default="pcm_s16le", metavar="CODEC", help="pcm_s16le (default) or aac")
     parser.add_argument("--emit-job", metavar="JOB.json", help="write a chunked job for `helios-doit job run` instead of rendering")
-    parser.add_argument("--concurrency", metavar="N", help="with --emit-job: split into N chunks (default 1)")
+    parser.add_argument("--concurrency", metavar="N", help="with --emit-job: split into N chunks (default: one per core, for renders big enough)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,15 +45,20 @@ def run(args: argparse.Namespace) -> int:
                                       ("width", "--width"), ("height", "--height"), ("quality", "--quality"))}
         if args.emit_job:
             concurrency = _integer(args.concurrency, "--concurrency")
-            path = write_emitted_job(args.emit_job, args.composition, args.output,
-                                     concurrency=1 if concurrency is None else concurrency, fps=args.fps,
-                                     duration=args.duration, video_codec=args.video_codec,
-                                     audio_codec=args.audio_codec, **numbers)
-            print(f"wrote {path}")
+            cores = len(os.sched_getaffinity(0))
+            path, chunks = write_emitted_job(args.emit_job, args.composition, args.output, concurrency=concurrency,
+                                             fps=args.fps, duration=args.duration, video_codec=args.video_codec,
+                                             audio_codec=args.audio_codec, cores=cores, **numbers)
+            why = "" if concurrency is not None else (
+                f" (for its size and {cores} cores: chunks of at least ~{CHUNK_WORK:g} s of rendering; "
+                "--concurrency N to choose)" if chunks > 1 else
+                " (a small render: one chunk renders it soonest; --concurrency N to split it anyway)")
+            print(f"wrote {path}: {chunks} chunk{'s' if chunks > 1 else ''}{why}")
             return 0
         if args.concurrency is not None:
             raise RenderError("--concurrency only applies with --emit-job JOB.json")
         numbers["start_frame"] = numbers["start_frame"] or 0
+        _roomy_heap()
         previous = _on_sigterm()
         try:
             stats = render(args.composition, args.output, fps=args.fps, duration=args.duration,
@@ -81,6 +88,18 @@ def _integer(raw: str | None, flag: str) -> int | None:
         return int(raw)
     except ValueError:
         raise RenderError(f"{flag} must be a whole number, got {raw!r}") from None
+
+
+def _roomy_heap() -> None:
+    """Keep freed memory in this process instead of giving it back to the system at once (glibc's
+    default for blocks over 128 KB): an encoder allocates and frees its frame pool as it warms up,
+    and every page handed back is faulted in and zeroed again. A render is one short process."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return  # not glibc
+    for option, value in ((-3, 32 << 20), (-1, 256 << 20), (-2, 64 << 20)):  # M_MMAP_THRESHOLD, M_TRIM_, M_TOP_PAD
+        mallopt(option, value)
 
 
 def _on_sigterm() -> Any:

@@ -25,6 +25,7 @@ class RunOptions:
     executor: str = "local"  # where chunk commands run: a name in executors.registry.ADAPTERS
     scheduler: str | None = None  # the executor's address (Dask: tcp://HOST:PORT); None: start one
     merge_executor: str = "local"  # the merge runs here, never on the chunk executor unless asked
+    workers: int = 1  # chunks doit runs at once here (its -n): each render gets its share of the cores
 
     @property
     def attempts(self) -> int:
@@ -115,7 +116,21 @@ def parse(given: dict[str, str | None], argv: list[str] | None = None, as_flags:
             raise JobError([f"{name}: not valid; give {option.how}, e.g. {example}"]) from None
     if argv and ("-c" in argv or "--continue" in argv):
         values["keep_going"] = True
+    values["workers"] = _workers(argv or [])
     return RunOptions(**values)  # type: ignore[arg-type]
+
+
+def _workers(argv: list[str]) -> int:
+    """doit's `-n N` (`-nN`, `--process N`, `--process=N`) in its command line; 1 without."""
+    found = "1"
+    for index, word in enumerate(argv):
+        if word in ("-n", "--process") and index + 1 < len(argv):
+            found = argv[index + 1]
+        elif word.startswith("--process="):
+            found = word.split("=", 1)[1]
+        elif word.startswith("-n") and word[2:].isdigit():
+            found = word[2:]
+    return max(1, int(found)) if found.isdigit() else 1
 
 
 def from_vars(get: Callable[[str], str | None], argv: list[str] | None = None) -> RunOptions:

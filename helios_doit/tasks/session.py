@@ -8,18 +8,22 @@ handlers, the worker watchdog, a local Dask cluster, the progress file's path.
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..executors import supervise
+from ..executors.local import command_env
+from ..executors.spawn import FORKABLE, argv_for, own_command
 from ..progress.model import PROGRESS_ENV
 from ..progress.reporter import reporter_for
 from ..spec.errors import os_fault
 from ..spec.model import Job
 from ..state.content import save_inputs_cache
 from ..state.places import Place
+from ..video import THREADS_ENV
 from .graph import Graph, TaskDicts, build, chunk_tasks, merge_task
 from .options import RunOptions, from_vars
 from .refuse import load_or_exit, refuse_bad
@@ -44,12 +48,32 @@ class RunSession:
         supervise.watch(self.state_root, self._places())
         supervise.ensure_handlers()
         supervise.start_watchdog()
+        self._preload()
+        self._share_cores()
         if self.options.progress_json:
             os.environ[PROGRESS_ENV] = os.path.abspath(self.options.progress_json)
         if "dask" in (self.options.executor, self.options.merge_executor) and not self.options.scheduler:
             from ..executors.dask_adapter import local_cluster
 
             local_cluster()  # one cluster for every doit worker process, which finds it in the environment
+
+    def _share_cores(self) -> None:
+        """Renders side by side each get their share of the cores for their encoder, unless the user
+        chose (HELIOS_DOIT_THREADS): each encoder taking all of them makes them fight over them."""
+        workers = self.options.workers
+        if workers > 1 and THREADS_ENV not in os.environ and self.options.executor == "local":
+            os.environ[THREADS_ENV] = str(max(1, len(os.sched_getaffinity(0)) // workers))
+
+    def _preload(self) -> None:
+        """Chunks that run our own renderer are forked from doit's workers (executors.spawn): import
+        what it needs once, here, before doit forks its workers, instead of once in each."""
+        chunks = self.graph.chunks
+        if not chunks or self.options.executor != "local":
+            return
+        env = command_env()  # as the chunk will run: this installation's bin first on PATH
+        own = own_command(argv_for(chunks[0].command, env), env)
+        if own is not None:
+            importlib.import_module(FORKABLE[own[0]])
 
     def _prepare_state(self) -> None:
         """The state folder. One that cannot be written ends the run before anything ran: one

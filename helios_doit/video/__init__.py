@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import os
 
+#: Encoder threads of a render (`helios-doit render`): unset, libav decides; a runner running
+#: chunks side by side sets it to the cores each of them gets.
+THREADS_ENV = "HELIOS_DOIT_THREADS"
+
 #: Outputs with these suffixes are probed before a chunk or merge counts as done.
 VIDEO_SUFFIXES = frozenset({".mov", ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mxf"})
 

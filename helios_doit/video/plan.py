@@ -76,11 +76,27 @@ def emit_job(composition: str, output: str, *, concurrency: int, fps: Any, width
     }
 
 
-def write_emitted_job(job_path: str, composition: str, output_path: str, *, concurrency: int, fps: str | None,
+#: Seconds of rendering a chunk should carry, at least, for its own costs (a process, an encoder
+#: warming up its memory, a verification) to stay small beside it; and the rough cost of a frame's
+#: pixel in our renderer (2-core machine, libx264, one thread), to judge a render's size by.
+CHUNK_WORK = 2.0
+PIXEL_SECONDS = 20e-9
+
+
+def auto_chunks(frames: int, width: int, height: int, cores: int) -> int:
+    """How many chunks a render is worth on a machine with `cores`: one per core, but none with
+    less than CHUNK_WORK seconds of rendering; a small render stays one chunk."""
+    work = frames * width * height * PIXEL_SECONDS
+    return max(1, min(cores, int(work // CHUNK_WORK)))
+
+
+def write_emitted_job(job_path: str, composition: str, output_path: str, *, concurrency: int | None, fps: str | None,
                       duration: str | None, video_codec: str, audio_codec: str, start_frame: int | None,
-                      frame_count: int | None, width: int | None, height: int | None, quality: int | None) -> Path:
-    """`helios-doit render ... --emit-job JOB.json`: check everything, then write the job (and only then)."""
-    if concurrency < 1:
+                      frame_count: int | None, width: int | None, height: int | None, quality: int | None,
+                      cores: int = 1) -> tuple[Path, int]:
+    """`helios-doit render ... --emit-job JOB.json`: check everything, then write the job (and only
+    then); returns it and its number of chunks (`concurrency`, else `auto_chunks` for `cores`)."""
+    if concurrency is not None and concurrency < 1:
         raise RenderError(f"--concurrency must be at least 1, got {concurrency}")
     job_file = Path(job_path).absolute()
     if not job_file.parent.is_dir():
@@ -93,6 +109,8 @@ def write_emitted_job(job_path: str, composition: str, output_path: str, *, conc
     s = resolve(comp, output, start_frame=start_frame or 0, frame_count=frame_count, width=width, height=height,
                 fps=fps, duration=duration, video_codec=video_codec, quality=quality,
                 audio_codec=audio_codec)
+    if concurrency is None:
+        concurrency = auto_chunks(s.frame_count, s.width, s.height, cores)
     job = emit_job(_relative(Path(composition).absolute(), job_file.parent), _relative(output, job_file.parent),
                    concurrency=concurrency, fps=s.fps, width=s.width, height=s.height, duration=s.duration,
                    start_frame=s.start_frame, frame_count=s.frame_count, video_codec=s.codec.name, quality=s.quality,
@@ -101,7 +119,7 @@ def write_emitted_job(job_path: str, composition: str, output_path: str, *, conc
     if faults:
         raise RenderError(f"{job_path}: {faults[0]}")
     write_job(job_file, job)
-    return job_file
+    return job_file, len(job["chunks"])
 
 
 def plan_job(frames: int, concurrency: int, command_template: str, output_template: str, start: int = 0,

@@ -17,9 +17,16 @@ from typing import Any, BinaryIO
 
 import av
 import numpy as np
-from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
+from av.video.reformatter import (
+    ColorPrimaries,
+    ColorRange,
+    Colorspace,
+    ColorTrc,
+    VideoReformatter,
+)
 
 from ..state.atomic import new_file
+from . import THREADS_ENV
 from .composition import (
     CompositionError,
     format_number,
@@ -29,7 +36,6 @@ from .composition import (
 )
 
 #: Set to a whole number to pin the encoder's thread count (0 = let the encoder decide).
-THREADS_ENV = "HELIOS_DOIT_THREADS"
 
 
 class RenderError(ValueError):
@@ -210,9 +216,13 @@ def _encode(comp: Any, s: Settings, target: BinaryIO, fmt: str, threads: int | N
         if audio is not None:
             audio.time_base = Fraction(1, rate)
         last_report = time.monotonic()
+        # One colour converter for the whole render, on this thread: a frame's own `reformat` makes
+        # a new one per frame, whose slice threads are started and joined for every frame.
+        convert = VideoReformatter().reformat
         for k, index in enumerate(range(s.start_frame, s.start_frame + s.frame_count)):
             rgb = comp.draw(index, width=s.width, height=s.height, fps=s.fps, total_frames=s.total_frames)
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt, **(_BT709 if tag else {}))
+            frame = convert(av.VideoFrame.from_ndarray(rgb, format="rgb24"), format=pix_fmt, threads=1,
+                            **(_BT709 if tag else {}))
             frame.pts, frame.time_base = k, 1 / s.fps
             container.mux(video.encode(frame))
             start, end = sample_at(index, s.fps, rate), sample_at(index + 1, s.fps, rate)

@@ -140,3 +140,16 @@ def test_a_bad_merge_mode_is_one_line(tmp_path, mode, line):
     with pytest.raises(JobError) as err:
         build(load_job(new_job(tmp_path).file), merge=mode)
     assert err.value.lines == [line]
+
+
+@pytest.mark.parametrize("frames, width, height, cores, chunks", [
+    (240, 640, 360, 2, 1),      # the bundled example: ~1 s of rendering, one chunk renders it soonest
+    (300, 1280, 720, 2, 2),     # 10 s of 720p on 2 cores: one chunk per core
+    (300, 1280, 720, 8, 2),     # ... but not chunks of less than ~2 s of rendering
+    (1800, 1920, 1080, 8, 8),   # a minute of 1080p: every core
+    (1, 64, 48, 16, 1),
+])
+def test_emit_job_picks_a_chunk_count_for_the_renders_size_and_the_machine(frames, width, height, cores, chunks):
+    from helios_doit.video.plan import auto_chunks
+
+    assert auto_chunks(frames, width, height, cores) == chunks
