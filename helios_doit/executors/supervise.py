@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..state import places
 from ..state.files import read_json, remove
@@ -42,7 +42,7 @@ _active: dict[int, int] = {}  # thread id -> tasks it is running
 _active_lock = threading.RLock()  # reentrant: the signal handler takes it on the thread it interrupted
 _notes: list[str] = []  # why the run stopped, printed when it ends
 _worker_died: list[int] = []  # the pid of a doit worker process that died: the run stopped for that
-_watched: dict[str, tuple[Path, dict[str, Place]]] = {}  # state root -> (state, output places by task name)
+_watched: dict[str, tuple[Path, Callable[[str], Place | None]]] = {}  # state root -> (state, task key -> its place)
 _watchdog: threading.Thread | None = None
 
 
@@ -178,7 +178,7 @@ def _die_by_signal() -> None:
     os.kill(os.getpid(), signum)
 
 
-def watch(state_root: Path, outputs: dict[str, Place]) -> None:
+def watch(state_root: Path, outputs: Callable[[str], Place | None]) -> None:
     """Tell the watchdog which outputs belong to which task of a job (looked up, never trusted from markers)."""
     _watched[str(state_root)] = (state_root, outputs)
 
@@ -225,9 +225,10 @@ def _bury(pid: int, code: int) -> None:
             pgid, start, tag = data.get("pgid"), data.get("leaderStart"), data.get("tag")
             left = reaper.reap(pgid if isinstance(pgid, int) else None, start if isinstance(start, int) else None,
                                tag if isinstance(tag, str) else None)
-            if task in outputs and not left:
+            place = outputs(task)
+            if place is not None and not left:
                 with contextlib.suppress(PlaceError, OSError):
-                    note = places.discard(outputs[task], _label(task))
+                    note = places.discard(place, _label(task))
                     if note:
                         _notes.append(note)
             remove(marker)

@@ -27,12 +27,18 @@ class TaskResult:
     elsewhere: bool = False
 
     def values(self) -> dict[str, Any]:
-        return {_KEY: [self.seconds, self.attempt, self.elsewhere]}
+        """The common case (done at its first attempt) is the seconds alone: the runner's main
+        process holds one of these per chunk for the whole run."""
+        if self.attempt == 1 and not self.elsewhere:
+            return {_KEY: self.seconds}
+        return {_KEY: (self.seconds, self.attempt, self.elsewhere)}
 
     @classmethod
     def from_values(cls, values: object) -> TaskResult | None:
         raw = values.get(_KEY) if isinstance(values, dict) else None
-        if not isinstance(raw, list) or len(raw) != 3:
+        if isinstance(raw, float):
+            return cls(raw, 1)
+        if not isinstance(raw, (tuple, list)) or len(raw) != 3:
             return None
         return cls(*raw)
 

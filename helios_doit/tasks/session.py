@@ -22,6 +22,7 @@ from ..progress.reporter import reporter_for
 from ..spec.errors import os_fault
 from ..spec.model import Job
 from ..state.content import save_inputs_cache
+from ..state.names import TaskName
 from ..state.places import Place
 from ..video import THREADS_ENV
 from .graph import Graph, TaskDicts, build, chunk_tasks, merge_task
@@ -45,7 +46,7 @@ class RunSession:
         """Called once, in the runner's main process, as the run starts."""
         self._prepare_state()
         save_inputs_cache(self.graph.state, self.graph.inputs)
-        supervise.watch(self.state_root, self._places())
+        supervise.watch(self.state_root, self._place_of)
         supervise.ensure_handlers()
         supervise.start_watchdog()
         self._preload()
@@ -90,11 +91,17 @@ class RunSession:
         for note in notes:
             sys.stderr.write(f"helios-doit: {note}\n")
 
-    def _places(self) -> dict[str, Place]:
-        """Every output's place by task key: the watchdog removes a dead worker's partial output."""
-        aside = str(self.graph.state.aside)
-        works = [*self.graph.chunks, self.graph.merge]
-        return {w.name: Place(w.output, w.roots, aside) for w in works if w.output}
+    def _place_of(self, key: str) -> Place | None:
+        """A task's output place, from its key: the watchdog removes a dead worker's partial output.
+        Made when needed: 10,000 of them would be a megabyte for the runner to hold all run long."""
+        name, job = TaskName.parse(key), self.graph.job
+        if name is None:
+            return None
+        if name.chunk_id is None:
+            path = str(job.merge_output) if job.merge_output else None
+        else:
+            path = job.outputs.get(name.chunk_id)
+        return Place(path, job.output_roots, str(self.graph.state.aside)) if path else None
 
 
 def dodo(default_job: str | os.PathLike[str]) -> dict[str, Any]:
