@@ -1,7 +1,10 @@
 """When things go wrong: retries, timeouts, keep-going, and two runners on one job."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import time
 
 from harness import alive, chunk_command, wait_for
@@ -209,3 +212,21 @@ def test_what_a_command_left_running_in_its_group_is_killed_when_it_exits(make_j
     assert job.doit("chunk:0").returncode == 0
     sleeper = int((job.folder / "sleeper.pid").read_text())
     wait_for(lambda: not alive(sleeper), 5, "the command's leftover to be killed")
+
+
+def test_a_leftover_that_closed_its_pipes_is_dead_before_the_next_task_runs(make_job):
+    """Killed when its command exits, not only when the runner ends: the merge, in the same run,
+    finds the chunk command's background process gone (a zombie at most: no writer)."""
+    job = make_job(chunks=1)
+    job.data["chunks"][0]["command"] = ("sleep 60 </dev/null >/dev/null 2>&1 & echo $! > sleeper.pid; "
+                                        "echo done > part_0.txt")
+    job.data["mergeCommand"] = ("s=$(cut -d' ' -f3 /proc/$(cat sleeper.pid)/stat 2>/dev/null); "
+                                'if [ -n "$s" ] && [ "$s" != Z ]; then echo leftover alive >&2; exit 1; fi; '
+                                "cp part_0.txt out.txt")
+    job.save()
+    try:
+        result = job.doit()
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((job.folder / "sleeper.pid").read_text()), signal.SIGKILL)
