@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = actions.add_parser(
         "run",
         help="render a job's chunks and merge them",
-        description="Render a job's chunks and merge them. Options not listed here are passed to `doit run`.",
+        description="Render a job's chunks and merge them. doit run's own options (-a, -v 2, -P thread ...) pass through.",
     )
     run.add_argument("file", metavar="FILE", help="job file (JSON or YAML), or an http(s) URL")
     run.add_argument("--chunk", type=int, metavar="ID", help="render only this chunk; never merges")
