@@ -47,3 +47,10 @@ def test_doits_own_run_options_pass_through_and_adapter_local_is_helios_default(
 def test_version(capsys):
     code, err, out = cli(["--version"], capsys)
     assert code == 0 and out.startswith("helios-doit ") and out.split()[1][0].isdigit()
+
+
+@pytest.mark.parametrize("name", ["../job.json", 'a"b.json', "x\ny.json", ".hidden.json"])
+def test_init_refuses_a_job_name_that_would_not_be_a_file_here(name, tmp_path, capsys):
+    code, err, out = cli(["init", str(tmp_path), "--job", name], capsys)
+    assert code == 2 and len(err) == 1 and "give a file name in the folder" in err[0]
+    assert not (tmp_path / "dodo.py").exists()

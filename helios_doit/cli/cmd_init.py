@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if "/" in args.job or args.job.startswith(".") or '"' in args.job or "\\" in args.job:
+    if "/" in args.job or args.job.startswith(".") or '"' in args.job or "\\" in args.job or not args.job.isprintable():
         return say("helios-doit init", f"--job {args.job!r}: give a file name in the folder, e.g. --job job.json")
     folder = Path(args.folder)
     if not folder.is_dir():
