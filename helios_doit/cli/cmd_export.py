@@ -19,7 +19,7 @@ import yaml
 from ..spec.model import Job
 from ..tasks.refuse import load_or_exit
 from .cmd_worker import EXIT_BAD_INPUT, EXIT_FATAL, EXIT_RETRY
-from .parser import say
+from .parser import one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,14 +39,14 @@ def run(args: argparse.Namespace) -> int:
     count = len(job.spec.chunks)
     parallelism = min(args.parallelism or count, count)
     if parallelism < 1 or args.retries < 0:
-        return say("helios-doit export", "--parallelism must be at least 1 and --retries at least 0")
+        return one_line("helios-doit export", "--parallelism must be at least 1 and --retries at least 0")
     name = _dns_name(args.name or job.spec.id or job.job_dir.name)
     where = str(job.job_file) if job.job_file is not None else args.file  # absolute: pods and nodes start elsewhere
     if args.target == "k8s":
         if not args.image:
-            return say("helios-doit export", "k8s needs --image IMAGE (an image with helios-doit installed)")
+            return one_line("helios-doit export", "k8s needs --image IMAGE (an image with helios-doit installed)")
         if args.claim and (outside := _outside(job)):
-            return say("helios-doit export", f"--claim {args.claim}: the claim holds the job's folder {job.job_dir}, "
+            return one_line("helios-doit export", f"--claim {args.claim}: the claim holds the job's folder {job.job_dir}, "
                        f"but {outside} is outside it; emit the job into the folder that holds every output")
         mount = args.mount or str(job.job_dir)
         path = f"{mount.rstrip('/')}/{job.job_file.name}" if job.job_file is not None and args.claim else where

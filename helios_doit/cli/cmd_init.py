@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..spec.errors import os_fault
 from ..state.atomic import write_atomic
-from .parser import say
+from .parser import one_line
 
 TEMPLATE = '''"""doit entry point written by `helios-doit init`: `doit -n 4` renders {job} (or job=FILE)."""
 import os
@@ -29,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if "/" in args.job or args.job.startswith(".") or '"' in args.job or "\\" in args.job or not args.job.isprintable():
-        return say("helios-doit init", f"--job {args.job!r}: give a file name in the folder, e.g. --job job.json")
+        return one_line("helios-doit init", f"--job {args.job!r}: give a file name in the folder, e.g. --job job.json")
     folder = Path(args.folder)
     if not folder.is_dir():
-        return say("helios-doit init", f"{args.folder}: no such folder; create it, or give the job's folder")
+        return one_line("helios-doit init", f"{args.folder}: no such folder; create it, or give the job's folder")
     target = folder / "dodo.py"
     text = TEMPLATE.format(job=args.job)
     try:
@@ -40,11 +40,10 @@ def run(args: argparse.Namespace) -> int:
             if target.is_file() and not target.is_symlink() and target.read_text(errors="replace") == text:
                 print(f"{target} is already there; run `doit -n 4` in {folder}")
                 return 0
-            return say("helios-doit init", f"{target} exists and is not ours; it was left as it is "
+            return one_line("helios-doit init", f"{target} exists and is not ours; it was left as it is "
                                            "(move it away, then run init again)")
         write_atomic(target, text.encode())
     except OSError as exc:
-        say("helios-doit init", f"{target}: {os_fault(exc)}")
-        return 1
+        return one_line("helios-doit init", f"{target}: {os_fault(exc)}", 1)
     print(f"wrote {target}; in {folder}: `doit -n 4` renders {args.job}, `doit chunk:0` one chunk, `doit list` lists them")
     return 0

@@ -12,7 +12,7 @@ from ..tasks.refuse import load_or_exit, refuse_bad
 from ..tasks.session import namespace
 from .doit_run import EXIT_CODES, Stopped, run_doit
 from .flags import add_option_flags, options_from_flags
-from .parser import Parser, say
+from .parser import Parser, one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,17 +69,17 @@ def _doit_run_options(parser: Parser, extra: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
-        return _usage(f"--concurrency must be at least 1, got {args.concurrency}")
+        return one_line("helios-doit", f"--concurrency must be at least 1, got {args.concurrency}")
     if args.adapter not in (None, "local"):
         here = _ADAPTERS.get(args.adapter.lower(), "batch schedulers: `helios-doit export k8s|slurm` and "
                                                     "`helios-doit worker`")
-        return _usage(f"--adapter {args.adapter}: helios-doit runs chunks locally (--adapter local) or on Dask "
+        return one_line("helios-doit", f"--adapter {args.adapter}: helios-doit runs chunks locally (--adapter local) or on Dask "
                       f"(--executor dask); for {here}")
     job = load_or_exit(args.file, args.output_root)
     run_options = refuse_bad(lambda: options_from_flags(args, ["-n", str(args.concurrency), *args.doit_args]))
     if args.chunk is not None and args.chunk not in job.chunk_ids:
         known = ", ".join(map(str, job.chunk_ids[:20])) + (", ..." if len(job.chunk_ids) > 20 else "")
-        return _usage(f"{args.file}: no chunk with id {args.chunk}; the job has chunks {known}")
+        return one_line("helios-doit", f"{args.file}: no chunk with id {args.chunk}; the job has chunks {known}")
     if args.chunk is not None:
         targets = [TaskName(args.chunk).doit]
     else:
@@ -92,6 +92,3 @@ def run(args: argparse.Namespace) -> int:
     except Stopped as stop:
         return stop.code
 
-
-def _usage(message: str) -> int:
-    return say("helios-doit", message)

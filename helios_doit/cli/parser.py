@@ -36,6 +36,7 @@ class Parser(argparse.ArgumentParser):
         self.error(f"unknown option {name}{hint}")
 
 
-def say(prog: str, message: str) -> int:
+def one_line(prog: str, message: str, code: int = 2) -> int:
+    """Say what is wrong in one line on stderr; returns the exit code (2: bad input, 1: the environment)."""
     sys.stderr.write(f"{prog}: {message}\n")
-    return 2
+    return code

@@ -57,7 +57,6 @@ class WorkerAdapter(Protocol):
         ...
 
 
-
 _stoppers: list[Callable[[int], int]] = []
 
 
@@ -97,9 +96,7 @@ def hold_stops() -> None:
 def release_stops() -> None:
     """End a `hold_stops`; a stop held back meanwhile is handled now, on the main thread."""
     _holding.depth -= 1
-    if not _holding.depth and _deferred and threading.current_thread() is threading.main_thread():
-        signum = _deferred[0]
-        _deferred.clear()
+    if not _holding.depth and (signum := take_held()) is not None:
         signal.raise_signal(signum)
 
 
