@@ -7,6 +7,7 @@ from a wheel (the repository's own dodo.py is for the bundled example).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..spec.errors import os_fault
@@ -35,14 +36,21 @@ def run(args: argparse.Namespace) -> int:
         return one_line("helios-doit init", f"{args.folder}: no such folder; create it, or give the job's folder")
     target = folder / "dodo.py"
     text = TEMPLATE.format(job=args.job)
+    refused = f"{target} exists and is not ours; it was left as it is (move it away, then run init again)"
     try:
         if target.is_symlink() or target.exists():
             if target.is_file() and not target.is_symlink() and target.read_text(errors="replace") == text:
                 print(f"{target} is already there; run `doit -n 4` in {folder}")
                 return 0
-            return one_line("helios-doit init", f"{target} exists and is not ours; it was left as it is "
-                                           "(move it away, then run init again)")
-        write_atomic(target, text.encode())
+            return one_line("helios-doit init", refused)
+        temp = folder / f".dodo.py.{os.getpid()}.tmp"
+        write_atomic(temp, text.encode())
+        try:
+            os.link(temp, target)  # whole, and never over a file that appeared meanwhile
+        except FileExistsError:
+            return one_line("helios-doit init", refused)
+        finally:
+            temp.unlink(missing_ok=True)
     except OSError as exc:
         return one_line("helios-doit init", f"{target}: {os_fault(exc)}", 1)
     print(f"wrote {target}; in {folder}: `doit -n 4` renders {args.job}, `doit chunk:0` one chunk, `doit list` lists them")

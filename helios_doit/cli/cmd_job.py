@@ -43,27 +43,31 @@ _ADAPTERS = {
 }
 
 
-def _doit_run_options(parser: Parser, extra: list[str]) -> list[str]:
-    """`extra`, if it is only `doit run`'s own options; else one line and exit 2."""
-    from doit.cmd_base import DoitCmdBase
-    from doit.cmd_run import Run
+#: `doit run`'s options that may pass through, and whether each takes a value. Not the others:
+#: `--reporter` would replace what starts a run (state folder, watchdog), `--db-file`/`--backend`
+#: would bring back doit's own database, `-o`, `--pdb` and the like take the terminal away.
+_DOIT_OPTIONS = {"-a": False, "--always-execute": False, "-c": False, "--continue": False, "-v": True,
+                 "--verbosity": True, "-n": True, "--process": True, "-P": True, "--parallel-type": True,
+                 "-s": False, "--single": False, "--failure-verbosity": True, "--auto-delayed-regex": False}
 
-    takes_value: dict[str, bool] = {}
-    for option in [*Run.cmd_options, *DoitCmdBase.base_options]:
-        for flag in ([f"-{option['short']}"] if option.get("short") else []) + (
-                [f"--{option['long']}"] if option.get("long") else []):
-            takes_value[flag] = option.get("type") is not bool
+
+def _doit_run_options(parser: Parser, extra: list[str]) -> list[str]:
+    """`extra`, if it is only `doit run` options that may pass through; else one line and exit 2."""
     index = 0
     while index < len(extra):
         word = extra[index]
-        name = word.split("=", 1)[0]
-        short = word[:2] if not word.startswith("--") else name
-        if name in takes_value:
-            index += 2 if takes_value[name] and "=" not in word else 1
-        elif short in takes_value and takes_value[short]:  # -n2
+        name = word.split("=", 1)[0] if word.startswith("--") else word[:2]
+        takes = _DOIT_OPTIONS.get(name)
+        if takes is None:
+            parser.unknown(extra[index:], _DOIT_OPTIONS)
+        inline = "=" in word if word.startswith("--") else len(word) > 2  # --process=2, -n2
+        if takes and not inline:
+            if index + 1 >= len(extra) or extra[index + 1].startswith("-"):
+                parser.error(f"option {word} needs a value")
             index += 1
-        else:
-            parser.unknown(extra[index:], takes_value)
+        elif not takes and inline:
+            parser.unknown(extra[index:], _DOIT_OPTIONS)
+        index += 1
     return extra
 
 

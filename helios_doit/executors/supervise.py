@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..state import places
+from ..state import events, places
 from ..state.files import read_json, remove
 from ..state.folder import StateDir
+from ..state.locks import try_lock
 from ..state.names import TaskName
 from ..state.places import Place, PlaceError
 from . import reaper
@@ -220,18 +221,23 @@ def _bury(pid: int, code: int) -> None:
     for state_root, outputs in _watched.values():
         for task, marker in StateDir(state_root).markers():
             data = read_json(marker)
-            if not data or data.get("pid") != pid:
+            # this run's worker on this machine (a shared state folder holds other runners' markers)
+            if not data or data.get("pid") != pid or data.get("machine") != reaper.machine() \
+                    or data.get("runId") != events.run_id():
                 continue
             pgid, start, tag = data.get("pgid"), data.get("leaderStart"), data.get("tag")
             left = reaper.reap(pgid if isinstance(pgid, int) else None, start if isinstance(start, int) else None,
                                tag if isinstance(tag, str) else None)
-            place = outputs(task)
-            if place is not None and not left:
-                with contextlib.suppress(PlaceError, OSError):
-                    note = places.discard(place, _label(task))
-                    if note:
-                        _notes.append(note)
-            remove(marker)
+            with contextlib.suppress(OSError), try_lock(StateDir(state_root).lock(task)) as ours:
+                if not ours:
+                    continue  # another runner took the task over meanwhile: its output and marker now
+                place = outputs(task)
+                if place is not None and not left:
+                    with contextlib.suppress(PlaceError, OSError):
+                        note = places.discard(place, _label(task))
+                        if note:
+                            _notes.append(note)
+                remove(marker)
             victims.append(_label(task))
     what = f" while running {', '.join(victims)}" if victims else ""
     _notes.append(f"worker process {pid} died ({how}){what}; the run was stopped")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 
 _HELIOS = re.compile(rb"Rendered (\d{1,12}) / \d{1,12} frames")
-_BLENDER = re.compile(rb"(?<![A-Za-z])Fra:(\d{1,12})")
-_FFMPEG = re.compile(rb"(?<![A-Za-z_])frame=\s{0,20}(\d{1,12})")
+_BLENDER = re.compile(rb"(?<![A-Za-z])Fra:(\d{1,12})(?=\D)")  # a number at the end of a read may go on
+_FFMPEG = re.compile(rb"(?<![A-Za-z_])frame=\s{0,20}(\d{1,12})(?=\D)")
 _KEEP = 64  # bytes kept between calls: a progress line split across two reads is still seen
 
 
@@ -29,9 +29,11 @@ class FrameMeter:
         self._rest = text[-_KEEP:]
         found = None
         for pattern, absolute in ((_HELIOS, False), (_FFMPEG, False), (_BLENDER, True)):
-            matches = list(pattern.finditer(text))
-            if matches:
-                value = int(matches[-1].group(1))
+            last = None
+            for last in pattern.finditer(text):
+                pass
+            if last is not None:
+                value = int(last.group(1))
                 found = value - self.first if absolute else value  # Blender names the frame it is on
                 break
         if found is None:

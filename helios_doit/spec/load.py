@@ -62,8 +62,10 @@ def _project_folder(cwd: Path, job_dir: Path) -> Path | None:
     """Helios' layout: `helios render -o renders/out.mp4 --emit-job jobs/job.json` writes outputs as
     `../renders/...`, and its users run the job from the project folder. Run from a folder that
     holds the job's folder, outputs may be anywhere under it (files there that helios-doit did not
-    write are still never deleted: they are moved aside)."""
-    job_dir = job_dir.resolve()
+    write are still never deleted: they are moved aside). Never from `/` or the home folder: a
+    job from elsewhere would have the run of the whole disk."""
+    if cwd in (Path("/"), Path.home().resolve()):
+        return None
     return cwd if job_dir != cwd and job_dir.is_relative_to(cwd) else None
 
 

@@ -19,7 +19,7 @@ from ..executors import reaper, supervise
 from ..executors.base import CommandResult
 from ..spec.errors import os_fault
 from ..state import events
-from ..state.files import read_json, remove
+from ..state.files import read_json, remove, write_json_atomic
 from ..state.folder import StateDir
 from ..state.locks import task_lock
 from ..state.outcome import Failure, TaskResult, TaskStopped
@@ -105,7 +105,7 @@ def _attempts(job: TaskJob, state: StateDir, dead: str | None = None) -> TaskFai
     cancel = state.cancel_flag(events.run_id())
     for attempt in range(1, allowed + 1):
         if cancel.exists():
-            return TaskStopped(f"{job.label} stopped: {cancel.read_text().strip()}")
+            return TaskStopped(f"{job.label} stopped: {_why_cancelled(cancel)}")
         outcome = run_once(job, state, attempt, allowed)
         failure, result, output = outcome.failure, outcome.result, outcome.output
         if failure is None:
@@ -114,7 +114,7 @@ def _attempts(job: TaskJob, state: StateDir, dead: str | None = None) -> TaskFai
                         duration=round(result.duration, 3), frames=job.expect.frames if job.expect else None, size=size)
             return TaskResult(round(result.duration, 3), attempt).values()
         if cancel.exists() and result.signal is not None:
-            return TaskStopped(f"{job.label} stopped: {cancel.read_text().strip()}")
+            return TaskStopped(f"{job.label} stopped: {_why_cancelled(cancel)}")
         # A death by signal N counts as exit code 128+N too: what a shell would have reported.
         code = result.exit_code if result.signal is None else 128 + result.signal
         # A wrong output is what the renderer makes of this command: another attempt makes it again.
@@ -136,17 +136,18 @@ def _give_up(job: TaskJob, state: StateDir, attempt: int, failure: str, result: 
     events.emit(state.root, "task-failed", task=job.name, chunkId=job.chunk_id, attempt=attempt, message=failure,
                 exitCode=result.exit_code, signal=result.signal, stderrTail=list(result.stderr_tail[-5:]), log=log, final=True)
     if not job.options.keep_going and job.chunk_id is not None:
-        _cancel_others(state, job, cancel, f"{job.label} failed")
+        # Without keep-going the first chunk that fails for good stops the others of this run,
+        # cleanly: every runner process of the run polls this flag while its commands run.
+        write_json_atomic(cancel, {"reason": f"{job.label} failed"})
     tries = f" after {attempt} attempts" if attempt > 1 else ""
     lines = [f"{job.label} failed{tries}: {failure}; log: {log}"]
     lines += [f"  | {line}" for line in result.stderr_tail[-5:]]
     return TaskFailed("\n".join(lines))
 
 
-def _cancel_others(state: StateDir, job: TaskJob, cancel: Path, reason: str) -> None:
-    """Without keep-going the first chunk that fails for good stops the others of this run,
-    cleanly: every runner process of the run polls this flag while its commands run."""
-    cancel.write_text(reason + "\n")
+def _why_cancelled(cancel: Path) -> str:
+    """The cancel flag's reason; read as a state file is (a FIFO or a link there is not waited on)."""
+    return str((read_json(cancel) or {}).get("reason") or "the run was cancelled")
 
 
 def _pause(seconds: float) -> None:

@@ -153,3 +153,16 @@ def test_emit_job_picks_a_chunk_count_for_the_renders_size_and_the_machine(frame
     from helios_doit.video.plan import auto_chunks
 
     assert auto_chunks(frames, width, height, cores) == chunks
+
+
+def test_helios_layout_is_never_taken_from_the_root_folder(tmp_path):
+    from helios_doit.spec.load import load_job
+
+    job = new_job(tmp_path / "project" / "jobs", chunks=1)
+    job.data["chunks"][0]["outputFile"] = "../renders/part_0.txt"
+    job.save()
+    (tmp_path / "project" / "renders").mkdir()
+    assert load_job(job.file, cwd=tmp_path / "project").outputs[0] == str(tmp_path / "project" / "renders" / "part_0.txt")
+    with pytest.raises(JobError) as err:
+        load_job(job.file, cwd=Path("/"))  # a job from anywhere must not get the run of the disk
+    assert "outside" in err.value.lines[0]
