@@ -3,7 +3,6 @@ means" and "the state folder is damaged")."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 

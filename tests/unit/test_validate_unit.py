@@ -5,7 +5,6 @@ the merged output, an existing folder or inside the state folder; chunks tile th
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
