@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..video.stitch import StitchError, get_stitcher
+from .parser import one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,8 +21,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = get_stitcher(args.stitcher).stitch([Path(p) for p in args.inputs], Path(args.output), audio_codec=args.audio_codec)
     except StitchError as exc:
-        sys.stderr.write(f"helios-doit: {exc}\n")
-        return exc.exit_code
+        return one_line("helios-doit", str(exc), exc.exit_code)
     audio = ", ".join(f"{codec} {samples} samples" for codec, samples in zip(result.audio_codecs, result.audio_samples))
     print(f"merged {len(args.inputs)} chunks into {args.output}: {result.frames} frames, {result.duration:.3f} s"
           + (f"; audio {audio}" if audio else ""))

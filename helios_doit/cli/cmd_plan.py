@@ -9,6 +9,7 @@ from typing import Any
 
 from ..spec.errors import os_fault
 from ..video.plan import PlanError, plan_job, write_job
+from .parser import one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,11 +44,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(json.dumps(job, indent=2) + "\n")
     except PlanError as exc:
-        sys.stderr.write(f"helios-doit: {exc}\n")
-        return 2
+        return one_line("helios-doit", str(exc))
     except OSError as exc:
-        sys.stderr.write(f"helios-doit: {args.output}: {os_fault(exc)}\n")
-        return 1
+        return one_line("helios-doit", f"{args.output}: {os_fault(exc)}", 1)
     return 0
 
 

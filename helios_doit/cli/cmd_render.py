@@ -9,7 +9,6 @@ import argparse
 import ctypes
 import os
 import signal
-import sys
 import traceback
 from typing import Any
 
@@ -17,6 +16,7 @@ from ..spec.errors import os_fault
 from ..video.composition import CompositionError
 from ..video.plan import CHUNK_WORK, write_emitted_job
 from ..video.render import RenderError, render
+from .parser import one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,5 +115,4 @@ def _stop(signum: int, _frame: Any) -> None:
 
 
 def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"helios-doit: {message.splitlines()[0] if message else 'render failed'}\n")
-    return code
+    return one_line("helios-doit", message.splitlines()[0] if message else "render failed", code)

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..video import is_video_path
 from ..video.seams import SeamsError, job_report, seams_report
+from .parser import one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,18 +21,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         seams = [int(part) for part in args.at.split(",") if part.strip()] if args.at else None
     except ValueError:
-        return _fail(SeamsError(f"--at takes frame numbers separated by commas, got {args.at!r}"))
+        return one_line("helios-doit", f"--at takes frame numbers separated by commas, got {args.at!r}")
     try:
         if is_video_path(args.source):
             report = seams_report(Path(args.source), Path(args.output), seams, args.context)
         else:
             report = job_report(args.source, Path(args.output), seams, args.context, args.output_root)
     except SeamsError as exc:
-        return _fail(exc)
+        return one_line("helios-doit", str(exc), exc.exit_code)
     print(f"wrote {report.output} ({report.size[0]}x{report.size[1]}): {len(report.seams)} seams")
     return 0
 
-
-def _fail(exc: SeamsError) -> int:
-    sys.stderr.write(f"helios-doit: {exc}\n")
-    return exc.exit_code
