@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from ..storage.url import Remote
+
 #: The largest whole number a JSON writer such as Helios' (JavaScript) can state exactly.
 MAX_SAFE_INTEGER = 2**53 - 1
 PositiveInt = Annotated[StrictInt, Field(gt=0, le=MAX_SAFE_INTEGER)]
@@ -82,6 +84,7 @@ class Job:
     merge_output: Path | None
     inputs: tuple[Path, ...]
     output_roots: tuple[str, ...] = ()  # resolved folders outputs may be in: the job's, an output root
+    remote: Remote | None = None  # where the job's outputs and records live when in a bucket
 
     @property
     def chunk_ids(self) -> list[int]:

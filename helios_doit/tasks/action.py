@@ -24,7 +24,11 @@ from ..state.folder import StateDir
 from ..state.locks import task_lock
 from ..state.outcome import Failure, TaskResult, TaskStopped
 from ..state.places import PlaceError
+from ..storage.lease import LEASE_TTL_ENV, acquire
+from ..storage.records import lease_key
+from ..storage.store import StorageError
 from .attempt import clear_place, run_once
+from .publish import publish, pull_sources, remote_done, remote_state, store_of
 from .say import say
 from .work import TaskJob
 
@@ -41,15 +45,55 @@ def run_task(job: TaskJob) -> TaskFailed | dict[str, Any]:
         with task_lock(state.lock(job.name), supervise.stopping, on_wait=waiting):
             # Another runner may have finished it since we looked (or while we waited for its lock);
             # a record older than our look is one this run chose to redo (`-a`, a changed output).
+            if job.remote is not None:
+                return _in_bucket(job, state)
             if job.complete().check(after=job.looked):
-                events.emit(state.root, "task-skip", task=job.name, chunkId=job.chunk_id, reason="done by another runner")
-                return TaskResult(elsewhere=True).values()
+                return _elsewhere(job, state)
             dead = _take_over(job, state)
             return _attempts(job, state, dead)
+    except StorageError as exc:  # the store's fault, mid-run: one line, the run fails
+        return _refused(job, state, f"{job.label}: {exc}")
     except PlaceError as exc:
         return _refused(job, state, f"{job.label}: {exc}; nothing was run or removed there")
     except OSError as exc:  # the environment's fault (disk full, permissions): one line, the run fails
         return _refused(job, state, f"{job.label}: {os_fault(exc)}")
+
+
+def _elsewhere(job: TaskJob, state: StateDir) -> dict[str, Any]:
+    events.emit(state.root, "task-skip", task=job.name, chunkId=job.chunk_id, reason="done by another runner")
+    return TaskResult(elsewhere=True).values()
+
+
+def _in_bucket(job: TaskJob, state: StateDir) -> TaskFailed | dict[str, Any]:
+    """A task of a job in a bucket: under the task's lease there (other machines), rendered in
+    this machine's mirror as any task is, then published. A verified output this machine made
+    earlier but did not get to publish (a crash mid-upload) is published, not rendered again."""
+    if remote_done(job, fresh=True):
+        return _elsewhere(job, state)
+    waiting = lambda holder: events.emit(  # noqa: E731
+        state.root, "task-wait", task=job.name, chunkId=job.chunk_id, host=holder.get("host"), pid=holder.get("pid"))
+    try:
+        lease = acquire(store_of(job), lease_key(remote_state(job), job.name), supervise.stopping, waiting)
+    except InterruptedError:
+        raise supervise.Interrupted(supervise.stopping() or 0) from None
+    try:
+        if remote_done(job, fresh=True):
+            return _elsewhere(job, state)
+        if job.sources:
+            pull_sources(job, state)
+        result: TaskFailed | dict[str, Any] = TaskResult(0.0, 0).values()
+        if not job.complete().check():
+            result = _attempts(job, state, _take_over(job, state))
+            if isinstance(result, TaskFailed):
+                return result
+        if lease.lost:
+            raise StorageError(f"another runner took over its lease in the bucket; nothing was uploaded "
+                               f"(raise {LEASE_TTL_ENV} if renders outlast it)")
+        with supervise.held():  # a stop waits until the output and its record are both in the bucket, or neither
+            publish(job, state)
+        return result
+    finally:
+        lease.release()
 
 
 def _refused(job: TaskJob, state: StateDir, message: str) -> TaskFailed:

@@ -10,6 +10,7 @@ not force a new merge.
 from __future__ import annotations
 
 import os
+import posixpath
 import shlex
 import time
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from ..state.names import CHUNK, MERGE, TaskName
 from .action import run_task
 from .clean import clean_task
 from .options import RunOptions
-from .work import Expect, TaskJob, chunk_done
+from .uptodate import chunk_done
+from .work import Expect, TaskJob
 
 TaskDicts = Iterator[dict[str, Any]]
 _NO_KWARGS: dict[str, Any] = {}  # one for every chunk's uptodate: doit keeps what it is given
@@ -49,6 +51,8 @@ def build(job: Job, options: RunOptions = RunOptions(), merge: str | None = None
     digest = inputs_digest(states)
     looked = time.time()
     meta = job.spec.metadata
+    remote = job.remote
+    scan = scan_prefix(job) if remote else ""
     expects: dict[int, Expect] = {}  # shared: most chunks have the same frame count
     chunks = []
     for chunk in job.spec.chunks:
@@ -58,14 +62,25 @@ def build(job: Job, options: RunOptions = RunOptions(), merge: str | None = None
         chunks.append(TaskJob(TaskName(chunk.id), chunk.command, str(job.job_dir), job.outputs[chunk.id],
                               str(state.root), chunk_fingerprint(chunk, digest), adapter=options.executor,
                               expect=expect, options=options, looked=looked, roots=job.output_roots,
-                              first_frame=chunk.start_frame))
+                              first_frame=chunk.start_frame, remote=remote, scan=scan))
     output = str(job.merge_output) if job.merge_output else None
     merge_work = TaskJob(TaskName.merge(), command, str(job.job_dir), output, str(state.root),
                          fingerprint(command, output and os.path.relpath(output, job.job_dir)),
                          tuple(job.outputs[i] for i in job.frame_order), adapter=options.merge_executor,
                          expect=Expect(meta.total_frames, fps=meta.fps), options=options, looked=looked,
-                         roots=job.output_roots, sources=tuple(TaskName(i) for i in job.frame_order))
+                         roots=job.output_roots, sources=tuple(TaskName(i) for i in job.frame_order),
+                         remote=remote, scan=scan)
     return Graph(job, state, tuple(chunks), merge_work, states)
+
+
+def scan_prefix(job: Job) -> str:
+    """The one key prefix under which a bucket job's records and outputs all are: listed once to
+    decide every task (Helios' `../renders` outputs widen it to the project's folder)."""
+    assert job.remote is not None
+    keys = [job.remote.key_of(p) or "" for p in [*job.outputs.values(), *([job.merge_output] if job.merge_output else [])]]
+    folders = [job.remote.folder, *(posixpath.dirname(key) for key in keys)]
+    common = posixpath.commonpath(folders) if all(folders) else ""
+    return common
 
 
 def chunk_fingerprint(chunk: Chunk, digest: str) -> str:
@@ -103,7 +118,8 @@ def chunk_tasks(graph: Graph) -> TaskDicts:
             "name": str(chunk.id),
             "doc": f"frames {chunk.start_frame}-{last} -> {chunk.output_file}",
             "actions": [(run_task, [work])],
-            "targets": [work.output],
+            # doit runs a task whose target file is missing; a bucket job's outputs are objects.
+            "targets": [work.output] if work.remote is None else [],
             # Checked when doit gets to the chunk (another runner may have redone it since we
             # loaded); a plain function with its signature attached costs doit no inspection.
             "uptodate": [(chunk_done, (work,), _NO_KWARGS)],
@@ -121,8 +137,9 @@ def merge_task(graph: Graph) -> dict[str, Any]:
         "doc": f"stitch the chunks into {os.path.relpath(output, work.cwd) if output else 'the merged output'}",
         "actions": [(run_task, [work])],
         "task_dep": [CHUNK],
-        "targets": [output] if output else [],
-        "uptodate": [work.complete()],  # checked when doit gets to it: the chunks run first
+        "targets": [output] if output and work.remote is None else [],
+        # checked when doit gets to it: the chunks run first
+        "uptodate": [(chunk_done, (work,), _NO_KWARGS) if work.remote else work.complete()],
         "clean": [(clean_task, [work])],
         "verbosity": 2,
     }

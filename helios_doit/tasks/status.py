@@ -34,6 +34,7 @@ from ..state.locks import is_held
 from ..state.outcome import Failure
 from .complete import Complete
 from .graph import build
+from .publish import remote_done, remote_size, remote_state
 from .work import TaskJob
 
 
@@ -51,7 +52,8 @@ def job_status(job: Job, merge: str | None = None) -> dict[str, Any]:
         "totalFrames": sum(c["frames"] for c in chunks),
         "complete": counts["done"] == len(chunks) and merged["state"] == "done",
     }
-    return {"job": job.source, "stateDir": str(graph.state.root), "chunks": chunks, "merge": merged, "totals": totals}
+    state_url = job.remote.url_of(remote_state(graph.merge)) if job.remote else None
+    return {"job": job.source, "stateDir": str(graph.state.root), **({"stateUrl": state_url} if state_url else {}), "chunks": chunks, "merge": merged, "totals": totals}
 
 
 def task_status(state: StateDir, work: TaskJob) -> dict[str, Any]:
@@ -71,12 +73,14 @@ def task_status(state: StateDir, work: TaskJob) -> dict[str, Any]:
         done = f"{frames}/{work.expect.frames} frames, " if isinstance(frames, int) and work.expect else ""
         entry.update(state="running", attempts=runner.get("attempt"), size=None, framesDone=frames,
                      note=f"{done}for {time.time() - float(runner.get('startedAt') or time.time()):.0f}s")
-    elif record is not None and complete():
-        entry.update(state="done", attempts=record.get("attempts", 1), duration=record.get("duration"))
+    elif remote_done(work) if work.remote is not None else record is not None and complete():
+        record = record or {}
+        entry.update(state="done", attempts=record.get("attempts"), duration=record.get("duration"),
+                     size=size if work.remote is None else remote_size(work))
     elif failure is not None:
         entry.update(state="failed", attempts=failure.attempts, note=failure.how, exitCode=failure.exitCode,
                      signal=failure.signal, message=failure.message, stderrTail=failure.stderrTail)
-    elif record is not None:
+    elif record is not None and work.remote is None:
         entry.update(state="stale", attempts=record.get("attempts", 1), duration=record.get("duration"),
                      note=_why_stale(record, complete, output, work.chunk_id is not None))
     if marker is not None and runner is None:

@@ -5,13 +5,13 @@ open files or adapters.
 """
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass
 
 from ..state.folder import record_file
 from ..state.names import TaskName
 from ..state.places import Place
+from ..storage.url import Remote
 from .complete import Complete
 from .options import RunOptions
 
@@ -44,6 +44,8 @@ class TaskJob:
     roots: tuple[str, ...] = ()  # folders outputs may be in, checked again whenever the output is touched
     sources: tuple[TaskName, ...] = ()  # the merge: its chunks, in frame order (their records' facts)
     first_frame: int = 0  # a chunk's first frame: renderers such as Blender report the frame they are on
+    remote: Remote | None = None  # the job is in a bucket: done means done there
+    scan: str = ""  # the key prefix listed once to decide every task of a bucket job
 
     @property
     def name(self) -> str:
@@ -65,13 +67,3 @@ class TaskJob:
 
     def complete(self) -> Complete:
         return Complete(record_file(self.state_root, self.name), self.fingerprint, self.output, self.inputs, self.cwd)
-
-
-def chunk_done(job: TaskJob) -> bool:
-    """A chunk's doit `uptodate`: its record matches and its output is the file recorded."""
-    return job.complete().check()
-
-
-# doit inspects the signature of an uptodate function on every call (for its magic arguments);
-# a function that carries its signature is answered at once.
-chunk_done.__signature__ = inspect.signature(chunk_done)  # type: ignore[attr-defined]

@@ -22,7 +22,8 @@ from helios_doit.tasks.action import _remove_entry
 from helios_doit.tasks.attempt import _check_video, _record, _verify
 from helios_doit.tasks.clean import clean_task
 from helios_doit.tasks.complete import Complete, relative
-from helios_doit.tasks.work import Expect, TaskJob, chunk_done
+from helios_doit.tasks.uptodate import chunk_done
+from helios_doit.tasks.work import Expect, TaskJob
 from helios_doit.video.verify import ChunkFacts
 
 from .conftest import FPS, H, W

@@ -1,0 +1,114 @@
+"""A lease on one task in a bucket: two runners on one bucket never render a chunk at once.
+
+Taken with a create-only write (S3 `If-None-Match: *`: one winner), renewed while the task runs,
+deleted when it ends. A runner that dies leaves its lease to expire (`HELIOS_DOIT_LEASE_TTL`
+seconds after its last renewal); then the next runner takes it over with a write conditional on
+the version it read (S3 `If-Match`), so two runners cannot both take over one expired lease.
+The lease is not the last line: a runner that lost its lease uploads nothing, and an upload is
+create-only, so even a runner paused past its lease cannot write over another's output.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+from .store import Exists, Store, StorageError
+
+LEASE_TTL_ENV = "HELIOS_DOIT_LEASE_TTL"
+DEFAULT_TTL = 120.0
+
+
+def lease_ttl() -> float:
+    try:
+        value = float(os.environ.get(LEASE_TTL_ENV, DEFAULT_TTL))
+    except ValueError:
+        return DEFAULT_TTL
+    return value if value > 0 else DEFAULT_TTL
+
+
+class Lease:
+    def __init__(self, store: Store, key: str, ttl: float | None = None):
+        self.store, self.key = store, key
+        self.ttl = ttl or lease_ttl()
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.version: str | None = None
+        self.lost = False
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        # A new nonce in every write: identical bytes would keep the version, and a stale
+        # conditional write would pass.
+        return json.dumps({**self.owner, "nonce": uuid.uuid4().hex, "ttl": self.ttl,
+                           "expires": time.time() + self.ttl}).encode()
+
+    def holder(self) -> dict[str, Any] | None:
+        """The live lease of another runner, or None once we hold it."""
+        try:
+            self.store.create(self.key, self._body())
+        except Exists:
+            current, version = self._read()
+            if current is None:
+                return self.holder() if version is None else {"host": "?", "expires": 0}
+            if float(current.get("expires") or 0) > time.time():
+                return current
+            if not self.store.replace(self.key, self._body(), version):
+                return current  # another runner took it over first
+        info = self.store.info(self.key)
+        self.version = info.version if info else None
+        return None
+
+    def _read(self) -> tuple[dict[str, Any] | None, str | None]:
+        version = self.store.info(self.key)
+        data = self.store.read(self.key, 65536)
+        try:
+            body = json.loads(data) if data else None
+        except ValueError:
+            body = {"expires": 0}  # damage: treated as expired
+        return (body if isinstance(body, dict) or body is None else {"expires": 0}), version.version if version else None
+
+    def keep(self) -> None:
+        """Renew every third of the ttl until released; a lease that was taken from us is lost."""
+        def renew() -> None:
+            while not self._done.wait(self.ttl / 3):
+                try:
+                    if self.version is None or not self.store.replace(self.key, self._body(), self.version):
+                        self.lost = True
+                        return
+                    info = self.store.info(self.key)
+                    self.version = info.version if info else None
+                except StorageError:
+                    continue  # a blip: the next renewal may pass; the lease lasts a whole ttl
+        self._thread = threading.Thread(target=renew, name="helios-doit-lease", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if not self.lost and self.version is not None:
+            try:
+                self.store.delete_if(self.key, self.version)
+            except StorageError:
+                pass  # it expires on its own
+
+
+def acquire(store: Store, key: str, stopping: Callable[[], object], on_wait: Callable[[dict[str, Any]], None]) -> Lease:
+    """Wait while another runner holds the task's lease; then hold it (and keep it renewed)."""
+    lease = Lease(store, key)
+    told = False
+    while (holder := lease.holder()) is not None:
+        if not told:
+            on_wait(holder)
+            told = True
+        for _ in range(10):
+            if stopping():
+                raise InterruptedError("stopped while waiting for another runner's lease")
+            time.sleep(0.2)
+    lease.keep()
+    return lease

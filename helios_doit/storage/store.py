@@ -1,0 +1,248 @@
+"""A bucket (any fsspec URL) as the few operations a render job needs, each fault said in one line.
+
+The guarantees come from the store, not from us: an upload appears whole or not at all, and a
+create-only write (S3 `If-None-Match: *`, GCS generation 0) has one winner, so two runners never
+both write one output. Every call goes through `_guard`, which turns the many ways a store or its
+client fails into `StorageError`: one line naming the URL and what to do.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import contextlib
+
+#: Bytes a state object (a record, a lease, a job) may have; a bigger one is damage, never read whole.
+MAX_SMALL_BYTES = 64 * 1024 * 1024
+
+
+class StorageError(OSError):
+    """The store failed or refused: the message is the one line a user sees."""
+
+    def __str__(self) -> str:
+        return str(self.args[-1]) if self.args else "the store failed"
+
+
+class Exists(StorageError):
+    """A create-only write found the object there already: someone else wrote it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Which bytes an object holds, as the store tells it: size and its version (S3 ETag, GCS
+    generation, a local file's mtime). A record pins its output to this."""
+
+    size: int
+    version: str
+
+    @property
+    def tag(self) -> str:
+        """The version in a form safe inside a key: records put it in their names."""
+        return hashlib.sha256(self.version.encode()).hexdigest()[:16]
+
+
+def identity(info: dict[str, Any]) -> Identity:
+    for field in ("ETag", "generation", "etag", "mtime", "created", "LastModified"):
+        value = info.get(field)
+        if value not in (None, ""):
+            return Identity(int(info.get("size") or 0), str(value).strip('"'))
+    return Identity(int(info.get("size") or 0), "")
+
+
+def _reason(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = str(exc).splitlines()[0] if str(exc) else name
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return ("no credentials for the store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+                "AWS_PROFILE), as for any S3 client")
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionError"):
+        return f"cannot reach the store ({text}); check AWS_ENDPOINT_URL and the network"
+    if isinstance(exc, PermissionError) or "AccessDenied" in text or "Forbidden" in text:
+        return f"access denied ({text}); check the credentials' permissions on the bucket"
+    if "NoSuchBucket" in text or "bucket does not exist" in text:
+        return "the bucket does not exist; create it or fix the URL"
+    return text
+
+
+@contextlib.contextmanager
+def _guard(url: str) -> Iterator[None]:
+    try:
+        yield
+    except StorageError:
+        raise
+    except FileExistsError:
+        raise Exists(errno.EEXIST, f"{url}: already there") from None
+    except Exception as exc:  # every client library has its own exceptions: all are one line here
+        raise StorageError(errno.EIO, f"{url}: {_reason(exc)}") from None
+
+
+def _filesystem(protocol: str) -> Any:
+    import fsspec
+
+    if protocol == "s3":
+        # Bounded: a dead endpoint is said in seconds, not after minutes of retries. A listing is
+        # never cached: another runner's record must be seen.
+        fs = fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False,
+                               config_kwargs={"retries": {"max_attempts": 2, "mode": "standard"},
+                                              "connect_timeout": 3, "read_timeout": 60})
+        fs.retries = 1
+        return fs
+    if protocol in ("file", "local"):
+        return fsspec.filesystem("file", auto_mkdir=True)
+    return fsspec.filesystem(protocol, skip_instance_cache=True)
+
+
+class Store:
+    """One bucket (or folder) of an object store, addressed by keys relative to `root`."""
+
+    def __init__(self, root: str):
+        from .url import split_url
+
+        self.root = root.rstrip("/")
+        self.protocol, self.base = split_url(self.root)
+        with _guard(self.root):
+            self.fs = _filesystem(self.protocol)
+
+    def url(self, key: str) -> str:
+        return f"{self.root}/{key}" if key else self.root
+
+    def _path(self, key: str) -> str:
+        return f"{self.base}/{key}".strip("/") if self.protocol != "file" else f"{self.base}/{key}"
+
+    def check(self) -> None:
+        """The bucket is there and we may list it: asked once before anything runs."""
+        with _guard(self.root):
+            try:
+                self.fs.ls(self._path(""), detail=False)
+            except FileNotFoundError:
+                raise StorageError(errno.ENOENT, f"{self.root}: the bucket does not exist; create it or fix the URL") from None
+
+    def read(self, key: str, cap: int = MAX_SMALL_BYTES) -> bytes | None:
+        """A small object's bytes, or None if there is none."""
+        with _guard(self.url(key)):
+            try:
+                with self.fs.open(self._path(key), "rb") as f:
+                    data = f.read(cap + 1)
+            except FileNotFoundError:
+                return None
+        if len(data) > cap:
+            raise StorageError(errno.EFBIG, f"{self.url(key)}: more than {cap} bytes; not a file of a job")
+        return data
+
+    def info(self, key: str) -> Identity | None:
+        with _guard(self.url(key)):
+            try:
+                return identity(self.fs.info(self._path(key)))
+            except FileNotFoundError:
+                return None
+
+    def listing(self, prefix: str) -> dict[str, Identity]:
+        """Every object under `prefix` with its identity, in as few requests as the store allows
+        (S3: one per 1,000 keys): a no-op rerun decides every chunk from this."""
+        with _guard(self.url(prefix)):
+            try:
+                found = self.fs.find(self._path(prefix), detail=True)
+            except FileNotFoundError:
+                return {}
+        base = self._path("").rstrip("/") + "/"
+        return {name[len(base):] if name.startswith(base) else name: identity(info)
+                for name, info in found.items() if info.get("type") != "directory"}
+
+    def create(self, key: str, data: bytes) -> None:
+        """Write a small object only if there is none: raises Exists if there is."""
+        with _guard(self.url(key)):
+            self.fs.pipe_file(self._path(key), data, mode="create")
+
+    def put(self, key: str, data: bytes) -> None:
+        with _guard(self.url(key)):
+            self.fs.pipe_file(self._path(key), data)
+
+    def replace(self, key: str, data: bytes, version: str) -> bool:
+        """Overwrite a small object only if it still has `version`; False if it changed or went.
+        Atomic on S3 (`If-Match`); elsewhere a check then a write (one coordinator assumed)."""
+        with _guard(self.url(key)):
+            if self.protocol == "s3":
+                bucket, path, _ = self.fs.split_path(self._path(key))
+                try:
+                    self.fs.call_s3("put_object", Bucket=bucket, Key=path, Body=data, IfMatch=f'"{version}"')
+                except (FileNotFoundError, OSError) as exc:
+                    if isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.EINVAL:
+                        return False
+                    raise
+                return True
+            current = self.info(key)
+            if current is None or current.version != version:
+                return False
+            self.fs.pipe_file(self._path(key), data)
+            return True
+
+    def delete_if(self, key: str, version: str) -> None:
+        """Delete an object only if it still has `version` (S3 `If-Match`; elsewhere checked first)."""
+        with _guard(self.url(key)):
+            if self.protocol == "s3":
+                bucket, path, _ = self.fs.split_path(self._path(key))
+                try:
+                    self.fs.call_s3("delete_object", Bucket=bucket, Key=path, IfMatch=f'"{version}"')
+                except (FileNotFoundError, OSError) as exc:
+                    if not (isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.EINVAL):
+                        raise
+                return
+            current = self.info(key)
+            if current is not None and current.version == version:
+                self.fs.rm_file(self._path(key))
+
+    def upload(self, local: str, key: str) -> Identity:
+        """Upload a file only if there is no object at `key` (Exists if there is): the one writer
+        of an output. It appears whole or not at all; returns what the store holds."""
+        with _guard(self.url(key)):
+            if self.protocol == "s3":
+                return self._upload_s3(local, key)
+            self.fs.put_file(local, self._path(key), mode="create")
+            return identity(self.fs.info(self._path(key)))
+
+    def _upload_s3(self, local: str, key: str) -> Identity:
+        bucket, path, _ = self.fs.split_path(self._path(key))
+        size = os.path.getsize(local)
+        if size >= 4 * 2**30:  # beyond one PUT: a multipart upload, completed create-only
+            self.fs.put_file(local, self._path(key), mode="create", chunksize=64 * 2**20)
+            return identity(self.fs.info(self._path(key)))
+        with open(local, "rb") as body:  # streamed from disk: memory stays flat in the file's size
+            reply = self.fs.call_s3("put_object", Bucket=bucket, Key=path, Body=body, IfNoneMatch="*")
+        return Identity(size, str(reply["ETag"]).strip('"'))
+
+    def download(self, key: str, local: str) -> None:
+        """Into `local` through a temp name: a killed download leaves no file that looks whole."""
+        tmp = f"{local}.{os.urandom(6).hex()}.part"
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        try:
+            with _guard(self.url(key)):
+                self.fs.get_file(self._path(key), tmp)
+            os.replace(tmp, local)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def delete(self, key: str) -> None:
+        with _guard(self.url(key)):
+            try:
+                self.fs.rm_file(self._path(key))
+            except FileNotFoundError:
+                pass
+
+    def copy(self, key: str, to: str) -> None:
+        with _guard(self.url(key)):
+            self.fs.copy(self._path(key), self._path(to))
+
+
+_STORES: dict[tuple[int, str], Store] = {}
+
+
+def store_for(root: str) -> Store:
+    """One client per store and process (a forked worker makes its own: clients do not survive fork)."""
+    key = (os.getpid(), root)
+    if key not in _STORES:
+        _STORES[key] = Store(root)
+    return _STORES[key]

@@ -1,0 +1,100 @@
+"""Where a job in a bucket lives, here and there: its store, its keys, and the local scratch that
+mirrors the bucket on this machine (commands run there; nothing assumes a shared disk)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Schemes read as object stores (fsspec protocols); http(s) jobs are fetched read-only instead.
+STORE_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "file", "memory")
+
+#: The folder under which each bucket gets its local mirror (default ~/.cache/helios-doit/scratch).
+SCRATCH_ENV = "HELIOS_DOIT_SCRATCH"
+
+
+def is_store_url(text: str) -> bool:
+    try:
+        return urllib.parse.urlsplit(text).scheme.lower() in STORE_SCHEMES and "://" in text
+    except ValueError:
+        return False
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """("s3", "bucket/key...") of a store URL."""
+    scheme, _, rest = url.partition("://")
+    scheme = {"s3a": "s3", "gcs": "gs", "abfs": "az", "abfss": "az", "local": "file"}.get(scheme.lower(), scheme.lower())
+    return scheme, rest
+
+
+def scratch_root() -> Path:
+    given = os.environ.get(SCRATCH_ENV)
+    base = Path(given) if given else Path.home() / ".cache" / "helios-doit" / "scratch"
+    return base.absolute()
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """A job whose folder is in a store: `root` is the bucket's URL, `folder` the job folder's key
+    in it, `mirror` the local folder that stands for the bucket's root on this machine. Plain data:
+    every task carries it to doit's workers."""
+
+    root: str  # "s3://bucket"
+    folder: str  # "shot1" ("" at the bucket's root)
+    mirror: str  # the local folder that stands for the key `prefix`: <scratch>/s3-bucket-1a2b3c4d
+    name: str = "job.json"  # the job's own key, under folder
+    prefix: str = ""  # the key `mirror` stands for ("" : the bucket's root)
+
+    @property
+    def job_dir(self) -> Path:
+        return Path(self.local_of(self.folder))
+
+    def key_of(self, local: str | os.PathLike[str]) -> str | None:
+        """The key of a local path under the mirror, or None if it is outside it."""
+        rel = os.path.relpath(os.fspath(local), self.mirror)
+        if rel == "." or rel.startswith(".." + os.sep) or rel == ".." or os.path.isabs(rel):
+            return None
+        return posixpath.join(self.prefix, rel.replace(os.sep, "/")) if self.prefix else rel.replace(os.sep, "/")
+
+    def local_of(self, key: str) -> str:
+        rel = key[len(self.prefix):].lstrip("/") if self.prefix else key
+        return os.path.join(self.mirror, *[part for part in rel.split("/") if part])
+
+    def url_of(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def state_prefix(self, state_name: str) -> str:
+        """Where the job's records, logs and leases live in the bucket: next to the job, as locally."""
+        return posixpath.join(self.folder, ".helios-doit", state_name)
+
+
+def remote_for(url: str, mirror_base: Path | None = None) -> Remote:
+    """The Remote of a job URL: `s3://bucket/shot1/job.json` -> root s3://bucket, folder shot1."""
+    scheme, rest = split_url(url)
+    rest = rest.strip("/")
+    if scheme == "file":
+        root_path, name = posixpath.split("/" + rest)
+        folder = ""
+        bucket = root_path
+        root = f"file://{root_path}"
+    else:
+        bucket, _, key = rest.partition("/")
+        folder, name = posixpath.split(key)
+        root = f"{scheme}://{bucket}"
+    digest = hashlib.sha256(root.encode()).hexdigest()[:8]
+    label = "".join(c if c.isalnum() or c in "-_." else "-" for c in bucket.strip("/"))[-40:] or "root"
+    mirror = (mirror_base or scratch_root()) / f"{scheme}-{label}-{digest}"
+    return Remote(root, folder, str(mirror), name or "job.json")
+
+
+def storage_for(url: str, job_dir: Path) -> Remote:
+    """A local job whose outputs and state go to `url` (`--storage`): the job folder stands for
+    the URL's folder."""
+    scheme, rest = split_url(url.rstrip("/"))
+    bucket, _, key = rest.strip("/").partition("/")
+    if scheme == "file":
+        return Remote(f"file:///{rest.strip('/')}", "", str(job_dir), "job.json", "")
+    return Remote(f"{scheme}://{bucket}", key, str(job_dir), "job.json", key)
