@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-merge", action="store_true", help="render the chunks but do not merge")
     run.add_argument("--merge", choices=["builtin", "command"], help="merge with the built-in stitcher, or the job's mergeCommand")
     run.add_argument("--output-root", metavar="DIR", help="also allow outputs under DIR (outside the job folder)")
+    run.add_argument("--storage", metavar="URL", help="outputs and records go to this bucket folder (s3://bucket/folder)")
     run.add_argument("--adapter", metavar="NAME", help="Helios' flag: local (the default) is the only one here; "
                      "see --executor, `helios-doit worker` and `helios-doit export`")
     add_option_flags(run)
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                                                     "`helios-doit worker`")
         return one_line("helios-doit", f"--adapter {args.adapter}: helios-doit runs chunks locally (--adapter local) or on Dask "
                       f"(--executor dask); for {here}")
-    job = load_or_exit(args.file, args.output_root)
+    job = load_or_exit(args.file, args.output_root, storage=args.storage)
     run_options = refuse_bad(lambda: options_from_flags(args, ["-n", str(args.concurrency), *args.doit_args]))
     if args.chunk is not None and args.chunk not in job.chunk_ids:
         known = ", ".join(map(str, job.chunk_ids[:20])) + (", ..." if len(job.chunk_ids) > 20 else "")

@@ -14,11 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="JOB", help="job file (JSON or YAML), or an http(s) URL")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--output-root", metavar="DIR", help="as given to the run: outputs may be under DIR")
+    parser.add_argument("--storage", metavar="URL", help="outputs and records go to this bucket folder (s3://bucket/folder)")
     parser.add_argument("--merge", choices=["builtin", "command"], help="as given to the run, if it was")
 
 
 def run(args: argparse.Namespace) -> int:
-    job = load_or_exit(args.file, args.output_root)
+    job = load_or_exit(args.file, args.output_root, storage=args.storage)
     try:
         report = job_status(job, args.merge)
     except JobError as err:

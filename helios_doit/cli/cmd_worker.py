@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="JOB", help="job file (JSON or YAML) on storage every worker sees")
     parser.add_argument("--index", type=int, metavar="N", help=f"chunk position; default: ${INDEX_VARIABLES[0]} and the like")
     parser.add_argument("--output-root", metavar="DIR", help="also allow outputs under DIR")
+    parser.add_argument("--storage", metavar="URL", help="outputs and records go to this bucket folder (s3://bucket/folder)")
     add_option_flags(parser)
 
 
@@ -52,7 +53,7 @@ def array_index(given: int | None, env: dict[str, str] | os._Environ[str] = os.e
 
 
 def run(args: argparse.Namespace) -> int:
-    job = load_or_exit(args.file, args.output_root)
+    job = load_or_exit(args.file, args.output_root, storage=args.storage)
     index = refuse_bad(lambda: array_index(args.index))
     if not 0 <= index < len(job.spec.chunks):
         sys.stderr.write(f"helios-doit: {args.file}: index {index} is out of range; the job has {len(job.spec.chunks)} chunks (0-{len(job.spec.chunks) - 1})\n")

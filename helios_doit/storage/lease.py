@@ -4,7 +4,8 @@ Taken with a create-only write (S3 `If-None-Match: *`: one winner), renewed whil
 deleted when it ends. A runner that dies leaves its lease to expire (`HELIOS_DOIT_LEASE_TTL`
 seconds after its last renewal); then the next runner takes it over with a write conditional on
 the version it read (S3 `If-Match`), so two runners cannot both take over one expired lease.
-The lease is not the last line: a runner that lost its lease uploads nothing, and an upload is
+A lease whose holder the caller knows to be dead (a runner on this machine) is taken over at
+once. The lease is not the last line: a runner that lost its lease uploads nothing, and an upload is
 create-only, so even a runner paused past its lease cannot write over another's output.
 """
 from __future__ import annotations
@@ -32,10 +33,11 @@ def lease_ttl() -> float:
 
 
 class Lease:
-    def __init__(self, store: Store, key: str, ttl: float | None = None):
-        self.store, self.key = store, key
+    def __init__(self, store: Store, key: str, owner: dict[str, Any] | None = None, ttl: float | None = None,
+                 dead: Callable[[dict[str, Any]], bool] = lambda holder: False):
+        self.store, self.key, self.dead = store, key, dead
         self.ttl = ttl or lease_ttl()
-        self.owner = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), **(owner or {})}
         self.version: str | None = None
         self.lost = False
         self._done = threading.Event()
@@ -55,7 +57,7 @@ class Lease:
             current, version = self._read()
             if current is None:
                 return self.holder() if version is None else {"host": "?", "expires": 0}
-            if float(current.get("expires") or 0) > time.time():
+            if float(current.get("expires") or 0) > time.time() and not self.dead(current):
                 return current
             if not self.store.replace(self.key, self._body(), version):
                 return current  # another runner took it over first
@@ -98,9 +100,11 @@ class Lease:
                 pass  # it expires on its own
 
 
-def acquire(store: Store, key: str, stopping: Callable[[], object], on_wait: Callable[[dict[str, Any]], None]) -> Lease:
-    """Wait while another runner holds the task's lease; then hold it (and keep it renewed)."""
-    lease = Lease(store, key)
+def acquire(store: Store, key: str, stopping: Callable[[], object], on_wait: Callable[[dict[str, Any]], None],
+            owner: dict[str, Any] | None = None, dead: Callable[[dict[str, Any]], bool] = lambda holder: False) -> Lease:
+    """Wait while another runner holds the task's lease; then hold it (and keep it renewed). A
+    lease whose holder `dead` knows to be gone (a runner of this machine) is taken over at once."""
+    lease = Lease(store, key, owner, dead=dead)
     told = False
     while (holder := lease.holder()) is not None:
         if not told:

@@ -70,10 +70,16 @@ def _in_bucket(job: TaskJob, state: StateDir) -> TaskFailed | dict[str, Any]:
     earlier but did not get to publish (a crash mid-upload) is published, not rendered again."""
     if remote_done(job, fresh=True):
         return _elsewhere(job, state)
-    waiting = lambda holder: events.emit(  # noqa: E731
-        state.root, "task-wait", task=job.name, chunkId=job.chunk_id, host=holder.get("host"), pid=holder.get("pid"))
+    def waiting(holder: dict[str, Any]) -> None:
+        say(f"{job.label}: waiting for the runner on {holder.get('host')} (pid {holder.get('pid')}) that holds it in the bucket")
+        events.emit(state.root, "task-wait", task=job.name, chunkId=job.chunk_id, host=holder.get("host"), pid=holder.get("pid"))
+
+    def dead(holder: dict[str, Any]) -> bool:  # a runner of this machine that died: its lease is void
+        return holder.get("machine") == reaper.machine() and not reaper.runner_alive(holder.get("tag"))
+
+    owner = {"machine": reaper.machine(), "tag": reaper.tag()}
     try:
-        lease = acquire(store_of(job), lease_key(remote_state(job), job.name), supervise.stopping, waiting)
+        lease = acquire(store_of(job), lease_key(remote_state(job), job.name), supervise.stopping, waiting, owner, dead)
     except InterruptedError:
         raise supervise.Interrupted(supervise.stopping() or 0) from None
     try:

@@ -13,9 +13,10 @@ from ..spec.model import Job
 T = TypeVar("T")
 
 
-def load_or_exit(source: str | os.PathLike[str], output_root: str | None = None, cwd: str | None = None) -> Job:
+def load_or_exit(source: str | os.PathLike[str], output_root: str | None = None, cwd: str | None = None,
+                 storage: str | None = None) -> Job:
     """A job; on a bad one print one line per fault and exit 2 before anything runs."""
-    return refuse_bad(lambda: load_job(source, output_root, Path(cwd) if cwd else None))
+    return refuse_bad(lambda: load_job(source, output_root, Path(cwd) if cwd else None, storage))
 
 
 def refuse_bad(make: Callable[[], T]) -> T:

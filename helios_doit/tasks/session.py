@@ -111,7 +111,7 @@ def dodo(default_job: str | os.PathLike[str]) -> dict[str, Any]:
     from doit import get_var, loader
 
     # doit has changed into the dodo file's folder; the user's paths are relative to where they started.
-    job = load_or_exit(get_var("job") or default_job, get_var("output_root"), loader.initial_workdir)
+    job = load_or_exit(get_var("job") or default_job, get_var("output_root"), loader.initial_workdir, get_var("storage"))
     options = refuse_bad(lambda: from_vars(get_var, sys.argv))
     return namespace(job, merge=get_var("merge"), options=options)
 

@@ -1,0 +1,217 @@
+"""Jobs in a bucket: no shared disk. Every test talks to a real S3 HTTP server on loopback (moto's
+server mode); runners are real processes that reach it through AWS_ENDPOINT_URL, each "machine"
+an empty working folder and a scratch folder of its own."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import pytest
+from harness import CLI, DOIT, new_job, run, wait_for
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@dataclass
+class Bucket:
+    name: str
+    fs: object
+    root: Path
+    env: dict[str, str]
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.name}/{key}"
+
+    def keys(self) -> dict[str, str]:
+        """Every object, with its ETag: what a test compares before and after a run."""
+        found = self.fs.find(self.name, detail=True)
+        return {name.split("/", 1)[1]: info["ETag"] for name, info in found.items()}
+
+    def upload_job(self, folder: str = "shot1", chunks: int = 3, slow: str | None = None) -> str:
+        """The stand-in job of the other tests, its scripts (and `slow`: seconds a frame) as inputs."""
+        job = new_job(self.root / "src" / folder, chunks=chunks, frames=3)
+        job.data["inputs"] = ["render.sh", "merge.sh"] + (["slow"] if slow else [])
+        if slow:
+            (job.folder / "slow").write_text(slow)
+        job.save()
+        for name in job.data["inputs"] + ["job.json"]:
+            self.fs.put_file(str(job.folder / name), f"{self.name}/{folder}/{name}")
+        return self.url(f"{folder}/job.json")
+
+    def machine(self, name: str) -> tuple[Path, dict[str, str]]:
+        """An empty working folder and the environment of a machine of its own."""
+        cwd = self.root / name / "cwd"
+        cwd.mkdir(parents=True)
+        return cwd, {**os.environ, **self.env, "HELIOS_DOIT_SCRATCH": str(self.root / name / "scratch")}
+
+    def runs(self, name: str) -> list[str]:
+        """The stand-in commands that started on machine `name`."""
+        logs = (self.root / name / "scratch").rglob("runs.log")
+        return sorted(line.split(" start")[0] for log in logs for line in log.read_text().splitlines() if " start" in line)
+
+
+@pytest.fixture
+def bucket(endpoint, tmp_path):
+    import fsspec
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
+    os.environ.update(env)  # this process' client too
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False)
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    fs.mkdir(name)
+    return Bucket(name, fs, tmp_path, env)
+
+
+def job_run(bucket: Bucket, machine: str, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    cwd, env = bucket.machine(machine) if not (bucket.root / machine).exists() else (
+        bucket.root / machine / "cwd", {**os.environ, **bucket.env, "HELIOS_DOIT_SCRATCH": str(bucket.root / machine / "scratch")})
+    return run([*CLI, "job", "run", url, *args], cwd=cwd, env=env, timeout=120)
+
+
+def test_a_job_in_a_bucket_runs_from_an_empty_folder_and_a_rerun_uploads_nothing(bucket):
+    url = bucket.upload_job()
+    result = job_run(bucket, "a", url, "--concurrency", "2")
+    assert result.returncode == 0, result.stderr
+    assert list((bucket.root / "a" / "cwd").iterdir()) == []  # nothing where the user stood
+    keys = bucket.keys()
+    assert {"shot1/part_0.txt", "shot1/part_1.txt", "shot1/part_2.txt", "shot1/out.txt"} <= set(keys)
+    merged = bucket.fs.cat(f"{bucket.name}/shot1/out.txt").decode()
+    assert merged.splitlines() == [f"frame {i} " for i in range(9)]
+    assert bucket.runs("a") == ["chunk 0", "chunk 1", "chunk 2", "merge"]
+
+    again = job_run(bucket, "a", url, "--concurrency", "2")
+    assert again.returncode == 0, again.stderr
+    assert bucket.keys() == keys  # not one object written again
+    assert sorted(again.stdout.split()) == sorted("-- chunk:0 -- chunk:1 -- chunk:2 -- merge".split())
+
+
+def test_a_deleted_chunk_object_reruns_that_chunk_only_on_another_machine(bucket):
+    url = bucket.upload_job()
+    assert job_run(bucket, "a", url).returncode == 0
+    bucket.fs.rm_file(f"{bucket.name}/shot1/part_1.txt")
+    result = job_run(bucket, "b", url)  # a machine with an empty scratch: it renders what is missing
+    assert result.returncode == 0, result.stderr
+    # The same bytes again (same ETag): the merged file made of them still holds.
+    assert bucket.runs("b") == ["chunk 1"]
+    assert "-- merge" in result.stdout
+    assert "part_1.txt" in bucket.fs.cat(f"{bucket.name}/shot1/.helios-doit/job.json/logs/chunk-1.log").decode()
+
+
+def test_array_workers_in_separate_empty_folders_then_job_run_only_merges(bucket):
+    url = bucket.upload_job()
+    procs = []
+    for index in range(3):
+        cwd, env = bucket.machine(f"w{index}")
+        procs.append(subprocess.Popen([*CLI, "worker", url, "--index", str(index)], cwd=cwd, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    assert [p.wait(60) for p in procs] == [0, 0, 0], [p.stderr.read() for p in procs]
+    assert [bucket.runs(f"w{i}") for i in range(3)] == [["chunk 0"], ["chunk 1"], ["chunk 2"]]
+    result = job_run(bucket, "m", url)
+    assert result.returncode == 0, result.stderr
+    assert bucket.runs("m") == ["merge"]
+    assert bucket.fs.cat(f"{bucket.name}/shot1/out.txt").decode().count("frame") == 9
+    status = run([*CLI, "status", url, "--json"], cwd=bucket.root, env=bucket.machine("s")[1])
+    assert json.loads(status.stdout)["totals"]["complete"] is True, status.stderr
+
+
+def test_two_runners_on_one_bucket_never_render_a_chunk_at_once(bucket):
+    url = bucket.upload_job(chunks=1, slow="0.4")  # 1.2 s of rendering: the two runs overlap
+    procs = []
+    for name in ("a", "b"):
+        cwd, env = bucket.machine(name)
+        procs.append(subprocess.Popen([*DOIT, f"job={url}", "chunk:0"], cwd=cwd, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    assert [p.wait(60) for p in procs] == [0, 0], [p.stderr.read() for p in procs]
+    assert bucket.runs("a") + bucket.runs("b") == ["chunk 0"]  # one render; the other waited, then found it done
+
+
+def test_an_object_in_an_outputs_place_that_we_did_not_write_is_moved_aside_in_the_bucket(bucket):
+    url = bucket.upload_job(chunks=2)
+    bucket.fs.pipe_file(f"{bucket.name}/shot1/part_0.txt", b"someone's file")
+    result = job_run(bucket, "a", url)
+    assert result.returncode == 0, result.stderr
+    aside = [k for k in bucket.keys() if "/aside/part_0.txt." in k]
+    assert len(aside) == 1 and bucket.fs.cat(f"{bucket.name}/{aside[0]}") == b"someone's file"
+    assert "was not written by helios-doit" in result.stdout + result.stderr
+
+
+def test_killed_between_upload_and_record_leaves_no_record_and_a_rerun_completes(bucket):
+    url = bucket.upload_job(chunks=2)
+    cwd, env = bucket.machine("a")
+    env["HELIOS_DOIT_PAUSE_AT"] = "before-publish-record:chunk-1"
+    proc = subprocess.Popen([*CLI, "job", "run", url], cwd=cwd, env=env, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    state = bucket.root / "a" / "scratch"
+    wait_for(lambda: any(state.rglob("paused-before-publish-record-chunk-1")), 60, "the pause before the record")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    keys = bucket.keys()
+    assert "shot1/part_1.txt" in keys  # uploaded whole ...
+    assert not [k for k in keys if "/done/chunk-1/" in k]  # ... and no record names it
+    result = job_run(bucket, "a", url)
+    assert result.returncode == 0, result.stderr
+    assert [k for k in bucket.keys() if "/done/chunk-1/" in k]
+    # No record named the object, so it is not taken for ours: kept aside, then published anew.
+    assert [k for k in bucket.keys() if "/aside/part_1.txt." in k]
+    assert bucket.fs.cat(f"{bucket.name}/shot1/out.txt").decode().count("frame") == 6
+
+
+def test_a_real_video_job_in_a_bucket_is_rendered_stitched_and_verified(bucket, tmp_path):
+    repo = Path(__file__).resolve().parent.parent
+    job = json.loads((repo / "examples" / "orbit" / "job.json").read_text())
+    job["chunks"] = job["chunks"][:2]
+    job["metadata"].update(totalFrames=60, duration=2)
+    job["inputs"] = ["composition.py"]
+    job.pop("mergeCommand")
+    bucket.fs.pipe_file(f"{bucket.name}/orbit/job.json", json.dumps(job).encode())
+    bucket.fs.put_file(str(repo / "examples" / "orbit" / "composition.py"), f"{bucket.name}/orbit/composition.py")
+    result = job_run(bucket, "a", bucket.url("orbit/job.json"), "--concurrency", "2")
+    assert result.returncode == 0, result.stderr
+    local = tmp_path / "orbit.mp4"
+    bucket.fs.get_file(f"{bucket.name}/orbit/orbit.mp4", str(local))
+    with av.open(str(local)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 60
+
+
+@pytest.mark.parametrize("case", ["no bucket", "no job", "no server"])
+def test_a_bucket_job_that_cannot_be_read_is_one_line_and_exit_2(bucket, case):
+    cwd, env = bucket.machine("a")
+    url = {"no bucket": "s3://no-such-bucket-here/job.json", "no job": bucket.url("nothing/job.json"),
+           "no server": bucket.url("shot1/job.json")}[case]
+    if case == "no server":
+        env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"
+    result = run([*CLI, "job", "run", url], cwd=cwd, env=env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert {"no bucket": "bucket does not exist", "no job": "no such job", "no server": "cannot reach"}[case] in lines[0]
+    assert not (bucket.root / "a" / "scratch").exists()  # nothing written
+
+
+def test_a_local_job_sends_its_outputs_and_records_to_a_bucket_with_storage(bucket, make_job):
+    job = make_job(chunks=2)
+    result = run([*CLI, "job", "run", str(job.file), "--storage", bucket.url("renders/shot1")],
+                 env={**os.environ, **bucket.env}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    keys = bucket.keys()
+    assert {"renders/shot1/part_0.txt", "renders/shot1/part_1.txt", "renders/shot1/out.txt"} <= set(keys)
+    assert [k for k in keys if k.startswith("renders/shot1/.helios-doit/job.json/done/merge/")]
