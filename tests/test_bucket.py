@@ -8,12 +8,14 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import pytest
+import yaml
 from harness import CLI, DOIT, new_job, run, wait_for
 
 pytest.importorskip("s3fs")
@@ -192,18 +194,23 @@ def test_a_real_video_job_in_a_bucket_is_rendered_stitched_and_verified(bucket, 
         assert sum(1 for _ in container.decode(video=0)) == 60
 
 
-@pytest.mark.parametrize("case", ["no bucket", "no job", "no server"])
+@pytest.mark.parametrize("case", ["no bucket", "no job", "no server", "no credentials"])
 def test_a_bucket_job_that_cannot_be_read_is_one_line_and_exit_2(bucket, case):
     cwd, env = bucket.machine("a")
     url = {"no bucket": "s3://no-such-bucket-here/job.json", "no job": bucket.url("nothing/job.json"),
            "no server": bucket.url("shot1/job.json")}[case]
     if case == "no server":
         env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"
+    if case == "no credentials":
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            env.pop(name, None)
+        env.update(AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
     result = run([*CLI, "job", "run", url], cwd=cwd, env=env, timeout=60)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert {"no bucket": "bucket does not exist", "no job": "no such job", "no server": "cannot reach"}[case] in lines[0]
+    assert {"no bucket": "bucket does not exist", "no job": "no such job", "no server": "cannot reach",
+            "no credentials": "no credentials"}[case] in lines[0]
     assert not (bucket.root / "a" / "scratch").exists()  # nothing written
 
 
@@ -215,3 +222,46 @@ def test_a_local_job_sends_its_outputs_and_records_to_a_bucket_with_storage(buck
     keys = bucket.keys()
     assert {"renders/shot1/part_0.txt", "renders/shot1/part_1.txt", "renders/shot1/out.txt"} <= set(keys)
     assert [k for k in keys if k.startswith("renders/shot1/.helios-doit/job.json/done/merge/")]
+
+
+def test_export_k8s_of_a_bucket_job_needs_no_volume_and_passes_strict_validation(bucket, tmp_path):
+    url = bucket.upload_job()
+    cwd, env = bucket.machine("a")
+    result = run([*CLI, "export", "k8s", url, "--image", "registry/helios:1", "--secret", "bucket-keys"],
+                 cwd=cwd, env=env)
+    assert result.returncode == 0, result.stderr
+    chunks, merge = yaml.safe_load_all(result.stdout)
+    pod = chunks["spec"]["template"]["spec"]
+    assert "volumes" not in pod and "volumeMounts" not in pod["containers"][0]
+    assert pod["containers"][0]["command"] == ["helios-doit", "worker", url]
+    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "bucket-keys"}}]
+    assert "testing" not in result.stdout  # credentials are never written into a manifest
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(result.stdout)
+    checked = run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", "-k", "1.33.0", str(manifest)])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_dask_executor_runs_a_bucket_jobs_chunks(bucket):
+    pytest.importorskip("distributed")
+    url = bucket.upload_job(chunks=2)
+    cwd, env = bucket.machine("a")
+    result = run([*CLI, "job", "run", url, "--concurrency", "2", "-P", "thread", "--executor", "dask"],
+                 cwd=cwd, env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert bucket.runs("a") == ["chunk 0", "chunk 1", "merge"]
+    assert bucket.fs.cat(f"{bucket.name}/shot1/out.txt").decode().count("frame") == 6
+
+
+def test_doit_clean_of_a_bucket_chunk_removes_its_record_and_object_from_any_machine(bucket):
+    url = bucket.upload_job(chunks=2)
+    assert job_run(bucket, "a", url).returncode == 0
+    cwd, env = bucket.machine("b")  # another machine: nothing of the job on its disk
+    result = run([*DOIT, "clean", "chunk:1", f"job={url}"], cwd=cwd, env=env)
+    assert result.returncode == 0, result.stderr
+    keys = bucket.keys()
+    assert "shot1/part_1.txt" not in keys and not [k for k in keys if "/done/chunk-1/" in k]
+    assert "shot1/part_0.txt" in keys and [k for k in keys if "/done/chunk-0/" in k]
+    again = job_run(bucket, "b", url)
+    assert again.returncode == 0, again.stderr
+    assert bucket.runs("b") == ["chunk 1"]

@@ -5,11 +5,13 @@ merge step runs `helios-doit job run JOB` afterwards, which finds every chunk do
 merges. Slurm: the job folder must be on storage that every node mounts at the same path.
 Kubernetes: `--claim PVC` is a claim whose root holds the job's folder; pods mount it at the
 job folder's path here (or at `--mount PATH`, and the job's path in the pods is rewritten to
-match), so every path in the job means the same in a pod as here.
+match), so every path in the job means the same in a pod as here. A job in a bucket needs no
+volume and no shared disk: each pod renders in its own scratch and publishes to the bucket.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -28,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", metavar="IMAGE", help="k8s: container image with helios-doit installed")
     parser.add_argument("--parallelism", type=int, metavar="N", help="chunks at once (default: all)")
     parser.add_argument("--retries", type=int, default=3, metavar="N", help="attempts after the first, per chunk (default 3)")
+    parser.add_argument("--secret", metavar="NAME", help="k8s, job in a bucket: a Secret whose keys become the pods' "
+                        "environment (AWS_ACCESS_KEY_ID ...)")
     parser.add_argument("--claim", metavar="PVC", help="k8s: PersistentVolumeClaim whose root holds the job's folder")
     parser.add_argument("--mount", metavar="PATH", help="k8s: where pods mount the claim (default: the job folder's "
                         "path here, so paths stay as they are); the job's path in the pods follows it")
@@ -45,6 +49,12 @@ def run(args: argparse.Namespace) -> int:
     if args.target == "k8s":
         if not args.image:
             return one_line("helios-doit export", "k8s needs --image IMAGE (an image with helios-doit installed)")
+        if job.remote is not None:  # no volume at all: each pod renders in its own scratch
+            if args.claim:
+                return one_line("helios-doit export", f"--claim {args.claim}: the job is in a bucket; pods need no volume")
+            sys.stdout.write(k8s_manifests(args.file, name, count, parallelism, args.retries, args.image, None, "",
+                                           _store_env(args.secret)))
+            return 0
         if args.claim and (outside := _outside(job)):
             return one_line("helios-doit export", f"--claim {args.claim}: the claim holds the job's folder {job.job_dir}, "
                        f"but {outside} is outside it; emit the job into the folder that holds every output")
@@ -63,15 +73,26 @@ def _outside(job: Job) -> str | None:
     return next((path for path in paths if not path.startswith(folder)), None)
 
 
+def _store_env(secret: str | None) -> dict:
+    """What pods need to reach the bucket: the endpoint of an S3-compatible store, if one is set
+    here, and credentials from a Secret by name (or the pod's service account), never inline."""
+    env: dict = {}
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        env["env"] = [{"name": "AWS_ENDPOINT_URL", "value": os.environ["AWS_ENDPOINT_URL"]}]
+    if secret:
+        env["envFrom"] = [{"secretRef": {"name": secret}}]
+    return env
+
+
 def _dns_name(text: str) -> str:
     """Kubernetes names: lowercase letters, digits and '-', at most 52 characters here (suffixes follow)."""
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:40] or "job"
 
 
 def k8s_manifests(job_path: str, name: str, count: int, parallelism: int, retries: int, image: str,
-                  claim: str | None, mount: str) -> str:
+                  claim: str | None, mount: str, env: dict | None = None) -> str:
     def pod(command: list[str]) -> dict:
-        container: dict = {"name": "helios-doit", "image": image, "command": command}
+        container: dict = {"name": "helios-doit", "image": image, "command": command, **(env or {})}
         spec: dict = {"restartPolicy": "Never", "containers": [container]}
         if claim:
             container["volumeMounts"] = [{"name": "jobs", "mountPath": mount}]

@@ -6,6 +6,7 @@ whole with one line per fault, and nothing is run, written or deleted.
 """
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -66,6 +67,8 @@ def load_job(
         raise JobError([f"{name}: {_describe(err, data)}" for err in exc.errors()]) from None
     root = (cwd / output_root).resolve() if output_root is not None else _project_folder(cwd, job_dir)
     state_dir = job_dir / STATE_ROOT / (remote.name if remote else _state_name(source, job_file))
+    if remote is not None:
+        remote = dataclasses.replace(remote, state=remote.state_prefix(state_dir.name))
     if remote is not None and spec.inputs and not storage:
         _fetch_inputs(remote, spec.inputs, source)
     outputs, merge_output, inputs, faults = check_job(spec, job_dir, job_file, state_dir, root)

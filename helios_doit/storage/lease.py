@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any, Callable
 
-from .store import Exists, Store, StorageError
+from .store import Exists, StorageError, Store
 
 LEASE_TTL_ENV = "HELIOS_DOIT_LEASE_TTL"
 DEFAULT_TTL = 120.0

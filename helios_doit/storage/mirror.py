@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from .store import Store, StorageError
+from .store import StorageError, Store
 from .url import Remote
 
 _INDEX = ".fetched.json"

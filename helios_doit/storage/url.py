@@ -47,14 +47,21 @@ class Remote:
     mirror: str  # the local folder that stands for the key `prefix`: <scratch>/s3-bucket-1a2b3c4d
     name: str = "job.json"  # the job's own key, under folder
     prefix: str = ""  # the key `mirror` stands for ("" : the bucket's root)
+    state: str = ""  # the key of the job's state folder in the bucket (set when the job is loaded)
 
     @property
     def job_dir(self) -> Path:
         return Path(self.local_of(self.folder))
 
     def key_of(self, local: str | os.PathLike[str]) -> str | None:
-        """The key of a local path under the mirror, or None if it is outside it."""
-        rel = os.path.relpath(os.fspath(local), self.mirror)
+        """The key of a local path under the mirror, or None if it is outside it. Asked for every
+        chunk of every check: a normalized path inside the mirror is cut, not relpath'd."""
+        local = os.fspath(local)
+        head = self.mirror.rstrip(os.sep) + os.sep
+        if local.startswith(head) and os.sep + ".." not in local and os.sep + "." + os.sep not in local and os.sep == "/":
+            rel = local[len(head):]
+            return f"{self.prefix.rstrip('/')}/{rel}" if self.prefix else rel
+        rel = os.path.relpath(local, self.mirror)
         if rel == "." or rel.startswith(".." + os.sep) or rel == ".." or os.path.isabs(rel):
             return None
         return posixpath.join(self.prefix, rel.replace(os.sep, "/")) if self.prefix else rel.replace(os.sep, "/")

@@ -9,6 +9,8 @@ from ..state.files import read_json, remove
 from ..state.folder import StateDir
 from ..state.locks import try_lock
 from ..state.places import PlaceError
+from ..storage.store import StorageError
+from .publish import unpublish
 from .say import say
 from .work import TaskJob
 
@@ -19,17 +21,20 @@ def clean_task(job: TaskJob) -> None:
     A task another runner is working on is left alone; a fault stops `clean` with one line, exit 1."""
     state = StateDir(Path(job.state_root))
     try:
-        with try_lock(state.lock(job.name)) as held:
-            if not held:
-                raise PlaceError("another runner is working on it; not cleaned (stop that run first)")
-            vouched = (read_json(state.record(job.name)) or {}).get("output")
-            remove(state.record(job.name))
-            if job.place is not None:
-                note = places.clear(job.place, vouched if isinstance(vouched, list) else None, job.label)
-                if note:
-                    say(note)  # past doit's capture of the action's output
-    except FileNotFoundError:
-        return  # no state folder: nothing was ever done, there is nothing to clean
+        try:
+            with try_lock(state.lock(job.name)) as held:
+                if not held:
+                    raise PlaceError("another runner is working on it; not cleaned (stop that run first)")
+                vouched = (read_json(state.record(job.name)) or {}).get("output")
+                remove(state.record(job.name))
+                if job.place is not None:
+                    note = places.clear(job.place, vouched if isinstance(vouched, list) else None, job.label)
+                    if note:
+                        say(note)  # past doit's capture of the action's output
+        except FileNotFoundError:
+            pass  # no state folder here: nothing was ever done on this machine
+        if job.remote is not None:  # and in the bucket, whichever machine did it
+            unpublish(job)
     except (PlaceError, OSError) as exc:
-        say(f"{job.label}: {exc if isinstance(exc, PlaceError) else os_fault(exc)}")
+        say(f"{job.label}: {exc if isinstance(exc, (PlaceError, StorageError)) else os_fault(exc)}")
         raise SystemExit(1) from None

@@ -64,12 +64,14 @@ def build(job: Job, options: RunOptions = RunOptions(), merge: str | None = None
                               expect=expect, options=options, looked=looked, roots=job.output_roots,
                               first_frame=chunk.start_frame, remote=remote, scan=scan))
     output = str(job.merge_output) if job.merge_output else None
+    by_id = {work.chunk_id: work for work in chunks}
     merge_work = TaskJob(TaskName.merge(), command, str(job.job_dir), output, str(state.root),
                          fingerprint(command, output and os.path.relpath(output, job.job_dir)),
                          tuple(job.outputs[i] for i in job.frame_order), adapter=options.merge_executor,
                          expect=Expect(meta.total_frames, fps=meta.fps), options=options, looked=looked,
                          roots=job.output_roots, sources=tuple(TaskName(i) for i in job.frame_order),
-                         remote=remote, scan=scan)
+                         remote=remote, scan=scan,
+                         source_fingerprints=tuple(by_id[i].fingerprint for i in job.frame_order) if remote else ())
     return Graph(job, state, tuple(chunks), merge_work, states)
 
 

@@ -13,12 +13,13 @@ import os
 import posixpath
 import time
 
-from ..state import checkpoints
+from ..state import checkpoints, places
 from ..state.content import fingerprint
 from ..state.files import read_json, stamp, write_json_atomic
 from ..state.folder import StateDir
-from ..storage.records import done_prefix, found, read_record, records_of, scan, vouched, write_record
-from ..storage.store import Exists, Identity, Store, StorageError, store_for
+from ..state.places import Place
+from ..storage.records import done_prefix, found, lease_key, read_record, records_of, scan, vouched, write_record
+from ..storage.store import Exists, Identity, StorageError, Store, store_for
 from .say import say
 from .work import TaskJob
 
@@ -33,7 +34,7 @@ def store_of(job: TaskJob) -> Store:
 
 def remote_state(job: TaskJob) -> str:
     assert job.remote is not None
-    return job.remote.state_prefix(os.path.basename(job.state_root))
+    return job.remote.state
 
 
 def output_key(job: TaskJob) -> str | None:
@@ -57,13 +58,40 @@ def remote_fingerprint(job: TaskJob, listing: dict[str, Identity]) -> str | None
 
 def remote_done(job: TaskJob, fresh: bool = False) -> bool:
     """The bucket's record vouches for the task's output as it is now. Decided from one listing
-    of the job's prefix per runner (fresh: listed again now)."""
+    of the job's prefix per runner; `fresh` asks the bucket now, about this task only (its
+    records' folder and its output: two requests). The merge trusts that listing only while
+    every one of its chunks was done in it too (then none ran since); else it lists again."""
     try:
-        listing = scan(store_of(job), job.scan, fresh)
+        store = store_of(job)
+        if job.sources:
+            listing = scan(store, job.scan, fresh)
+            if not _merge_found(job, listing):
+                return False
+            return fresh or _sources_found(job, listing) or _merge_found(job, scan(store, job.scan, fresh=True))
+        if fresh:
+            listing = store.listing(done_prefix(remote_state(job), job.name))
+            key = output_key(job)
+            ident = store.info(key) if key is not None else None
+            if ident is not None and key is not None:
+                listing[key] = ident
+        else:
+            listing = scan(store, job.scan)
     except StorageError:
         return False  # said when the task runs, in one line
+    return found(listing, remote_state(job), job.name, job.fingerprint, output_key(job)) is not None
+
+
+def _merge_found(job: TaskJob, listing: dict[str, Identity]) -> bool:
     fp = remote_fingerprint(job, listing)
     return fp is not None and found(listing, remote_state(job), job.name, fp, output_key(job)) is not None
+
+
+def _sources_found(job: TaskJob, listing: dict[str, Identity]) -> bool:
+    assert job.remote is not None
+    prefix = remote_state(job)
+    return len(job.source_fingerprints) == len(job.sources) and all(
+        found(listing, prefix, task.key, fp, job.remote.key_of(path)) is not None
+        for task, fp, path in zip(job.sources, job.source_fingerprints, job.inputs))
 
 
 def remote_size(job: TaskJob) -> int | None:
@@ -91,6 +119,12 @@ def pull_sources(job: TaskJob, state: StateDir) -> None:
         record_key = next(k for k in records_of(listing, prefix, task.key) if k.endswith(f".{ident.size}.{ident.tag}.json"))
         local = read_json(state.record(task.key)) or {}
         if (local.get("object") or {}).get("version") != ident.version or stamp(path) != local.get("output"):
+            # What is in the chunk's place here goes first: deleted if our record vouches for it, else
+            # moved aside (with --storage the mirror is the user's own job folder).
+            vouched_stamp = local.get("output") if isinstance(local.get("output"), list) else None
+            note = places.clear(Place(path, job.roots, str(state.aside)), vouched_stamp, task.label, create=True)
+            if note:
+                say(note)
             store.download(key, path)
             body = read_record(store, record_key) or {}
             body.update(output=stamp(path), object={"size": ident.size, "version": ident.version})
@@ -105,8 +139,8 @@ def publish(job: TaskJob, state: StateDir) -> None:
     key = output_key(job)
     listing = store.listing(done_prefix(prefix, job.name))
     fp = job.fingerprint
-    if job.sources:
-        fp = remote_fingerprint(job, scan(store, job.scan, fresh=True)) or job.fingerprint
+    if job.sources:  # tied to the chunks it pulled: the listing `pull_sources` took
+        fp = remote_fingerprint(job, scan(store, job.scan)) or job.fingerprint
     for old in records_of(listing, prefix, job.name):  # dropped first: never a record of a replaced object
         store.delete(old)
     ident = Identity(0, "")
@@ -120,6 +154,23 @@ def publish(job: TaskJob, state: StateDir) -> None:
     checkpoints.reached("before-publish-record", job.name, state.root, lambda: None)
     write_record(store, prefix, job.name, fp, ident, read_json(state.record(job.name)) or {})
     _upload_log(job, state, store, prefix)
+
+
+def unpublish(job: TaskJob) -> None:
+    """`doit clean` of a bucket job's task: its records go, and its output object with them (only
+    if a record named it; anything else is moved aside). A task whose lease is live is left alone."""
+    store = store_of(job)
+    prefix = remote_state(job)
+    held = read_record(store, lease_key(prefix, job.name))
+    if held is not None and float(held.get("expires") or 0) > time.time():
+        raise StorageError(f"{job.label}: a runner on {held.get('host')} holds it in the bucket; not cleaned "
+                           "(stop that run first)")
+    listing = store.listing(done_prefix(prefix, job.name))
+    for old in records_of(listing, prefix, job.name):
+        store.delete(old)
+    key = output_key(job)
+    if key is not None:
+        _clear(job, store, key, listing)
 
 
 def _clear(job: TaskJob, store: Store, key: str, listing: dict[str, Identity]) -> None:

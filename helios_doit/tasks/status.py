@@ -143,7 +143,7 @@ def render_table(report: dict[str, Any]) -> str:
                      _size(entry["size"]), f"{runner['host']} pid {runner['pid']}" if runner else "-", entry["note"] or ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.append(f"logs: {Path(report['stateDir']) / 'logs'}")
+    lines.append(f"logs: {report['stateUrl']}/logs" if report.get("stateUrl") else f"logs: {Path(report['stateDir']) / 'logs'}")
     for entry in report["chunks"] + [report["merge"]]:
         if entry["state"] == "failed" and entry["log"]:
             lines.append(f"  {entry.get('id', 'merge')}: {entry['log']}")

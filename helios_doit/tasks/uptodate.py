@@ -12,7 +12,7 @@ def chunk_done(job: TaskJob) -> bool:
     """A chunk's record matches and its output is the file (or object) recorded; the merge of a
     job in a bucket is asked the same."""
     if job.remote is not None:
-        return remote_done(job, fresh=bool(job.sources))  # the merge: after this run's chunks
+        return remote_done(job)
     return job.complete().check()
 
 

@@ -46,6 +46,7 @@ class TaskJob:
     first_frame: int = 0  # a chunk's first frame: renderers such as Blender report the frame they are on
     remote: Remote | None = None  # the job is in a bucket: done means done there
     scan: str = ""  # the key prefix listed once to decide every task of a bucket job
+    source_fingerprints: tuple[str, ...] = ()  # a bucket job's merge: its chunks' fingerprints, in `sources` order
 
     @property
     def name(self) -> str:

@@ -1,0 +1,94 @@
+"""The storage layer in process, against real fsspec stores (file:// and memory://): where a bucket
+job's files are, when a record in a bucket vouches for an object, and what a lease allows."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from helios_doit.storage.lease import Lease
+from helios_doit.storage.records import done_key, found, records_of, vouched
+from helios_doit.storage.store import Exists, Identity, StorageError, Store
+from helios_doit.storage.url import is_store_url, remote_for, storage_for
+
+
+def test_a_job_url_names_its_bucket_its_folder_and_a_local_mirror(tmp_path):
+    remote = remote_for("s3://renders/shows/shot1/job.json", tmp_path)
+    assert (remote.root, remote.folder, remote.name) == ("s3://renders", "shows/shot1", "job.json")
+    assert remote.job_dir == Path(remote.mirror, "shows", "shot1")
+    assert remote.key_of(remote.job_dir / "part_0.mov") == "shows/shot1/part_0.mov"
+    assert remote.key_of(remote.job_dir / ".." / "renders" / "out.mp4") == "shows/renders/out.mp4"  # Helios' ../renders
+    assert remote.key_of(Path(remote.mirror).parent / "elsewhere") is None  # outside the bucket: no key
+    assert remote.local_of("shows/shot1/part_0.mov") == str(remote.job_dir / "part_0.mov")
+    assert remote.state_prefix("job.json") == "shows/shot1/.helios-doit/job.json"
+    assert remote_for("s3://other/shot1/job.json", tmp_path).mirror != remote.mirror  # a mirror per bucket
+
+
+def test_a_local_job_with_storage_maps_its_folder_onto_the_buckets_folder(tmp_path):
+    remote = storage_for("s3://renders/out/shot1/", tmp_path)
+    assert remote.key_of(tmp_path / "part_0.mov") == "out/shot1/part_0.mov"
+    assert remote.key_of(tmp_path.parent / "part_0.mov") is None
+    assert remote.state_prefix("job.json") == "out/shot1/.helios-doit/job.json"
+
+
+@pytest.mark.parametrize("text,store", [("s3://b/j.json", True), ("gs://b/j.json", True), ("memory://x/j.json", True),
+                                        ("https://h/j.json", False), ("job.json", False), ("s3:/b", False)])
+def test_which_job_sources_are_stores(text, store):
+    assert is_store_url(text) is store
+
+
+def test_a_record_vouches_only_for_the_exact_object_it_names():
+    state, fp = "shot1/.helios-doit/job.json", "f" * 64
+    ident = Identity(120, '"abc"'.strip('"'))
+    listing = {"shot1/part_0.mov": ident, done_key(state, "chunk-0", fp, ident): Identity(2, "r")}
+    assert found(listing, state, "chunk-0", fp, "shot1/part_0.mov") == ident
+    assert found(listing, state, "chunk-0", "e" * 64, "shot1/part_0.mov") is None  # another command
+    assert found(listing, state, "chunk-1", fp, "shot1/part_0.mov") is None  # another task
+    replaced = {**listing, "shot1/part_0.mov": Identity(120, "def")}  # same size, other bytes
+    assert found(replaced, state, "chunk-0", fp, "shot1/part_0.mov") is None
+    gone = {k: v for k, v in listing.items() if k != "shot1/part_0.mov"}
+    assert found(gone, state, "chunk-0", fp, "shot1/part_0.mov") is None
+    assert vouched(listing, state, "chunk-0", ident) and not vouched(replaced, state, "chunk-0", Identity(120, "def"))
+    assert records_of(listing, state, "chunk-0") == [done_key(state, "chunk-0", fp, ident)]
+    assert records_of(listing, state, "chunk-1") == []
+
+
+def test_a_file_store_creates_once_uploads_once_and_lists_identities(tmp_path):
+    store = Store(f"file://{tmp_path}/bucket")
+    store.create("a/lease.json", b"1")
+    with pytest.raises(Exists):
+        store.create("a/lease.json", b"2")
+    local = tmp_path / "part.bin"
+    local.write_bytes(b"x" * 1000)
+    ident = store.upload(str(local), "a/part.bin")
+    assert ident.size == 1000
+    with pytest.raises(Exists):  # one writer: an output is never written over
+        store.upload(str(local), "a/part.bin")
+    assert store.listing("a") == {"a/lease.json": store.info("a/lease.json"), "a/part.bin": ident}
+    store.download("a/part.bin", str(tmp_path / "back" / "part.bin"))
+    assert (tmp_path / "back" / "part.bin").read_bytes() == b"x" * 1000
+    assert store.read("nothing") is None and store.info("nothing") is None
+
+
+def test_a_state_object_bigger_than_its_cap_is_refused_not_read(tmp_path):
+    store = Store(f"file://{tmp_path}/bucket")
+    store.put("job.json", b"{" * 2048)
+    with pytest.raises(StorageError, match="more than 1024 bytes"):
+        store.read("job.json", cap=1024)
+
+
+def test_a_lease_is_held_by_one_runner_until_it_expires_or_its_holder_is_known_dead(tmp_path):
+    store = Store(f"file://{tmp_path}/bucket")
+    first = Lease(store, "leases/chunk-0.json", {"tag": "a"}, ttl=0.5)
+    assert first.holder() is None  # taken
+    second = Lease(store, "leases/chunk-0.json", {"tag": "b"}, ttl=0.5)
+    assert second.holder()["tag"] == "a"  # live: wait
+    dead = Lease(store, "leases/chunk-0.json", {"tag": "c"}, ttl=0.5, dead=lambda holder: holder.get("tag") == "a")
+    assert dead.holder() is None  # its holder died on this machine: taken over at once
+    time.sleep(0.6)
+    assert second.holder() is None  # expired: taken over
+    first.release()  # the lease is no longer first's: its release leaves it alone
+    assert store.info("leases/chunk-0.json") is not None
+    second.release()
+    assert store.info("leases/chunk-0.json") is None
