@@ -198,7 +198,7 @@ def test_a_real_video_job_in_a_bucket_is_rendered_stitched_and_verified(bucket, 
 def test_a_bucket_job_that_cannot_be_read_is_one_line_and_exit_2(bucket, case):
     cwd, env = bucket.machine("a")
     url = {"no bucket": "s3://no-such-bucket-here/job.json", "no job": bucket.url("nothing/job.json"),
-           "no server": bucket.url("shot1/job.json")}[case]
+           "no server": bucket.url("shot1/job.json"), "no credentials": bucket.url("shot1/job.json")}[case]
     if case == "no server":
         env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"
     if case == "no credentials":
@@ -265,3 +265,81 @@ def test_doit_clean_of_a_bucket_chunk_removes_its_record_and_object_from_any_mac
     again = job_run(bucket, "b", url)
     assert again.returncode == 0, again.stderr
     assert bucket.runs("b") == ["chunk 1"]
+
+
+def test_a_runner_paused_past_its_lease_never_writes_over_the_chunk_another_runner_published(bucket):
+    url = bucket.upload_job(chunks=1)
+    cwd, env = bucket.machine("a")
+    env.update(HELIOS_DOIT_LEASE_TTL="2", HELIOS_DOIT_PAUSE_AT="before-record:chunk-0")
+    paused = subprocess.Popen([*CLI, "job", "run", url], cwd=cwd, env=env, text=True, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    scratch = bucket.root / "a" / "scratch"
+    wait_for(lambda: any(scratch.rglob("paused-before-record-chunk-0")), 60, "runner a at its pause")
+    flag = next(scratch.rglob("paused-before-record-chunk-0"))
+    frozen = int(flag.read_text())
+    os.kill(frozen, signal.SIGSTOP)  # a stopped VM: its lease is no longer renewed
+    try:
+        wait_for(lambda: not (result := job_run(bucket, "b", url)).returncode or None, 30, "runner b taking over")
+        published = bucket.keys()
+        assert bucket.runs("b") == ["chunk 0", "merge"]
+        flag.unlink()
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    out, err = paused.communicate(timeout=60)
+    assert bucket.keys() == published  # b's chunk, its record and its merge: not one object written over
+    assert "took over its lease" in out + err
+
+
+def test_damaged_leases_never_block_a_chunk(bucket):
+    url = bucket.upload_job(chunks=3)
+    state = f"{bucket.name}/shot1/.helios-doit/job.json/leases"
+    bucket.fs.pipe_file(f"{state}/chunk-0.json", b"")
+    bucket.fs.pipe_file(f"{state}/chunk-1.json", b'{"expires": "abc"}')
+    bucket.fs.pipe_file(f"{state}/chunk-2.json", b'{"expires": 1e300, "host": "liar"}')
+    result = job_run(bucket, "a", url)
+    assert result.returncode == 0, result.stderr
+    assert bucket.runs("a") == ["chunk 0", "chunk 1", "chunk 2", "merge"]
+
+
+@pytest.mark.parametrize("case", ["version in the URL", "output is the job", "another job's folder", "bad ttl"])
+def test_bucket_input_that_would_destroy_bytes_is_refused_before_anything_runs(bucket, make_job, case):
+    url = bucket.upload_job()
+    cwd, env = bucket.machine("a")
+    before = bucket.keys()
+    if case == "version in the URL":
+        argv = [*CLI, "job", "run", url + "?versionId=x"]
+    elif case == "output is the job":
+        data = json.loads(bucket.fs.cat(f"{bucket.name}/shot1/job.json"))
+        data["chunks"][0]["outputFile"] = "job.json"
+        bucket.fs.pipe_file(f"{bucket.name}/shot2/job.json", json.dumps(data).encode())
+        before = bucket.keys()
+        argv = [*CLI, "job", "run", bucket.url("shot2/job.json")]
+    elif case == "another job's folder":
+        assert job_run(bucket, "b", url).returncode == 0
+        before = bucket.keys()
+        local = make_job(chunks=2)
+        argv = [*CLI, "job", "run", str(local.file), "--storage", bucket.url("shot1")]
+    else:
+        env["HELIOS_DOIT_LEASE_TTL"] = "inf"
+        argv = [*CLI, "job", "run", url]
+    result = run(argv, cwd=cwd, env=env, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert bucket.keys() == before
+
+
+def test_a_symlink_in_the_scratch_folder_is_not_followed_out_of_it(bucket, tmp_path):
+    url = bucket.upload_job()
+    cwd, env = bucket.machine("a")
+    from helios_doit.storage.url import remote_for
+
+    mirror = Path(remote_for(url, bucket.root / "a" / "scratch").mirror)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "render.sh").write_text("PRECIOUS")
+    mirror.mkdir(parents=True)
+    (mirror / "shot1").symlink_to(victim)
+    result = run([*CLI, "job", "run", url], cwd=cwd, env=env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "symlink" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert (victim / "render.sh").read_text() == "PRECIOUS" and sorted(os.listdir(victim)) == ["render.sh"]

@@ -21,9 +21,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ..storage.mirror import fetch
-from ..storage.store import StorageError, store_for
-from ..storage.url import Remote, is_store_url, remote_for, storage_for
+from ..storage.url import is_store_url
+from .bucket import check_keys, fetch_inputs, job_remote, read_remote, storage_remote
 from .checks import check_job
 from .errors import JobError
 from .model import STATE_ROOT, Job, JobSpec
@@ -47,18 +46,14 @@ def load_job(
     """
     source = os.fspath(source)
     cwd = (cwd or Path.cwd()).resolve()
-    remote = remote_for(source) if is_store_url(source) else None
+    remote = job_remote(source, cwd) if is_store_url(source) else None
     if remote is not None:
-        text, job_file, job_dir = _read_remote(source, remote), None, remote.job_dir
+        text, job_file, job_dir = read_remote(source, remote, MAX_JOB_BYTES), None, remote.job_dir
         output_root = output_root or remote.mirror  # outputs may be anywhere in the bucket (Helios' ../renders)
     else:
         text, job_file, job_dir = _read(source, cwd)
     if storage:
-        if remote is not None:
-            raise JobError([f"storage={storage}: the job is in a store already; its outputs go next to it"])
-        if not is_store_url(storage):
-            raise JobError([f"storage={storage}: not a store URL; give one such as s3://bucket/folder"])
-        remote = storage_for(storage, job_dir)
+        remote = storage_remote(storage, remote, job_dir, job_file, text)
     name = source
     data = _parse(text, name)
     try:
@@ -69,56 +64,20 @@ def load_job(
     state_dir = job_dir / STATE_ROOT / (remote.name if remote else _state_name(source, job_file))
     if remote is not None:
         remote = dataclasses.replace(remote, state=remote.state_prefix(state_dir.name))
-    if remote is not None and spec.inputs and not storage:
-        _fetch_inputs(remote, spec.inputs, source)
+        if spec.inputs and not storage:  # checked without them first: a bad job fetches nothing
+            _outputs, _merged, _inputs, faults = check_job(spec.model_copy(update={"inputs": []}), job_dir, job_file,
+                                                            state_dir, root)
+            if faults:
+                raise JobError([f"{name}: {fault}" for fault in faults])
+            check_keys(remote, [*_outputs.values(), *([_merged] if _merged else [])], name)
+            fetch_inputs(remote, spec.inputs, source)
     outputs, merge_output, inputs, faults = check_job(spec, job_dir, job_file, state_dir, root)
     if faults:
         raise JobError([f"{name}: {fault}" for fault in faults])
     roots = tuple(dict.fromkeys(str(r) for r in (job_dir.resolve(), root) if r is not None))
     if remote is not None:
-        _check_remote(remote, [*outputs.values(), *([merge_output] if merge_output else [])], name)
+        check_keys(remote, [*outputs.values(), *([merge_output] if merge_output else [])], name)
     return Job(spec, source, job_file, job_dir, state_dir, outputs, merge_output, inputs, roots, remote)
-
-
-def _read_remote(source: str, remote: Remote) -> str:
-    """A job in a store: read whole, at most MAX_JOB_BYTES; the bucket is checked before anything runs."""
-    key = f"{remote.folder}/{remote.name}" if remote.folder else remote.name
-    try:
-        store = store_for(remote.root)
-        data = store.read(key, MAX_JOB_BYTES)
-        if data is None:
-            store.check()  # a missing bucket says so, rather than "no such job"
-            raise JobError([f"{source}: no such job in the store; check the URL"])
-    except StorageError as exc:
-        raise JobError([str(exc)]) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise JobError([f"{source}: not text ({exc.reason} at byte {exc.start}); give a JSON or YAML job"]) from None
-
-
-def _fetch_inputs(remote: Remote, raws: list[str], source: str) -> None:
-    keys = []
-    for raw in raws:
-        key = remote.key_of(remote.job_dir / raw)
-        if key is None or os.path.isabs(raw):
-            raise JobError([f"{source}: inputs: {raw!r} is outside the bucket; give a path relative to the job"])
-        keys.append(key)
-    try:
-        missing = fetch(store_for(remote.root), remote, keys)
-    except StorageError as exc:
-        raise JobError([str(exc)]) from None
-    if missing:
-        raise JobError([f"{source}: inputs: {remote.url_of(key)} is not in the store; upload it or fix the path"
-                        for key in missing])
-
-
-def _check_remote(remote: Remote, outputs: list[str | Path], source: str) -> None:
-    """Every output has a key in the store (a `--storage` job's outputs must be in its folder)."""
-    for path in outputs:
-        if remote.key_of(path) is None:
-            raise JobError([f"{source}: {path} is outside {remote.url_of(remote.prefix)}; with a store, outputs "
-                            "must be inside the job's folder there"])
 
 
 def _project_folder(cwd: Path, job_dir: Path) -> Path | None:

@@ -10,7 +10,9 @@ create-only, so even a runner paused past its lease cannot write over another's 
 """
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import socket
 import threading
@@ -22,14 +24,16 @@ from .store import Exists, StorageError, Store
 
 LEASE_TTL_ENV = "HELIOS_DOIT_LEASE_TTL"
 DEFAULT_TTL = 120.0
+MAX_TTL = 86400.0
 
 
 def lease_ttl() -> float:
+    """The ttl from the environment (checked when the job is loaded: a bad one is refused there)."""
     try:
         value = float(os.environ.get(LEASE_TTL_ENV, DEFAULT_TTL))
     except ValueError:
         return DEFAULT_TTL
-    return value if value > 0 else DEFAULT_TTL
+    return value if 1 <= value <= MAX_TTL else DEFAULT_TTL
 
 
 class Lease:
@@ -41,6 +45,7 @@ class Lease:
         self.version: str | None = None
         self.lost = False
         self._done = threading.Event()
+        self._writing = threading.Lock()  # the renewer and `confirm` each write after the version they hold
         self._thread: threading.Thread | None = None
 
     def _body(self) -> bytes:
@@ -50,42 +55,72 @@ class Lease:
                            "expires": time.time() + self.ttl}).encode()
 
     def holder(self) -> dict[str, Any] | None:
-        """The live lease of another runner, or None once we hold it."""
-        try:
-            self.store.create(self.key, self._body())
-        except Exists:
-            current, version = self._read()
-            if current is None:
-                return self.holder() if version is None else {"host": "?", "expires": 0}
-            if float(current.get("expires") or 0) > time.time() and not self.dead(current):
-                return current
-            if not self.store.replace(self.key, self._body(), version):
-                return current  # another runner took it over first
-        info = self.store.info(self.key)
-        self.version = info.version if info else None
-        return None
+        """The live lease of another runner, or None once we hold it. A lease that cannot be
+        read, is damaged, or says nonsense counts as expired: damage never blocks a task."""
+        for _ in range(5):
+            try:
+                self.store.create(self.key, self._body())
+            except Exists:
+                version, current = self._read()
+                if version is None:
+                    continue  # released meanwhile: take it
+                if self._live(current):
+                    return current
+                if not self.store.replace(self.key, self._body(), version):
+                    continue  # taken or renewed meanwhile: look again
+            info = self.store.info(self.key)
+            self.version = info.version if info else None
+            return None
+        return {"host": "another runner", "expires": time.time() + 1}  # a write race each time: wait a moment
 
-    def _read(self) -> tuple[dict[str, Any] | None, str | None]:
-        version = self.store.info(self.key)
-        data = self.store.read(self.key, 65536)
+    def _read(self) -> tuple[str | None, dict[str, Any]]:
+        ident = self.store.info(self.key)
+        if ident is None:
+            return None, {}
         try:
-            body = json.loads(data) if data else None
-        except ValueError:
-            body = {"expires": 0}  # damage: treated as expired
-        return (body if isinstance(body, dict) or body is None else {"expires": 0}), version.version if version else None
+            data = self.store.read(self.key, 65536)
+            body = json.loads(data) if data else {}
+        except (StorageError, ValueError) as exc:
+            if isinstance(exc, StorageError) and exc.errno != errno.EFBIG:
+                raise
+            body = {}
+        return ident.version, body if isinstance(body, dict) else {}
+
+    def _live(self, body: dict[str, Any]) -> bool:
+        expires, now = body.get("expires"), time.time()
+        if not isinstance(expires, (int, float)) or isinstance(expires, bool) or not math.isfinite(expires):
+            return False
+        return now < expires <= now + MAX_TTL and not self.dead(body)
+
+    def confirm(self) -> bool:
+        """Renew now, and say whether the lease is still ours: asked right before publishing, so a
+        runner paused past its lease (a stopped VM, a long GC) learns it before it writes."""
+        with self._writing:
+            if self.lost or self.version is None:
+                return False
+            try:
+                if not self.store.replace(self.key, self._body(), self.version):
+                    self.lost = True
+                    return False
+                info = self.store.info(self.key)
+            except StorageError:
+                return False
+            self.version = info.version if info else None
+            return self.version is not None
 
     def keep(self) -> None:
         """Renew every third of the ttl until released; a lease that was taken from us is lost."""
         def renew() -> None:
             while not self._done.wait(self.ttl / 3):
-                try:
-                    if self.version is None or not self.store.replace(self.key, self._body(), self.version):
-                        self.lost = True
-                        return
-                    info = self.store.info(self.key)
-                    self.version = info.version if info else None
-                except StorageError:
-                    continue  # a blip: the next renewal may pass; the lease lasts a whole ttl
+                with self._writing:
+                    try:
+                        if self.version is None or not self.store.replace(self.key, self._body(), self.version):
+                            self.lost = True
+                            return
+                        info = self.store.info(self.key)
+                        self.version = info.version if info else None
+                    except StorageError:
+                        continue  # a blip: the next renewal may pass; the lease lasts a whole ttl
         self._thread = threading.Thread(target=renew, name="helios-doit-lease", daemon=True)
         self._thread.start()
 
@@ -98,6 +133,12 @@ class Lease:
                 self.store.delete_if(self.key, self.version)
             except StorageError:
                 pass  # it expires on its own
+
+
+def live_holder(store: Store, key: str) -> dict[str, Any] | None:
+    """Who holds the lease at `key` now, if anyone does (read only: for `doit clean`)."""
+    version, body = Lease(store, key)._read()
+    return body if version is not None and Lease(store, key)._live(body) else None
 
 
 def acquire(store: Store, key: str, stopping: Callable[[], object], on_wait: Callable[[dict[str, Any]], None],

@@ -21,6 +21,11 @@ def fetch(store: Store, remote: Remote, keys: list[str]) -> list[str]:
     bucket (the caller says so, as a fault of the job)."""
     index_path = Path(remote.mirror) / _INDEX
     try:
+        os.makedirs(remote.mirror, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"{remote.mirror}: cannot make the scratch folder: {exc.strerror}; set "
+                           "HELIOS_DOIT_SCRATCH to a writable folder") from None
+    try:
         index = json.loads(index_path.read_text())
     except (OSError, ValueError):
         index = {}
@@ -36,7 +41,7 @@ def fetch(store: Store, remote: Remote, keys: list[str]) -> list[str]:
         held = os.path.isfile(local) and not os.path.islink(local) and os.path.getsize(local) == ident.size
         if held and index.get(key) == ident.version:
             continue
-        store.download(key, local)
+        store.download(key, local, within=remote.mirror)
         index[key], changed = ident.version, True
     if changed:
         tmp = index_path.with_name(f"{_INDEX}.{os.getpid()}.tmp")

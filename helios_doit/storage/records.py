@@ -9,11 +9,13 @@ no longer matches its record, and only that chunk runs again.
 """
 from __future__ import annotations
 
+import errno
 import json
+import re
 import time
 from typing import Any
 
-from .store import Identity, Store
+from .store import Identity, StorageError, Store
 
 NO_OUTPUT = Identity(0, "")  # a merge whose output we cannot know: its record stands alone
 
@@ -39,10 +41,14 @@ def found(listing: dict[str, Identity], state: str, task: str, fingerprint: str,
     return ident if done_key(state, task, fingerprint, ident) in listing else None
 
 
+_RECORD = re.compile(r"[0-9a-f]{32}\.[0-9]+\.[0-9a-f]{16}\.json")
+
+
 def records_of(listing: dict[str, Identity], state: str, task: str) -> list[str]:
-    """Every record key of `task`, whatever its fingerprint: dropped before the task runs again."""
+    """Every record key of `task`, whatever its fingerprint: dropped before the task runs again.
+    Only keys of a record's form: anything else someone put in that folder is not ours."""
     prefix = done_prefix(state, task)
-    return [key for key in listing if key.startswith(prefix)]
+    return [key for key in listing if key.startswith(prefix) and _RECORD.fullmatch(key[len(prefix):])]
 
 
 def vouched(listing: dict[str, Identity], state: str, task: str, output: Identity) -> bool:
@@ -79,9 +85,14 @@ def write_record(store: Store, state: str, task: str, fingerprint: str, output: 
 
 
 def read_record(store: Store, key: str) -> dict[str, Any] | None:
-    data = store.read(key, 16 * 1024 * 1024)
+    """A record's body; a damaged one (garbage, or too big to be ours) reads as none."""
     try:
+        data = store.read(key, 16 * 1024 * 1024)
         value = json.loads(data) if data is not None else None
+    except StorageError as exc:
+        if exc.errno != errno.EFBIG:
+            raise
+        return None
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

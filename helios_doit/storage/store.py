@@ -19,6 +19,8 @@ from typing import Any, Iterator
 MAX_SMALL_BYTES = 64 * 1024 * 1024
 
 
+SCRATCH_HINT = "HELIOS_DOIT_SCRATCH"
+
 #: Bytes read from the store at a time.
 BLOCK = 8 * 2**20
 
@@ -233,10 +235,20 @@ class Store:
             reply = self.fs.call_s3("put_object", Bucket=bucket, Key=path, Body=body, IfNoneMatch="*")
         return Identity(size, str(reply["ETag"]).strip('"'))
 
-    def download(self, key: str, local: str) -> None:
-        """Into `local` through a temp name: a killed download leaves no file that looks whole."""
+    def download(self, key: str, local: str, within: str | None = None) -> None:
+        """Into `local` through a temp name: a killed download leaves no file that looks whole.
+        With `within`, a folder on the way that is a symlink out of it is refused, not followed."""
         tmp = f"{local}.{os.urandom(6).hex()}.part"
-        os.makedirs(os.path.dirname(local), exist_ok=True)
+        folder = os.path.dirname(local)
+        if within is not None:
+            _inside(folder, within)  # before a folder is made through a symlink, and after
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(exc.errno or errno.EIO, f"{folder}: cannot make the scratch folder: "
+                               f"{exc.strerror}; set {SCRATCH_HINT} to a writable folder") from None
+        if within is not None:
+            _inside(folder, within)
         try:
             with _guard(self.url(key)):
                 # Streamed in blocks: memory stays flat in the size of the video.
@@ -244,6 +256,11 @@ class Store:
                         open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst, BLOCK)
             os.replace(tmp, local)
+        except OSError as exc:
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(exc.errno or errno.EIO, f"{local}: cannot write the scratch folder: {exc.strerror}; "
+                               f"set {SCRATCH_HINT} to a writable folder with room") from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -258,6 +275,16 @@ class Store:
     def copy(self, key: str, to: str) -> None:
         with _guard(self.url(key)):
             self.fs.copy(self._path(key), self._path(to))
+
+
+def _inside(folder: str, root: str) -> None:
+    """`folder` (or the part of it that exists) really is inside `root`: no symlink leads out."""
+    found = folder
+    while not os.path.lexists(found) and os.path.dirname(found) != found:
+        found = os.path.dirname(found)
+    real, top = os.path.realpath(found), os.path.realpath(root)
+    if real != top and not real.startswith(top.rstrip(os.sep) + os.sep) and not top.startswith(real.rstrip(os.sep) + os.sep):
+        raise StorageError(errno.ELOOP, f"{folder}: leads out of {root} (a symlink); remove it")
 
 
 _STORES: dict[tuple[int, str], Store] = {}

@@ -48,6 +48,11 @@ class Remote:
     name: str = "job.json"  # the job's own key, under folder
     prefix: str = ""  # the key `mirror` stands for ("" : the bucket's root)
     state: str = ""  # the key of the job's state folder in the bucket (set when the job is loaded)
+    job_file: str = ""  # `--storage`: the local job file, published as `job_key` (one job per folder)
+
+    @property
+    def job_key(self) -> str:
+        return f"{self.folder}/{self.name}" if self.folder else self.name
 
     @property
     def job_dir(self) -> Path:
@@ -97,11 +102,11 @@ def remote_for(url: str, mirror_base: Path | None = None) -> Remote:
     return Remote(root, folder, str(mirror), name or "job.json")
 
 
-def storage_for(url: str, job_dir: Path) -> Remote:
+def storage_for(url: str, job_dir: Path, job_file: Path) -> Remote:
     """A local job whose outputs and state go to `url` (`--storage`): the job folder stands for
     the URL's folder."""
     scheme, rest = split_url(url.rstrip("/"))
     bucket, _, key = rest.strip("/").partition("/")
     if scheme == "file":
-        return Remote(f"file:///{rest.strip('/')}", "", str(job_dir), "job.json", "")
-    return Remote(f"{scheme}://{bucket}", key, str(job_dir), "job.json", key)
+        return Remote(f"file:///{rest.strip('/')}", "", str(job_dir), job_file.name, "", job_file=str(job_file))
+    return Remote(f"{scheme}://{bucket}", key, str(job_dir), job_file.name, key, job_file=str(job_file))

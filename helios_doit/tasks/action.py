@@ -92,11 +92,12 @@ def _in_bucket(job: TaskJob, state: StateDir) -> TaskFailed | dict[str, Any]:
             result = _attempts(job, state, _take_over(job, state))
             if isinstance(result, TaskFailed):
                 return result
-        if lease.lost:
+        if not lease.confirm():  # asked now: a runner paused past its lease learns it before it writes
             raise StorageError(f"another runner took over its lease in the bucket; nothing was uploaded "
                                f"(raise {LEASE_TTL_ENV} if renders outlast it)")
         with supervise.held():  # a stop waits until the output and its record are both in the bucket, or neither
-            publish(job, state)
+            if not publish(job, state):
+                return _elsewhere(job, state)
         return result
     finally:
         lease.release()

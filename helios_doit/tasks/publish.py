@@ -18,8 +18,10 @@ from ..state.content import fingerprint
 from ..state.files import read_json, stamp, write_json_atomic
 from ..state.folder import StateDir
 from ..state.places import Place
+from ..storage.lease import live_holder
 from ..storage.records import done_prefix, found, lease_key, read_record, records_of, scan, vouched, write_record
 from ..storage.store import Exists, Identity, StorageError, Store, store_for
+from ..storage.url import Remote
 from .say import say
 from .work import TaskJob
 
@@ -125,14 +127,15 @@ def pull_sources(job: TaskJob, state: StateDir) -> None:
             note = places.clear(Place(path, job.roots, str(state.aside)), vouched_stamp, task.label, create=True)
             if note:
                 say(note)
-            store.download(key, path)
+            store.download(key, path, within=job.remote.mirror)
             body = read_record(store, record_key) or {}
             body.update(output=stamp(path), object={"size": ident.size, "version": ident.version})
             write_json_atomic(state.record(task.key), body)
 
 
-def publish(job: TaskJob, state: StateDir) -> None:
-    """Upload the verified output, then its record: the task is done in the bucket."""
+def publish(job: TaskJob, state: StateDir) -> bool:
+    """Upload the verified output, then its record: the task is done in the bucket. False if it
+    was done there already (another runner published it first): then nothing is touched."""
     assert job.remote is not None
     store = store_of(job)
     prefix = remote_state(job)
@@ -141,11 +144,15 @@ def publish(job: TaskJob, state: StateDir) -> None:
     fp = job.fingerprint
     if job.sources:  # tied to the chunks it pulled: the listing `pull_sources` took
         fp = remote_fingerprint(job, scan(store, job.scan)) or job.fingerprint
+    current = store.info(key) if key is not None else None
+    if found({**listing, **({key: current} if key and current else {})}, prefix, job.name, fp, key) is not None:
+        return False  # a record of this very task names the object there: never written over
     for old in records_of(listing, prefix, job.name):  # dropped first: never a record of a replaced object
         store.delete(old)
     ident = Identity(0, "")
     if key is not None and job.output is not None:
-        _clear(job, store, key, listing)
+        if current is not None:
+            _clear(job, store, key, listing, current)
         try:
             ident = store.upload(job.output, key)
         except Exists:
@@ -154,6 +161,17 @@ def publish(job: TaskJob, state: StateDir) -> None:
     checkpoints.reached("before-publish-record", job.name, state.root, lambda: None)
     write_record(store, prefix, job.name, fp, ident, read_json(state.record(job.name)) or {})
     _upload_log(job, state, store, prefix)
+    if job.remote.job_file:  # --storage: the folder's one job, for the next runner to check
+        _publish_job(store, job.remote)
+    return True
+
+
+def _publish_job(store: Store, remote: Remote) -> None:
+    try:
+        with open(remote.job_file, "rb") as f:
+            store.create(remote.job_key, f.read(16 * 2**20))
+    except (Exists, OSError):
+        pass  # there already (checked equal when the job was loaded)
 
 
 def unpublish(job: TaskJob) -> None:
@@ -161,25 +179,23 @@ def unpublish(job: TaskJob) -> None:
     if a record named it; anything else is moved aside). A task whose lease is live is left alone."""
     store = store_of(job)
     prefix = remote_state(job)
-    held = read_record(store, lease_key(prefix, job.name))
-    if held is not None and float(held.get("expires") or 0) > time.time():
+    held = live_holder(store, lease_key(prefix, job.name))
+    if held is not None:
         raise StorageError(f"{job.label}: a runner on {held.get('host')} holds it in the bucket; not cleaned "
                            "(stop that run first)")
     listing = store.listing(done_prefix(prefix, job.name))
     for old in records_of(listing, prefix, job.name):
         store.delete(old)
     key = output_key(job)
-    if key is not None:
-        _clear(job, store, key, listing)
+    current = store.info(key) if key is not None else None
+    if key is not None and current is not None:
+        _clear(job, store, key, listing, current)
 
 
-def _clear(job: TaskJob, store: Store, key: str, listing: dict[str, Identity]) -> None:
+def _clear(job: TaskJob, store: Store, key: str, listing: dict[str, Identity], current: Identity) -> None:
     """Remove the object in the output's place: deleted only if one of our records named it,
     else copied into the bucket's aside/ first (never destroy a byte we did not write)."""
     assert job.remote is not None
-    current = store.info(key)
-    if current is None:
-        return
     if not vouched(listing, remote_state(job), job.name, current):
         aside = f"{remote_state(job)}/aside/{posixpath.basename(key)}.{time.strftime('%Y%m%dT%H%M%S')}.{os.urandom(3).hex()}"
         store.copy(key, aside)

@@ -26,10 +26,11 @@ def test_a_job_url_names_its_bucket_its_folder_and_a_local_mirror(tmp_path):
 
 
 def test_a_local_job_with_storage_maps_its_folder_onto_the_buckets_folder(tmp_path):
-    remote = storage_for("s3://renders/out/shot1/", tmp_path)
+    remote = storage_for("s3://renders/out/shot1/", tmp_path, tmp_path / "job.json")
     assert remote.key_of(tmp_path / "part_0.mov") == "out/shot1/part_0.mov"
     assert remote.key_of(tmp_path.parent / "part_0.mov") is None
     assert remote.state_prefix("job.json") == "out/shot1/.helios-doit/job.json"
+    assert remote.job_key == "out/shot1/job.json"  # the folder's one job, published there
 
 
 @pytest.mark.parametrize("text,store", [("s3://b/j.json", True), ("gs://b/j.json", True), ("memory://x/j.json", True),
