@@ -199,6 +199,9 @@ def _clear(job: TaskJob, store: Store, key: str, listing: dict[str, Identity], c
     if not vouched(listing, remote_state(job), job.name, current):
         aside = f"{remote_state(job)}/aside/{posixpath.basename(key)}.{time.strftime('%Y%m%dT%H%M%S')}.{os.urandom(3).hex()}"
         store.copy(key, aside)
+        copied = store.info(aside)
+        if copied is None or copied.size != current.size:  # the copy is what makes the delete safe
+            raise StorageError(f"{job.remote.url_of(key)}: could not be copied aside whole; left in place")
         say(f"{job.label}: {job.remote.url_of(key)} was not written by helios-doit; moved it to {job.remote.url_of(aside)}")
     store.delete_if(key, current.version)
 
