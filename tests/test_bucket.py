@@ -343,3 +343,32 @@ def test_a_symlink_in_the_scratch_folder_is_not_followed_out_of_it(bucket, tmp_p
     assert result.returncode == 2, result.stderr
     assert "symlink" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert (victim / "render.sh").read_text() == "PRECIOUS" and sorted(os.listdir(victim)) == ["render.sh"]
+
+
+def test_dask_workers_that_share_no_disk_with_the_runner_fetch_and_return_through_the_bucket(bucket, tmp_path):
+    pytest.importorskip("distributed")
+    url = bucket.upload_job(chunks=2)
+    dask = str(Path(sys.executable).parent / "dask")
+    info = tmp_path / "scheduler.json"
+    _, worker_env = bucket.machine("w")  # the worker's own scratch: nothing of the runner's
+    procs = [subprocess.Popen([dask, "scheduler", "--scheduler-file", str(info), "--port", "0", "--no-dashboard"],
+                              env=worker_env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        wait_for(info.exists, 60, "the Dask scheduler")
+        procs.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(info), "--nthreads", "2", "--no-nanny",
+                                       "--no-dashboard"], env=worker_env, cwd=tmp_path,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        address = json.loads(info.read_text())["address"]
+        cwd, env = bucket.machine("runner")
+        result = run([*CLI, "job", "run", url, "--concurrency", "2", "-P", "thread", "--executor", "dask",
+                      "--scheduler", address], cwd=cwd, env=env, timeout=180)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(30)
+    assert result.returncode == 0, result.stderr
+    assert bucket.runs("w") == ["chunk 0", "chunk 1"]  # rendered in the worker's own mirror
+    assert bucket.runs("runner") == ["merge"]  # the runner only verified, published and merged
+    keys = bucket.keys()
+    assert bucket.fs.cat(f"{bucket.name}/shot1/out.txt").decode().count("frame") == 6
+    assert not [k for k in keys if "/staging/" in k]  # what came back through the bucket is gone

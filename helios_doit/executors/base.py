@@ -13,6 +13,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from ..storage.staging import Stage
+
 #: Seconds a stopped command gets between SIGTERM and SIGKILL (renderers finalise files).
 STOP_GRACE = 3.0
 
@@ -29,6 +31,7 @@ class CommandRequest:
     on_start: Callable[[int, int | None], None] | None = None  # the group and its leader's start time, if told
     output: str | None = None  # the file the command writes: a remote rerun removes it first
     should_stop: Callable[[], bool] | None = None  # polled by remote engines: the run was cancelled
+    stage: Stage | None = None  # a bucket job: a machine that shares no disk fetches and returns through the bucket
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,9 @@ def check_keys(remote: Remote, outputs: list[str | Path], source: str) -> None:
         raise JobError([f"{source}: {fault}" for fault in faults[:5]])
 
 
-def fetch_inputs(remote: Remote, raws: list[str], source: str) -> None:
+def fetch_inputs(remote: Remote, raws: list[str], source: str) -> tuple[str, ...]:
+    """The inputs, fetched into this machine's mirror; returns their keys (what a Dask worker on
+    another machine fetches in turn)."""
     keys = []
     for raw in raws:
         key = remote.key_of(remote.job_dir / raw)
@@ -99,6 +101,7 @@ def fetch_inputs(remote: Remote, raws: list[str], source: str) -> None:
     if missing:
         raise JobError([f"{source}: inputs: {remote.url_of(key)} is not in the store; upload it or fix the path"
                         for key in missing])
+    return tuple(keys)
 
 
 def _check_url(url: str, what: str) -> None:

@@ -70,7 +70,7 @@ def load_job(
             if faults:
                 raise JobError([f"{name}: {fault}" for fault in faults])
             check_keys(remote, [*_outputs.values(), *([_merged] if _merged else [])], name)
-            fetch_inputs(remote, spec.inputs, source)
+            remote = dataclasses.replace(remote, inputs=fetch_inputs(remote, spec.inputs, source))
     outputs, merge_output, inputs, faults = check_job(spec, job_dir, job_file, state_dir, root)
     if faults:
         raise JobError([f"{name}: {fault}" for fault in faults])

@@ -49,6 +49,7 @@ class Remote:
     prefix: str = ""  # the key `mirror` stands for ("" : the bucket's root)
     state: str = ""  # the key of the job's state folder in the bucket (set when the job is loaded)
     job_file: str = ""  # `--storage`: the local job file, published as `job_key` (one job per folder)
+    inputs: tuple[str, ...] = ()  # the keys of the job's inputs: what a machine fetches before a command
 
     @property
     def job_key(self) -> str:
@@ -96,10 +97,15 @@ def remote_for(url: str, mirror_base: Path | None = None) -> Remote:
         bucket, _, key = rest.partition("/")
         folder, name = posixpath.split(key)
         root = f"{scheme}://{bucket}"
+    return Remote(root, folder, str(mirror_for(root, mirror_base)), name or "job.json")
+
+
+def mirror_for(root: str, base: Path | None = None) -> Path:
+    """This machine's local folder for the bucket `root`: one per bucket under the scratch folder."""
+    scheme, rest = split_url(root)
     digest = hashlib.sha256(root.encode()).hexdigest()[:8]
-    label = "".join(c if c.isalnum() or c in "-_." else "-" for c in bucket.strip("/"))[-40:] or "root"
-    mirror = (mirror_base or scratch_root()) / f"{scheme}-{label}-{digest}"
-    return Remote(root, folder, str(mirror), name or "job.json")
+    label = "".join(c if c.isalnum() or c in "-_." else "-" for c in rest.strip("/"))[-40:] or "root"
+    return (base or scratch_root()) / f"{scheme}-{label}-{digest}"
 
 
 def storage_for(url: str, job_dir: Path, job_file: Path) -> Remote:

@@ -25,6 +25,7 @@ from ..state.folder import StateDir, record_file
 from ..state.places import Place, PlaceError
 from ..video import is_video_path
 from .complete import relative
+from .publish import stage_of
 from .say import say
 from .work import TaskJob
 
@@ -75,7 +76,7 @@ def run_once(job: TaskJob, state: StateDir, attempt: int, allowed: int) -> Outco
             checkpoints.reached("before-command", job.name, state.root, supervise.stop_if_held)
             request = CommandRequest(job.command, job.cwd, timeout=timeout,
                                      on_start=on_start, output=job.output,
-                                     should_stop=state.cancel_flag(events.run_id()).exists)
+                                     should_stop=state.cancel_flag(events.run_id()).exists, stage=stage_of(job))
             result = get_adapter(job.adapter, job.options.scheduler).execute(request, sink)
             with supervise.held():  # a stop now waits until this attempt's outcome is on disk
                 failure, facts, wrong = _verify(job, result)

@@ -13,6 +13,7 @@ import os
 import posixpath
 import time
 
+from ..executors import reaper
 from ..state import checkpoints, places
 from ..state.content import fingerprint
 from ..state.files import read_json, stamp, write_json_atomic
@@ -20,6 +21,7 @@ from ..state.folder import StateDir
 from ..state.places import Place
 from ..storage.lease import live_holder
 from ..storage.records import done_prefix, found, lease_key, read_record, records_of, scan, vouched, write_record
+from ..storage.staging import Stage
 from ..storage.store import Exists, Identity, StorageError, Store, store_for
 from ..storage.url import Remote
 from .say import say
@@ -41,6 +43,16 @@ def remote_state(job: TaskJob) -> str:
 
 def output_key(job: TaskJob) -> str | None:
     return job.remote.key_of(job.output) if job.remote is not None and job.output else None
+
+
+def stage_of(job: TaskJob) -> Stage | None:
+    """What a chunk command of a bucket job needs to run on a machine that shares no disk with
+    this one (a Dask worker elsewhere). A local job's (`--storage`) inputs are not in the bucket,
+    and the merge's chunks are pulled here: those run at this machine's paths."""
+    if job.remote is None or job.remote.job_file or job.adapter == "local" or job.sources:
+        return None
+    return Stage(job.remote, reaper.machine(), job.remote.key_of(job.cwd) or "", output_key(job),
+                 f"{remote_state(job)}/staging/{job.name}/")
 
 
 def remote_fingerprint(job: TaskJob, listing: dict[str, Identity]) -> str | None:
