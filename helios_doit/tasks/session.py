@@ -113,11 +113,12 @@ def dodo(default_job: str | os.PathLike[str]) -> dict[str, Any]:
     # doit has changed into the dodo file's folder; the user's paths are relative to where they started.
     job = load_or_exit(get_var("job") or default_job, get_var("output_root"), loader.initial_workdir, get_var("storage"))
     options = refuse_bad(lambda: from_vars(get_var, sys.argv))
-    return namespace(job, merge=get_var("merge"), options=options)
+    return namespace(job, merge=get_var("merge"), options=options, clean="clean" in sys.argv[1:])
 
 
-def namespace(job: Job, merge: str | None = None, options: RunOptions = RunOptions()) -> dict[str, Any]:
+def namespace(job: Job, merge: str | None = None, options: RunOptions = RunOptions(), clean: bool = False) -> dict[str, Any]:
     """What a dodo file holds for `job`: DOIT_CONFIG and the task creators; for dodo.py and the CLI.
+    `clean`: the tasks carry their `doit clean` actions (only that command uses them).
 
     Bad values exit 2 like a bad job, before anything is written.
     """
@@ -128,10 +129,10 @@ def namespace(job: Job, merge: str | None = None, options: RunOptions = RunOptio
     gc.disable()
 
     def task_chunk() -> TaskDicts:
-        yield from chunk_tasks(graph)
+        yield from chunk_tasks(graph, clean)
 
     def task_merge() -> dict[str, Any]:
-        return merge_task(graph)
+        return merge_task(graph, clean)
 
     task_chunk.__doc__ = "render one chunk of the job (chunk:<id>)"
     task_merge.__doc__ = "stitch the rendered chunks into the final output"
