@@ -101,8 +101,8 @@ def main() -> int:
     for way, values in walls.items():
         print(f"{way}: " + ", ".join(f"{v:.2f}s" for v in values), file=sys.stderr)
     local, remote, lc = median["local"], median["dask"], median["dask, LocalCluster"]
-    print(f"| chunks | -n | local | dask (loopback scheduler) | ratio | extra per chunk | dask (LocalCluster) | ratio |")
-    print(f"|---|---|---|---|---|---|---|---|")
+    print("| chunks | -n | local | dask (loopback scheduler) | ratio | extra per chunk | dask (LocalCluster) | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     print(f"| {args.chunks} | {args.jobs} | {local:.2f} s | {remote:.2f} s | {remote / local:.2f}x | "
           f"{(remote - local) / args.chunks * 1000:.1f} ms | {lc:.2f} s | {lc / local:.2f}x |")
     return 0

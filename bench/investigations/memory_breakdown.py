@@ -11,7 +11,6 @@ without it.)
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
