@@ -373,3 +373,24 @@ def test_dask_workers_that_share_no_disk_with_the_runner_fetch_and_return_throug
     keys = bucket.keys()
     assert bucket.fs.cat(f"{bucket.name}/shot1/out.txt").decode().count("frame") == 6
     assert not [k for k in keys if "/staging/" in k]  # what came back through the bucket is gone
+
+
+def test_helios_asset_bundle_in_a_bucket_is_fetched_into_the_jobs_folder_and_counts_as_input(bucket):
+    url = bucket.upload_job(chunks=2)
+    data = json.loads(bucket.fs.cat(f"{bucket.name}/shot1/job.json"))
+    data["inputs"] = []
+    data["id"] = "shot1"
+    data["assetsUrl"] = bucket.url("bundles/shot1")  # as Helios' uploadAssetBundle leaves it: a folder of files
+    for name in ("render.sh", "merge.sh"):
+        bucket.fs.pipe_file(f"{bucket.name}/bundles/shot1/{name}", bucket.fs.cat(f"{bucket.name}/shot1/{name}"))
+        bucket.fs.rm_file(f"{bucket.name}/shot1/{name}")
+    bucket.fs.pipe_file(f"{bucket.name}/shot1/job.json", json.dumps(data).encode())
+    result = job_run(bucket, "a", url)
+    assert result.returncode == 0, result.stderr
+    assert bucket.runs("a") == ["chunk 0", "chunk 1", "merge"]
+    # A changed asset is a changed input: every chunk runs again (the same frames again: the merge holds).
+    script = bucket.fs.cat(f"{bucket.name}/bundles/shot1/render.sh").decode()
+    bucket.fs.pipe_file(f"{bucket.name}/bundles/shot1/render.sh", (script + "\n# v2\n").encode())
+    again = job_run(bucket, "b", url)
+    assert again.returncode == 0, again.stderr
+    assert bucket.runs("b") == ["chunk 0", "chunk 1"]

@@ -6,6 +6,7 @@ inputs fetched into scratch only once the rest of the job is known to be good.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import posixpath
@@ -13,9 +14,9 @@ import urllib.parse
 from pathlib import Path
 
 from ..storage.lease import LEASE_TTL_ENV, MAX_TTL
-from ..storage.mirror import fetch
+from ..storage.mirror import fetch, fetch_assets
 from ..storage.store import StorageError, store_for
-from ..storage.url import SCRATCH_ENV, Remote, remote_for, storage_for
+from ..storage.url import SCRATCH_ENV, Remote, is_store_url, remote_for, storage_for
 from .errors import JobError
 
 
@@ -102,6 +103,18 @@ def fetch_inputs(remote: Remote, raws: list[str], source: str) -> tuple[str, ...
         raise JobError([f"{source}: inputs: {remote.url_of(key)} is not in the store; upload it or fix the path"
                         for key in missing])
     return tuple(keys)
+
+
+def fetch_assets_of(remote: Remote, url: str, source: str) -> tuple[Remote, list[str]]:
+    """Helios' `assetsUrl` (a folder in a bucket) into the job's folder here; its files become
+    inputs of the job (a changed asset reruns the chunks), and Dask workers fetch them too."""
+    if not is_store_url(url):
+        raise JobError([f"{source}: assetsUrl: {url}: not a bucket folder; give one such as s3://bucket/assets/shot1"])
+    _check_url(url, "assetsUrl")
+    try:
+        return dataclasses.replace(remote, assets=url), fetch_assets(remote, url)
+    except StorageError as exc:
+        raise JobError([f"{source}: assetsUrl: {exc}"]) from None
 
 
 def _check_url(url: str, what: str) -> None:

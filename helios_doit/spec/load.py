@@ -22,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..storage.url import is_store_url
-from .bucket import check_keys, fetch_inputs, job_remote, read_remote, storage_remote
+from .bucket import check_keys, fetch_assets_of, fetch_inputs, job_remote, read_remote, storage_remote
 from .checks import check_job
 from .errors import JobError
 from .model import STATE_ROOT, Job, JobSpec
@@ -64,13 +64,16 @@ def load_job(
     state_dir = job_dir / STATE_ROOT / (remote.name if remote else _state_name(source, job_file))
     if remote is not None:
         remote = dataclasses.replace(remote, state=remote.state_prefix(state_dir.name))
-        if spec.inputs and not storage:  # checked without them first: a bad job fetches nothing
+        if (spec.inputs or spec.assets_url) and not storage:  # checked without them first: a bad job fetches nothing
             _outputs, _merged, _inputs, faults = check_job(spec.model_copy(update={"inputs": []}), job_dir, job_file,
                                                             state_dir, root)
             if faults:
                 raise JobError([f"{name}: {fault}" for fault in faults])
             check_keys(remote, [*_outputs.values(), *([_merged] if _merged else [])], name)
             remote = dataclasses.replace(remote, inputs=fetch_inputs(remote, spec.inputs, source))
+            if spec.assets_url:  # Helios' asset bundle: fetched like inputs, and counted as inputs
+                remote, assets = fetch_assets_of(remote, spec.assets_url, source)
+                spec = spec.model_copy(update={"inputs": list(dict.fromkeys([*spec.inputs, *assets]))})
     outputs, merge_output, inputs, faults = check_job(spec, job_dir, job_file, state_dir, root)
     if faults:
         raise JobError([f"{name}: {fault}" for fault in faults])

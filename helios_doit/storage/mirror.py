@@ -1,8 +1,8 @@
 """Fetching a bucket job's files into this machine's scratch, once per machine and version.
 
-Commands run in the local mirror of the bucket, so the files they read (the job's `inputs`) must
-be there: each is downloaded only when the bucket holds another version than the one fetched last
-(`.fetched.json` in the mirror remembers which).
+Commands run in the local mirror of the bucket, so the files they read (the job's `inputs`, and
+Helios' asset bundle at `assetsUrl`) must be there: each is downloaded only when the bucket holds
+another version than the one fetched last (`.fetched.json` in the mirror remembers which).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from .store import StorageError, Store
+from .store import Identity, StorageError, Store, store_for
 from .url import Remote
 
 _INDEX = ".fetched.json"
@@ -19,11 +19,43 @@ _INDEX = ".fetched.json"
 def fetch(store: Store, remote: Remote, keys: list[str]) -> list[str]:
     """Make each key's object present at its local path; returns the keys that are not in the
     bucket (the caller says so, as a fault of the job)."""
-    index_path = Path(remote.mirror) / _INDEX
+    found, missing = [], []
+    for key in keys:
+        ident = store.info(key)
+        if ident is None:
+            missing.append(key)
+        else:
+            found.append((key, remote.local_of(key), ident))
+    _bring(store, remote.mirror, found)
+    return missing
+
+
+def fetch_assets(remote: Remote, url: str) -> list[str]:
+    """Helios' `assetsUrl`: every object under that folder of a bucket, into the job's folder in
+    this machine's mirror (as Helios' workers download the asset bundle into their workspace).
+    Returns their paths relative to the job's folder: they count as the job's inputs."""
+    root, _, prefix = url.partition("://")[2].partition("/")
+    store = store_for(f"{url.partition('://')[0]}://{root}")
+    wanted = []
+    for key, ident in sorted(store.listing(prefix.strip("/")).items()):
+        rel = key[len(prefix.strip("/")):].lstrip("/")
+        parts = rel.split("/")
+        if not rel or any(part in ("", ".", "..") for part in parts) or ".helios-doit" in parts:
+            raise StorageError(f"{store.url(key)}: not a file name an asset can have; rename it")
+        wanted.append((key, os.path.join(remote.job_dir, *parts), ident))
+    if not wanted:
+        raise StorageError(f"{url}: no assets there; upload them or fix assetsUrl")
+    _bring(store, remote.mirror, wanted)
+    return [os.path.relpath(local, remote.job_dir) for _, local, _ in wanted]
+
+
+def _bring(store: Store, mirror: str, wanted: list[tuple[str, str, Identity]]) -> None:
+    """Download what this machine does not hold at that version yet (`.fetched.json` remembers)."""
+    index_path = Path(mirror) / _INDEX
     try:
-        os.makedirs(remote.mirror, exist_ok=True)
+        os.makedirs(mirror, exist_ok=True)
     except OSError as exc:
-        raise StorageError(f"{remote.mirror}: cannot make the scratch folder: {exc.strerror}; set "
+        raise StorageError(f"{mirror}: cannot make the scratch folder: {exc.strerror}; set "
                            "HELIOS_DOIT_SCRATCH to a writable folder") from None
     try:
         index = json.loads(index_path.read_text())
@@ -31,18 +63,14 @@ def fetch(store: Store, remote: Remote, keys: list[str]) -> list[str]:
         index = {}
     if not isinstance(index, dict):
         index = {}
-    missing, changed = [], False
-    for key in keys:
-        ident = store.info(key)
-        if ident is None:
-            missing.append(key)
-            continue
-        local = remote.local_of(key)
+    changed = False
+    for key, local, ident in wanted:
+        name = store.url(key)
         held = os.path.isfile(local) and not os.path.islink(local) and os.path.getsize(local) == ident.size
-        if held and index.get(key) == ident.version:
+        if held and index.get(name) == ident.version:
             continue
-        store.download(key, local, within=remote.mirror)
-        index[key], changed = ident.version, True
+        store.download(key, local, within=mirror)
+        index[name], changed = ident.version, True
     if changed:
         tmp = index_path.with_name(f"{_INDEX}.{os.getpid()}.tmp")
         try:
@@ -50,4 +78,3 @@ def fetch(store: Store, remote: Remote, keys: list[str]) -> list[str]:
             os.replace(tmp, index_path)
         except OSError as exc:
             raise StorageError(f"{index_path}: cannot write the scratch folder: {exc.strerror}") from None
-    return missing

@@ -13,7 +13,7 @@ import os
 import uuid
 from dataclasses import dataclass
 
-from .mirror import fetch
+from .mirror import fetch, fetch_assets
 from .store import StorageError, store_for
 from .url import Remote, mirror_for
 
@@ -35,6 +35,8 @@ def on_worker(stage: Stage, machine: str) -> tuple[str, str | None, bool]:
     missing = fetch(store_for(here.root), here, list(here.inputs))
     if missing:
         raise StorageError(f"{here.url_of(missing[0])}: an input of the job is gone from the bucket")
+    if here.assets:
+        fetch_assets(here, here.assets)
     os.makedirs(here.local_of(stage.cwd), exist_ok=True)
     return here.local_of(stage.cwd), here.local_of(stage.output) if stage.output else None, True
 

@@ -50,6 +50,7 @@ class Remote:
     state: str = ""  # the key of the job's state folder in the bucket (set when the job is loaded)
     job_file: str = ""  # `--storage`: the local job file, published as `job_key` (one job per folder)
     inputs: tuple[str, ...] = ()  # the keys of the job's inputs: what a machine fetches before a command
+    assets: str = ""  # Helios' assetsUrl: a bucket folder fetched into the job's folder as well
 
     @property
     def job_key(self) -> str:
