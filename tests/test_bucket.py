@@ -172,8 +172,6 @@ def test_killed_between_upload_and_record_leaves_no_record_and_a_rerun_completes
     result = job_run(bucket, "a", url)
     assert result.returncode == 0, result.stderr
     assert [k for k in bucket.keys() if "/done/chunk-1/" in k]
-    # No record named the object, so it is not taken for ours: kept aside, then published anew.
-    assert [k for k in bucket.keys() if "/aside/part_1.txt." in k]
     assert bucket.fs.cat(f"{bucket.name}/shot1/out.txt").decode().count("frame") == 6
 
 
@@ -348,7 +346,13 @@ def test_a_symlink_in_the_scratch_folder_is_not_followed_out_of_it(bucket, tmp_p
 
 def test_dask_workers_that_share_no_disk_with_the_runner_fetch_and_return_through_the_bucket(bucket, tmp_path):
     pytest.importorskip("distributed")
-    url = bucket.upload_job(chunks=2)
+    url = bucket.upload_job(folder="proj/jobs", chunks=2)
+    data = json.loads(bucket.fs.cat(f"{bucket.name}/proj/jobs/job.json"))
+    for chunk in data["chunks"]:  # Helios' layout: outputs in ../renders
+        chunk["command"] = chunk["command"].replace(chunk["outputFile"], f"../renders/{chunk['outputFile']}")
+        chunk["outputFile"] = f"../renders/{chunk['outputFile']}"
+    data["mergeCommand"] = "sh merge.sh out.txt " + " ".join(c["outputFile"] for c in data["chunks"])
+    bucket.fs.pipe_file(f"{bucket.name}/proj/jobs/job.json", json.dumps(data).encode())
     dask = str(Path(sys.executable).parent / "dask")
     info = tmp_path / "scheduler.json"
     _, worker_env = bucket.machine("w")  # the worker's own scratch: nothing of the runner's
@@ -371,7 +375,8 @@ def test_dask_workers_that_share_no_disk_with_the_runner_fetch_and_return_throug
     assert bucket.runs("w") == ["chunk 0", "chunk 1"]  # rendered in the worker's own mirror
     assert bucket.runs("runner") == ["merge"]  # the runner only verified, published and merged
     keys = bucket.keys()
-    assert bucket.fs.cat(f"{bucket.name}/shot1/out.txt").decode().count("frame") == 6
+    assert {"proj/renders/part_0.txt", "proj/renders/part_1.txt"} <= set(keys)
+    assert bucket.fs.cat(f"{bucket.name}/proj/jobs/out.txt").decode().count("frame") == 6
     assert not [k for k in keys if "/staging/" in k]  # what came back through the bucket is gone
 
 
@@ -394,3 +399,32 @@ def test_helios_asset_bundle_in_a_bucket_is_fetched_into_the_jobs_folder_and_cou
     again = job_run(bucket, "b", url)
     assert again.returncode == 0, again.stderr
     assert bucket.runs("b") == ["chunk 0", "chunk 1"]
+
+
+def test_a_storage_folder_that_holds_another_jobs_state_is_refused(bucket, make_job):
+    url = bucket.upload_job(chunks=2)
+    assert job_run(bucket, "a", url).returncode == 0
+    before = bucket.keys()
+    local = make_job(chunks=2, name="other.json")
+    result = run([*CLI, "job", "run", str(local.file), "--storage", bucket.url("shot1")],
+                 env={**os.environ, **bucket.env}, timeout=60)
+    assert result.returncode == 2 and "another job" in result.stderr, result.stderr
+    assert bucket.keys() == before
+
+
+def test_a_crash_between_upload_and_record_is_published_on_rerun_without_a_second_upload(bucket):
+    url = bucket.upload_job(chunks=1)
+    cwd, env = bucket.machine("a")
+    env["HELIOS_DOIT_PAUSE_AT"] = "before-publish-record:chunk-0"
+    proc = subprocess.Popen([*CLI, "job", "run", url], cwd=cwd, env=env, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    scratch = bucket.root / "a" / "scratch"
+    wait_for(lambda: any(scratch.rglob("paused-before-publish-record-chunk-0")), 60, "the pause before the record")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    uploaded = bucket.keys()["shot1/part_0.txt"]
+    result = job_run(bucket, "a", url)
+    assert result.returncode == 0, result.stderr
+    keys = bucket.keys()
+    assert keys["shot1/part_0.txt"] == uploaded and not [k for k in keys if "/aside/" in k]  # ours: recorded as is
+    assert "not written by helios-doit" not in result.stdout + result.stderr

@@ -59,8 +59,13 @@ def storage_remote(storage: str, remote: Remote | None, job_dir: Path, job_file:
         store = store_for(found.root)
         store.check()
         there = store.read(found.job_key)
+        state_root = posixpath.join(found.folder, ".helios-doit")
+        states = {key[len(state_root):].strip("/").split("/")[0] for key in store.listing(state_root)}
     except StorageError as exc:
         raise JobError([str(exc)]) from None
+    if states - {job_file.name}:
+        raise JobError([f"storage={storage}: that folder holds the state of another job ({sorted(states)[0]}); give "
+                        "each job a folder of its own"])
     if there is not None and there != text.encode():
         raise JobError([f"storage={storage}: {found.url_of(found.job_key)} is another job (or another version of "
                         "this one); give each job a folder of its own, or delete that file"])

@@ -94,17 +94,15 @@ class Lease:
 
     def confirm(self) -> bool:
         """Renew now, and say whether the lease is still ours: asked right before publishing, so a
-        runner paused past its lease (a stopped VM, a long GC) learns it before it writes."""
+        runner paused past its lease (a stopped VM, a long GC) learns it before it writes. A store
+        that does not answer is said as such (StorageError), not as a lost lease."""
         with self._writing:
             if self.lost or self.version is None:
                 return False
-            try:
-                if not self.store.replace(self.key, self._body(), self.version):
-                    self.lost = True
-                    return False
-                info = self.store.info(self.key)
-            except StorageError:
+            if not self.store.replace(self.key, self._body(), self.version):
+                self.lost = True
                 return False
+            info = self.store.info(self.key)
             self.version = info.version if info else None
             return self.version is not None
 

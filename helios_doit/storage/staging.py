@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from .mirror import fetch, fetch_assets
-from .store import StorageError, store_for
+from .store import StorageError, inside, store_for
 from .url import Remote, mirror_for
 
 
@@ -30,15 +30,21 @@ class Stage:
 def on_worker(stage: Stage, machine: str) -> tuple[str, str | None, bool]:
     """(the command's folder, its output, whether to stage it) on this machine, inputs fetched."""
     here = dataclasses.replace(stage.remote, mirror=str(mirror_for(stage.remote.root)))
+    cwd, output = here.local_of(stage.cwd), here.local_of(stage.output) if stage.output else None
     if machine == stage.machine and here.mirror == stage.remote.mirror:
-        return here.local_of(stage.cwd), here.local_of(stage.output) if stage.output else None, False
+        return cwd, output, False
+    folders = [cwd, *([os.path.dirname(output)] if output else [])]
+    for folder in folders:  # nothing is made, removed or run through a symlink out of the mirror
+        inside(folder, here.mirror)
     missing = fetch(store_for(here.root), here, list(here.inputs))
     if missing:
         raise StorageError(f"{here.url_of(missing[0])}: an input of the job is gone from the bucket")
     if here.assets:
         fetch_assets(here, here.assets)
-    os.makedirs(here.local_of(stage.cwd), exist_ok=True)
-    return here.local_of(stage.cwd), here.local_of(stage.output) if stage.output else None, True
+    for folder in folders:  # Helios' layout: outputs in ../renders
+        os.makedirs(folder, exist_ok=True)
+        inside(folder, here.mirror)
+    return cwd, output, True
 
 
 def send(stage: Stage, local: str) -> str:
@@ -49,7 +55,20 @@ def send(stage: Stage, local: str) -> str:
 
 
 def receive(stage: Stage, key: str, local: str) -> None:
-    """The staged output into the runner's own place for it; the staged object is then dropped."""
+    """The staged output into the runner's own place for it; the staged object is dropped, taken
+    or not (a failed attempt runs the command again)."""
+    if not key.startswith(stage.area) or "/../" in key:
+        raise StorageError(f"{key}: not a staged output of this task")
     store = store_for(stage.remote.root)
-    store.download(key, local, within=stage.remote.mirror)
-    store.delete(key)
+    try:
+        store.download(key, local, within=stage.remote.mirror)
+    finally:
+        store.delete(key)
+
+
+def sweep(remote: Remote, area: str) -> None:
+    """Drop what earlier attempts staged and never took (a runner killed meanwhile): asked under
+    the task's lease, when it starts and when it is cleaned."""
+    store = store_for(remote.root)
+    for key in store.listing(area.rstrip("/")):
+        store.delete(key)

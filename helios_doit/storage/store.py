@@ -260,14 +260,14 @@ class Store:
         tmp = f"{local}.{os.urandom(6).hex()}.part"
         folder = os.path.dirname(local)
         if within is not None:
-            _inside(folder, within)  # before a folder is made through a symlink, and after
+            inside(folder, within)  # before a folder is made through a symlink, and after
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise StorageError(exc.errno or errno.EIO, f"{folder}: cannot make the scratch folder: "
                                f"{exc.strerror}; set {SCRATCH_HINT} to a writable folder") from None
         if within is not None:
-            _inside(folder, within)
+            inside(folder, within)
         try:
             with _guard(self.url(key)):
                 # Streamed in blocks: memory stays flat in the size of the video.
@@ -292,11 +292,12 @@ class Store:
                 pass
 
     def copy(self, key: str, to: str) -> None:
+        """One object to another key (never a glob: `[`, `*` in a key are plain characters)."""
         with _guard(self.url(key)):
-            self.fs.copy(self._path(key), self._path(to))
+            self.fs.cp_file(self._path(key), self._path(to))
 
 
-def _inside(folder: str, root: str) -> None:
+def inside(folder: str, root: str) -> None:
     """`folder` (or the part of it that exists) really is inside `root`: no symlink leads out."""
     found = folder
     while not os.path.lexists(found) and os.path.dirname(found) != found:

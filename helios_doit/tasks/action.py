@@ -28,7 +28,8 @@ from ..storage.lease import LEASE_TTL_ENV, acquire
 from ..storage.records import lease_key
 from ..storage.store import StorageError
 from .attempt import clear_place, run_once
-from .publish import publish, pull_sources, remote_done, remote_state, store_of
+from ..storage.staging import sweep
+from .publish import publish, pull_sources, remote_done, remote_state, stage_of, store_of
 from .say import say
 from .work import TaskJob
 
@@ -85,6 +86,8 @@ def _in_bucket(job: TaskJob, state: StateDir) -> TaskFailed | dict[str, Any]:
     try:
         if remote_done(job, fresh=True):
             return _elsewhere(job, state)
+        if (stage := stage_of(job)) is not None:
+            sweep(stage.remote, stage.area)  # outputs staged by attempts that died before taking them
         if job.sources:
             pull_sources(job, state)
         result: TaskFailed | dict[str, Any] = TaskResult(0.0, 0).values()

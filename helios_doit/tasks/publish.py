@@ -13,6 +13,8 @@ import os
 import posixpath
 import time
 
+from doit.dependency import get_file_md5
+
 from ..executors import reaper
 from ..state import checkpoints, places
 from ..state.content import fingerprint
@@ -21,7 +23,7 @@ from ..state.folder import StateDir
 from ..state.places import Place
 from ..storage.lease import live_holder
 from ..storage.records import done_prefix, found, lease_key, read_record, records_of, scan, vouched, write_record
-from ..storage.staging import Stage
+from ..storage.staging import Stage, sweep
 from ..storage.store import Exists, Identity, StorageError, Store, store_for
 from ..storage.url import Remote
 from .say import say
@@ -162,7 +164,9 @@ def publish(job: TaskJob, state: StateDir) -> bool:
     for old in records_of(listing, prefix, job.name):  # dropped first: never a record of a replaced object
         store.delete(old)
     ident = Identity(0, "")
-    if key is not None and job.output is not None:
+    if key is not None and job.output is not None and current is not None and _same_bytes(job.output, current):
+        ident = current  # this very file, uploaded before a crash took its record: only the record is missing
+    elif key is not None and job.output is not None:
         if current is not None:
             _clear(job, store, key, listing, current)
         try:
@@ -176,6 +180,13 @@ def publish(job: TaskJob, state: StateDir) -> bool:
     if job.remote.job_file:  # --storage: the folder's one job, for the next runner to check
         _publish_job(store, job.remote)
     return True
+
+
+def _same_bytes(local: str, there: Identity) -> bool:
+    """The object holds exactly the local file: same size and an ETag that is its MD5 (one PUT)."""
+    if os.path.getsize(local) != there.size or len(there.version) != 32:
+        return False
+    return get_file_md5(local) == there.version
 
 
 def _publish_job(store: Store, remote: Remote) -> None:
@@ -198,6 +209,7 @@ def unpublish(job: TaskJob) -> None:
     listing = store.listing(done_prefix(prefix, job.name))
     for old in records_of(listing, prefix, job.name):
         store.delete(old)
+    sweep(job.remote, f"{prefix}/staging/{job.name}/")
     key = output_key(job)
     current = store.info(key) if key is not None else None
     if key is not None and current is not None:
@@ -209,6 +221,10 @@ def _clear(job: TaskJob, store: Store, key: str, listing: dict[str, Identity], c
     else copied into the bucket's aside/ first (never destroy a byte we did not write)."""
     assert job.remote is not None
     if not vouched(listing, remote_state(job), job.name, current):
+        folder, name = posixpath.split(key)
+        if store.listing(posixpath.join(folder, ".helios-doit", name)):
+            raise StorageError(f"{job.remote.url_of(key)} is another job (its state is next to it); "
+                               "choose another output")
         aside = f"{remote_state(job)}/aside/{posixpath.basename(key)}.{time.strftime('%Y%m%dT%H%M%S')}.{os.urandom(3).hex()}"
         store.copy(key, aside)
         copied = store.info(aside)

@@ -10,7 +10,7 @@ import pytest
 from helios_doit.storage.lease import Lease
 from helios_doit.storage.records import done_key, found, records_of, vouched
 from helios_doit.storage.store import Exists, Identity, StorageError, Store
-from helios_doit.storage.url import is_store_url, remote_for, storage_for
+from helios_doit.storage.url import Remote, is_store_url, remote_for, storage_for
 
 
 def test_a_job_url_names_its_bucket_its_folder_and_a_local_mirror(tmp_path):
@@ -93,3 +93,37 @@ def test_a_lease_is_held_by_one_runner_until_it_expires_or_its_holder_is_known_d
     assert store.info("leases/chunk-0.json") is not None
     second.release()
     assert store.info("leases/chunk-0.json") is None
+
+
+def test_a_dask_worker_never_makes_or_runs_anything_through_a_symlink_out_of_its_mirror(tmp_path, monkeypatch):
+    from helios_doit.storage.staging import Stage, on_worker
+    from helios_doit.storage.url import SCRATCH_ENV, mirror_for
+
+    bucket = tmp_path / "bucket"
+    (bucket / "shot1").mkdir(parents=True)
+    (bucket / "shot1" / "render.sh").write_text("echo")
+    root = f"file://{bucket}"
+    remote = Remote(root, "shot1", str(mirror_for(root, tmp_path / "runner")), "job.json", inputs=("shot1/render.sh",))
+    stage = Stage(remote, "this machine", "shot1", "renders/part_0.mov", "shot1/.helios-doit/job.json/staging/chunk-0/")
+    monkeypatch.setenv(SCRATCH_ENV, str(tmp_path / "worker"))
+    mirror = mirror_for(remote.root)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    mirror.mkdir(parents=True)
+    (mirror / "renders").symlink_to(victim)
+    with pytest.raises(StorageError, match="symlink"):
+        on_worker(stage, "another machine")
+    assert list(victim.iterdir()) == []
+    (mirror / "renders").unlink()
+    cwd, output, staged = on_worker(stage, "another machine")  # the same, without the trap
+    assert staged and cwd == str(mirror / "shot1") and output == str(mirror / "renders" / "part_0.mov")
+    assert (mirror / "shot1" / "render.sh").read_text() == "echo" and (mirror / "renders").is_dir()
+
+
+def test_copying_an_object_aside_takes_its_key_literally_never_as_a_glob(tmp_path):
+    store = Store(f"file://{tmp_path}/bucket")
+    store.put("shot1/part[1].txt", b"the one")
+    store.put("shot1/part1.txt", b"another")
+    store.copy("shot1/part[1].txt", "aside/part[1].txt.1")
+    assert store.read("aside/part[1].txt.1") == b"the one"
+    assert sorted(store.listing("aside")) == ["aside/part[1].txt.1"]
