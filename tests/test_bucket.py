@@ -4,7 +4,6 @@ an empty working folder and a scratch folder of its own."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -19,17 +18,32 @@ import yaml
 from harness import CLI, DOIT, new_job, run, wait_for
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
+
+
+#: moto's S3 server, in a process of its own: not traced by coverage (the suite's measured
+#: processes are ours), so it answers at its own speed.
+SERVER = """
+import logging, sys
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()  # until the test module closes it
+"""
 
 
 @pytest.fixture(scope="module")
 def endpoint():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    server = subprocess.Popen([sys.executable, "-c", SERVER], env=env, text=True, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    port = server.stdout.readline().strip()
+    assert port.isdigit(), "moto's server did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.stdin.close()
+    server.wait(30)
 
 
 @dataclass
