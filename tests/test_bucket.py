@@ -407,3 +407,14 @@ def test_sigkill_between_upload_and_record_leaves_no_record_and_the_rerun_publis
     keys = bucket.keys()
     assert keys["shot1/part_0.txt"] == uploaded and not [k for k in keys if "/aside/" in k]  # ours: recorded as is
     assert "not written by helios-doit" not in result.stdout + result.stderr
+
+
+def test_always_execute_renders_and_publishes_a_bucket_job_again(bucket):
+    url = bucket.upload_job(chunks=2)
+    assert job_run(bucket, "a", url).returncode == 0
+    records = {k for k in bucket.keys() if "/done/" in k}
+    result = job_run(bucket, "b", url, "-a")  # doit's --always-execute: this run chose to redo everything
+    assert result.returncode == 0, result.stderr
+    assert bucket.runs("b") == ["chunk 0", "chunk 1", "merge"]
+    assert {k for k in bucket.keys() if "/done/" in k} == records  # the same bytes, recorded anew
+    assert "done by another runner" not in result.stdout

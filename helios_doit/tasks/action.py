@@ -29,7 +29,7 @@ from ..storage.records import lease_key
 from ..storage.store import StorageError
 from .attempt import clear_place, run_once
 from ..storage.staging import sweep
-from .publish import publish, pull_sources, remote_done, remote_state, stage_of, store_of
+from .publish import done_since, publish, pull_sources, remote_state, stage_of, store_of
 from .say import say
 from .work import TaskJob
 
@@ -69,7 +69,7 @@ def _in_bucket(job: TaskJob, state: StateDir) -> TaskFailed | dict[str, Any]:
     """A task of a job in a bucket: under the task's lease there (other machines), rendered in
     this machine's mirror as any task is, then published. A verified output this machine made
     earlier but did not get to publish (a crash mid-upload) is published, not rendered again."""
-    if remote_done(job, fresh=True):
+    if done_since(job, job.looked):
         return _elsewhere(job, state)
     def waiting(holder: dict[str, Any]) -> None:
         say(f"{job.label}: waiting for the runner on {holder.get('host')} (pid {holder.get('pid')}) that holds it in the bucket")
@@ -84,7 +84,7 @@ def _in_bucket(job: TaskJob, state: StateDir) -> TaskFailed | dict[str, Any]:
     except InterruptedError:
         raise supervise.Interrupted(supervise.stopping() or 0) from None
     try:
-        if remote_done(job, fresh=True):
+        if done_since(job, job.looked):
             return _elsewhere(job, state)
         if (stage := stage_of(job)) is not None:
             sweep(stage.remote, stage.area)  # outputs staged by attempts that died before taking them

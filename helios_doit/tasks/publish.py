@@ -22,7 +22,7 @@ from ..state.files import read_json, stamp, write_json_atomic
 from ..state.folder import StateDir
 from ..state.places import Place
 from ..storage.lease import live_holder
-from ..storage.records import done_prefix, found, lease_key, read_record, records_of, scan, vouched, write_record
+from ..storage.records import done_key, done_prefix, found, lease_key, read_record, records_of, scan, vouched, write_record
 from ..storage.staging import Stage, sweep
 from ..storage.store import Exists, Identity, StorageError, Store, store_for
 from ..storage.url import Remote
@@ -72,29 +72,44 @@ def remote_fingerprint(job: TaskJob, listing: dict[str, Identity]) -> str | None
     return fingerprint(job.fingerprint, idents)
 
 
-def remote_done(job: TaskJob, fresh: bool = False) -> bool:
-    """The bucket's record vouches for the task's output as it is now. Decided from one listing
-    of the job's prefix per runner; `fresh` asks the bucket now, about this task only (its
-    records' folder and its output: two requests). The merge trusts that listing only while
-    every one of its chunks was done in it too (then none ran since); else it lists again."""
+def remote_done(job: TaskJob) -> bool:
+    """The bucket's record vouches for the task's output as it is now, decided from one listing
+    of the job's prefix per runner. The merge, asked after this run's chunks, trusts that listing
+    only while it and every one of its chunks were done in it (then none ran since); else it lists
+    again: a chunk rendered again to the same bytes leaves the merge done."""
     try:
         store = store_of(job)
+        listing = scan(store, job.scan)
         if job.sources:
-            listing = scan(store, job.scan, fresh)
-            if not _merge_found(job, listing):
-                return False
-            return fresh or _sources_found(job, listing) or _merge_found(job, scan(store, job.scan, fresh=True))
-        if fresh:
-            listing = store.listing(done_prefix(remote_state(job), job.name))
-            key = output_key(job)
-            ident = store.info(key) if key is not None else None
-            if ident is not None and key is not None:
-                listing[key] = ident
-        else:
-            listing = scan(store, job.scan)
+            if _merge_found(job, listing) and _sources_found(job, listing):
+                return True
+            return _merge_found(job, scan(store, job.scan, fresh=True))
     except StorageError:
         return False  # said when the task runs, in one line
     return found(listing, remote_state(job), job.name, job.fingerprint, output_key(job)) is not None
+
+
+def done_since(job: TaskJob, since: float) -> bool:
+    """Done in the bucket by a record published at or after `since`: another runner finished it
+    meanwhile. A record from before is one this run chose to redo (doit's `-a`), as for a local
+    job. Asked of the bucket now (a chunk: its records' folder, its output and one record)."""
+    store = store_of(job)
+    if job.sources:
+        listing = scan(store, job.scan, fresh=True)
+        fp = remote_fingerprint(job, listing)
+    else:
+        listing = store.listing(done_prefix(remote_state(job), job.name))
+        key = output_key(job)
+        ident = store.info(key) if key is not None else None
+        if ident is not None and key is not None:
+            listing[key] = ident
+        fp = job.fingerprint
+    ident = found(listing, remote_state(job), job.name, fp, output_key(job)) if fp else None
+    if ident is None or fp is None:
+        return False
+    body = read_record(store, done_key(remote_state(job), job.name, fp, ident)) or {}
+    published = body.get("publishedAt")
+    return not isinstance(published, (int, float)) or published >= since  # unreadable: not ours to redo
 
 
 def _merge_found(job: TaskJob, listing: dict[str, Identity]) -> bool:
@@ -158,9 +173,9 @@ def publish(job: TaskJob, state: StateDir) -> bool:
     fp = job.fingerprint
     if job.sources:  # tied to the chunks it pulled: the listing `pull_sources` took
         fp = remote_fingerprint(job, scan(store, job.scan)) or job.fingerprint
+    if done_since(job, job.looked):
+        return False  # another runner published it meanwhile: its object is never written over
     current = store.info(key) if key is not None else None
-    if found({**listing, **({key: current} if key and current else {})}, prefix, job.name, fp, key) is not None:
-        return False  # a record of this very task names the object there: never written over
     for old in records_of(listing, prefix, job.name):  # dropped first: never a record of a replaced object
         store.delete(old)
     ident = Identity(0, "")
