@@ -84,8 +84,7 @@ class Bucket:
         return sorted(line.split(" start")[0] for log in logs for line in log.read_text().splitlines() if " start" in line)
 
 
-@pytest.fixture
-def bucket(endpoint, tmp_path):
+def new_bucket(endpoint: str, root: Path) -> Bucket:
     import fsspec
 
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
@@ -94,7 +93,30 @@ def bucket(endpoint, tmp_path):
     fs = fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False)
     name = f"t-{uuid.uuid4().hex[:12]}"
     fs.mkdir(name)
-    return Bucket(name, fs, tmp_path, env)
+    return Bucket(name, fs, root, env)
+
+
+@pytest.fixture
+def bucket(endpoint, tmp_path):
+    return new_bucket(endpoint, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def finished(endpoint, tmp_path_factory):
+    """A bucket holding a 2-chunk job that one runner finished: tests that start from a finished
+    job copy it (server-side) instead of rendering it again."""
+    template = new_bucket(endpoint, tmp_path_factory.mktemp("finished"))
+    url = template.upload_job(chunks=2)
+    result = job_run(template, "first", url)
+    assert result.returncode == 0, result.stderr
+    return template
+
+
+def copy_finished(bucket: Bucket, finished: Bucket) -> str:
+    """The finished job, copied into `bucket` object by object (ETags kept: its records hold)."""
+    for key in finished.keys():
+        bucket.fs.cp_file(f"{finished.name}/{key}", f"{bucket.name}/{key}")
+    return bucket.url("shot1/job.json")
 
 
 def job_run(bucket: Bucket, machine: str, url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -120,9 +142,8 @@ def test_a_job_in_a_bucket_runs_from_an_empty_folder_and_a_rerun_uploads_nothing
     assert sorted(again.stdout.split()) == sorted("-- chunk:0 -- chunk:1 -- chunk:2 -- merge".split())
 
 
-def test_a_deleted_chunk_object_reruns_that_chunk_only_and_doit_clean_works_from_any_machine(bucket):
-    url = bucket.upload_job()
-    assert job_run(bucket, "a", url).returncode == 0
+def test_a_deleted_chunk_object_reruns_that_chunk_only_and_doit_clean_works_from_any_machine(bucket, finished):
+    url = copy_finished(bucket, finished)
     bucket.fs.rm_file(f"{bucket.name}/shot1/part_1.txt")
     result = job_run(bucket, "b", url)  # a machine with an empty scratch: it renders what is missing
     assert result.returncode == 0, result.stderr
@@ -168,16 +189,6 @@ def test_two_runners_on_one_bucket_never_render_a_chunk_at_once(bucket):
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     assert [p.wait(60) for p in procs] == [0, 0], [p.stderr.read() for p in procs]
     assert bucket.runs("a") + bucket.runs("b") == ["chunk 0"]  # one render; the other waited, then found it done
-
-
-def test_an_object_in_an_outputs_place_that_we_did_not_write_is_moved_aside_in_the_bucket(bucket):
-    url = bucket.upload_job(chunks=2)
-    bucket.fs.pipe_file(f"{bucket.name}/shot1/part_0.txt", b"someone's file")
-    result = job_run(bucket, "a", url)
-    assert result.returncode == 0, result.stderr
-    aside = [k for k in bucket.keys() if "/aside/part_0.txt." in k]
-    assert len(aside) == 1 and bucket.fs.cat(f"{bucket.name}/{aside[0]}") == b"someone's file"
-    assert "was not written by helios-doit" in result.stdout + result.stderr
 
 
 def test_a_real_video_job_in_a_bucket_is_rendered_stitched_and_verified(bucket, tmp_path):
@@ -269,15 +280,19 @@ def test_a_runner_paused_past_its_lease_never_writes_over_the_chunk_another_runn
     assert "took over its lease" in out + err
 
 
-def test_damaged_leases_never_block_a_chunk(bucket):
+def test_damaged_leases_never_block_and_a_foreign_object_in_an_outputs_place_is_moved_aside(bucket):
     url = bucket.upload_job(chunks=3)
     state = f"{bucket.name}/shot1/.helios-doit/job.json/leases"
     bucket.fs.pipe_file(f"{state}/chunk-0.json", b"")
     bucket.fs.pipe_file(f"{state}/chunk-1.json", b'{"expires": "abc"}')
     bucket.fs.pipe_file(f"{state}/chunk-2.json", b'{"expires": 1e300, "host": "liar"}')
+    bucket.fs.pipe_file(f"{bucket.name}/shot1/part_0.txt", b"someone's file")
     result = job_run(bucket, "a", url)
     assert result.returncode == 0, result.stderr
     assert bucket.runs("a") == ["chunk 0", "chunk 1", "chunk 2", "merge"]
+    aside = [k for k in bucket.keys() if "/aside/part_0.txt." in k]
+    assert len(aside) == 1 and bucket.fs.cat(f"{bucket.name}/{aside[0]}") == b"someone's file"
+    assert "was not written by helios-doit" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("case", ["version in the URL", "output is the job", "bad ttl"])
@@ -377,9 +392,8 @@ def test_helios_asset_bundle_in_a_bucket_is_fetched_into_the_jobs_folder_and_cou
 
 
 @pytest.mark.parametrize("name", ["job.json", "other.json"])
-def test_a_storage_folder_that_holds_another_job_is_refused(bucket, make_job, name):
-    url = bucket.upload_job(chunks=1)
-    assert job_run(bucket, "a", url).returncode == 0
+def test_a_storage_folder_that_holds_another_job_is_refused(bucket, finished, make_job, name):
+    copy_finished(bucket, finished)
     before = bucket.keys()
     local = make_job(chunks=2, name=name)  # the same file name as the job there, or another
     result = run([*CLI, "job", "run", str(local.file), "--storage", bucket.url("shot1")],
@@ -409,9 +423,8 @@ def test_sigkill_between_upload_and_record_leaves_no_record_and_the_rerun_publis
     assert "not written by helios-doit" not in result.stdout + result.stderr
 
 
-def test_always_execute_renders_and_publishes_a_bucket_job_again(bucket):
-    url = bucket.upload_job(chunks=2)
-    assert job_run(bucket, "a", url).returncode == 0
+def test_always_execute_renders_and_publishes_a_bucket_job_again(bucket, finished):
+    url = copy_finished(bucket, finished)
     records = {k for k in bucket.keys() if "/done/" in k}
     result = job_run(bucket, "b", url, "-a")  # doit's --always-execute: this run chose to redo everything
     assert result.returncode == 0, result.stderr

@@ -59,17 +59,16 @@ class Lease:
         read, is damaged, or says nonsense counts as expired: damage never blocks a task."""
         for _ in range(5):
             try:
-                self.store.create(self.key, self._body())
+                self.version = self.store.create(self.key, self._body())
             except Exists:
                 version, current = self._read()
                 if version is None:
                     continue  # released meanwhile: take it
                 if self._live(current):
                     return current
-                if not self.store.replace(self.key, self._body(), version):
+                self.version = self.store.replace(self.key, self._body(), version)
+                if self.version is None:
                     continue  # taken or renewed meanwhile: look again
-            info = self.store.info(self.key)
-            self.version = info.version if info else None
             return None
         return {"host": "another runner", "expires": time.time() + 1}  # a write race each time: wait a moment
 
@@ -99,12 +98,9 @@ class Lease:
         with self._writing:
             if self.lost or self.version is None:
                 return False
-            if not self.store.replace(self.key, self._body(), self.version):
-                self.lost = True
-                return False
-            info = self.store.info(self.key)
-            self.version = info.version if info else None
-            return self.version is not None
+            self.version = self.store.replace(self.key, self._body(), self.version)
+            self.lost = self.version is None
+            return not self.lost
 
     def keep(self) -> None:
         """Renew every third of the ttl until released; a lease that was taken from us is lost."""
@@ -112,11 +108,11 @@ class Lease:
             while not self._done.wait(self.ttl / 3):
                 with self._writing:
                     try:
-                        if self.version is None or not self.store.replace(self.key, self._body(), self.version):
+                        renewed = self.store.replace(self.key, self._body(), self.version) if self.version else None
+                        if renewed is None:
                             self.lost = True
                             return
-                        info = self.store.info(self.key)
-                        self.version = info.version if info else None
+                        self.version = renewed
                     except StorageError:
                         continue  # a blip: the next renewal may pass; the lease lasts a whole ttl
         self._thread = threading.Thread(target=renew, name="helios-doit-lease", daemon=True)

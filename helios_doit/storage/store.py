@@ -176,33 +176,41 @@ class Store:
                 return found
             ask["ContinuationToken"] = reply["NextContinuationToken"]
 
-    def create(self, key: str, data: bytes) -> None:
-        """Write a small object only if there is none: raises Exists if there is."""
+    def create(self, key: str, data: bytes) -> str | None:
+        """Write a small object only if there is none (raises Exists if there is); returns the
+        version written (S3: from the reply, no second request)."""
         with _guard(self.url(key)):
+            if self.protocol == "s3":
+                bucket, path, _ = self.fs.split_path(self._path(key))
+                return str(self.fs.call_s3("put_object", Bucket=bucket, Key=path, Body=data, IfNoneMatch="*")["ETag"]).strip('"')
             self.fs.pipe_file(self._path(key), data, mode="create")
+        found = self.info(key)
+        return found.version if found else None
 
     def put(self, key: str, data: bytes) -> None:
         with _guard(self.url(key)):
             self.fs.pipe_file(self._path(key), data)
 
-    def replace(self, key: str, data: bytes, version: str) -> bool:
-        """Overwrite a small object only if it still has `version`; False if it changed or went.
-        Atomic on S3 (`If-Match`); elsewhere a check then a write (one coordinator assumed)."""
+    def replace(self, key: str, data: bytes, version: str) -> str | None:
+        """Overwrite a small object only if it still has `version`; returns the new version, or
+        None if it changed or went. Atomic on S3 (`If-Match`); elsewhere a check then a write (one
+        coordinator assumed)."""
         with _guard(self.url(key)):
             if self.protocol == "s3":
                 bucket, path, _ = self.fs.split_path(self._path(key))
                 try:
-                    self.fs.call_s3("put_object", Bucket=bucket, Key=path, Body=data, IfMatch=f'"{version}"')
+                    reply = self.fs.call_s3("put_object", Bucket=bucket, Key=path, Body=data, IfMatch=f'"{version}"')
                 except (FileNotFoundError, OSError) as exc:
                     if isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.EINVAL:
-                        return False
+                        return None
                     raise
-                return True
+                return str(reply["ETag"]).strip('"')
             current = self.info(key)
             if current is None or current.version != version:
-                return False
+                return None
             self.fs.pipe_file(self._path(key), data)
-            return True
+        found = self.info(key)
+        return found.version if found else None
 
     def delete_if(self, key: str, version: str) -> None:
         """Delete an object only if it still has `version` (S3 `If-Match`; elsewhere checked first)."""

@@ -69,8 +69,6 @@ def _in_bucket(job: TaskJob, state: StateDir) -> TaskFailed | dict[str, Any]:
     """A task of a job in a bucket: under the task's lease there (other machines), rendered in
     this machine's mirror as any task is, then published. A verified output this machine made
     earlier but did not get to publish (a crash mid-upload) is published, not rendered again."""
-    if done_since(job, job.looked):
-        return _elsewhere(job, state)
     def waiting(holder: dict[str, Any]) -> None:
         say(f"{job.label}: waiting for the runner on {holder.get('host')} (pid {holder.get('pid')}) that holds it in the bucket")
         events.emit(state.root, "task-wait", task=job.name, chunkId=job.chunk_id, host=holder.get("host"), pid=holder.get("pid"))

@@ -89,20 +89,16 @@ def remote_done(job: TaskJob) -> bool:
     return found(listing, remote_state(job), job.name, job.fingerprint, output_key(job)) is not None
 
 
-def done_since(job: TaskJob, since: float) -> bool:
+def done_since(job: TaskJob, since: float, view: tuple[dict[str, Identity], Identity | None] | None = None) -> bool:
     """Done in the bucket by a record published at or after `since`: another runner finished it
     meanwhile. A record from before is one this run chose to redo (doit's `-a`), as for a local
-    job. Asked of the bucket now (a chunk: its records' folder, its output and one record)."""
+    job. Asked of the bucket now (a chunk: `_view`, and one record if one matches)."""
     store = store_of(job)
     if job.sources:
         listing = scan(store, job.scan, fresh=True)
         fp = remote_fingerprint(job, listing)
     else:
-        listing = store.listing(done_prefix(remote_state(job), job.name))
-        key = output_key(job)
-        ident = store.info(key) if key is not None else None
-        if ident is not None and key is not None:
-            listing[key] = ident
+        listing = dict((view or _view(job))[0])
         fp = job.fingerprint
     ident = found(listing, remote_state(job), job.name, fp, output_key(job)) if fp else None
     if ident is None or fp is None:
@@ -110,6 +106,18 @@ def done_since(job: TaskJob, since: float) -> bool:
     body = read_record(store, done_key(remote_state(job), job.name, fp, ident)) or {}
     published = body.get("publishedAt")
     return not isinstance(published, (int, float)) or published >= since  # unreadable: not ours to redo
+
+
+def _view(job: TaskJob) -> tuple[dict[str, Identity], Identity | None]:
+    """The task's records and its output object as they are now, in two requests: its records'
+    listing (with the output's identity added) and the output object."""
+    store = store_of(job)
+    listing = store.listing(done_prefix(remote_state(job), job.name))
+    key = output_key(job)
+    current = store.info(key) if key is not None else None
+    if key is not None and current is not None:
+        listing[key] = current
+    return listing, current
 
 
 def _merge_found(job: TaskJob, listing: dict[str, Identity]) -> bool:
@@ -169,13 +177,12 @@ def publish(job: TaskJob, state: StateDir) -> bool:
     store = store_of(job)
     prefix = remote_state(job)
     key = output_key(job)
-    listing = store.listing(done_prefix(prefix, job.name))
     fp = job.fingerprint
     if job.sources:  # tied to the chunks it pulled: the listing `pull_sources` took
         fp = remote_fingerprint(job, scan(store, job.scan)) or job.fingerprint
-    if done_since(job, job.looked):
+    listing, current = view = _view(job)
+    if done_since(job, job.looked, view):
         return False  # another runner published it meanwhile: its object is never written over
-    current = store.info(key) if key is not None else None
     for old in records_of(listing, prefix, job.name):  # dropped first: never a record of a replaced object
         store.delete(old)
     ident = Identity(0, "")
