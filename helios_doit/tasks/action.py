@@ -29,7 +29,7 @@ from ..storage.records import lease_key
 from ..storage.store import StorageError
 from .attempt import clear_place, run_once
 from ..storage.staging import sweep
-from .publish import done_since, publish, pull_sources, remote_state, stage_of, store_of
+from .publish import publish, published_at, pull_sources, remote_state, stage_of, store_of
 from .say import say
 from .work import TaskJob
 
@@ -68,7 +68,8 @@ def _elsewhere(job: TaskJob, state: StateDir) -> dict[str, Any]:
 def _in_bucket(job: TaskJob, state: StateDir) -> TaskFailed | dict[str, Any]:
     """A task of a job in a bucket: under the task's lease there (other machines), rendered in
     this machine's mirror as any task is, then published. A verified output this machine made
-    earlier but did not get to publish (a crash mid-upload) is published, not rendered again."""
+    earlier but did not get to publish (a crash mid-upload: no record in the bucket) is
+    published, not rendered again."""
     def waiting(holder: dict[str, Any]) -> None:
         say(f"{job.label}: waiting for the runner on {holder.get('host')} (pid {holder.get('pid')}) that holds it in the bucket")
         events.emit(state.root, "task-wait", task=job.name, chunkId=job.chunk_id, host=holder.get("host"), pid=holder.get("pid"))
@@ -82,14 +83,16 @@ def _in_bucket(job: TaskJob, state: StateDir) -> TaskFailed | dict[str, Any]:
     except InterruptedError:
         raise supervise.Interrupted(supervise.stopping() or 0) from None
     try:
-        if done_since(job, job.looked):
+        published = published_at(job)
+        if published is not None and published >= job.looked:
             return _elsewhere(job, state)
         if (stage := stage_of(job)) is not None:
             sweep(stage.remote, stage.area)  # outputs staged by attempts that died before taking them
         if job.sources:
             pull_sources(job, state)
         result: TaskFailed | dict[str, Any] = TaskResult(0.0, 0).values()
-        if not job.complete().check():
+        # Done there before this run looked: this run chose to redo it (-a), whatever is here.
+        if published is not None or not job.complete().check():
             result = _attempts(job, state, _take_over(job, state))
             if isinstance(result, TaskFailed):
                 return result

@@ -89,10 +89,11 @@ def remote_done(job: TaskJob) -> bool:
     return found(listing, remote_state(job), job.name, job.fingerprint, output_key(job)) is not None
 
 
-def done_since(job: TaskJob, since: float, view: tuple[dict[str, Identity], Identity | None] | None = None) -> bool:
-    """Done in the bucket by a record published at or after `since`: another runner finished it
-    meanwhile. A record from before is one this run chose to redo (doit's `-a`), as for a local
-    job. Asked of the bucket now (a chunk: `_view`, and one record if one matches)."""
+def published_at(job: TaskJob, view: tuple[dict[str, Identity], Identity | None] | None = None) -> float | None:
+    """When the record that vouches for the task's output now was published, or None if none
+    does. At or after the run looked: another runner finished it meanwhile. Before: a record this
+    run chose to redo (doit's `-a`), as for a local job. Asked of the bucket now (a chunk: `_view`,
+    and the one record that matches)."""
     store = store_of(job)
     if job.sources:
         listing = scan(store, job.scan, fresh=True)
@@ -102,10 +103,11 @@ def done_since(job: TaskJob, since: float, view: tuple[dict[str, Identity], Iden
         fp = job.fingerprint
     ident = found(listing, remote_state(job), job.name, fp, output_key(job)) if fp else None
     if ident is None or fp is None:
-        return False
+        return None
     body = read_record(store, done_key(remote_state(job), job.name, fp, ident)) or {}
     published = body.get("publishedAt")
-    return not isinstance(published, (int, float)) or published >= since  # unreadable: not ours to redo
+    # Unreadable: taken as another runner's, never redone over.
+    return float(published) if isinstance(published, (int, float)) and not isinstance(published, bool) else float("inf")
 
 
 def _view(job: TaskJob) -> tuple[dict[str, Identity], Identity | None]:
@@ -181,7 +183,8 @@ def publish(job: TaskJob, state: StateDir) -> bool:
     if job.sources:  # tied to the chunks it pulled: the listing `pull_sources` took
         fp = remote_fingerprint(job, scan(store, job.scan)) or job.fingerprint
     listing, current = view = _view(job)
-    if done_since(job, job.looked, view):
+    published = published_at(job, view)
+    if published is not None and published >= job.looked:
         return False  # another runner published it meanwhile: its object is never written over
     for old in records_of(listing, prefix, job.name):  # dropped first: never a record of a replaced object
         store.delete(old)
