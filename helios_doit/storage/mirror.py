@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from .store import Identity, StorageError, Store, store_for
-from .url import Remote
+from .url import SCRATCH_ENV, Remote
 
 _INDEX = ".fetched.json"
 
@@ -56,7 +56,7 @@ def _bring(store: Store, mirror: str, wanted: list[tuple[str, str, Identity]]) -
         os.makedirs(mirror, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"{mirror}: cannot make the scratch folder: {exc.strerror}; set "
-                           "HELIOS_DOIT_SCRATCH to a writable folder") from None
+                           f"{SCRATCH_ENV} to a writable folder") from None
     try:
         index = json.loads(index_path.read_text())
     except (OSError, ValueError):

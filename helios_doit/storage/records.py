@@ -71,10 +71,6 @@ def scan(store: Store, prefix: str, fresh: bool = False) -> dict[str, Identity]:
     return _SCANS[key]
 
 
-def forget_scans() -> None:
-    _SCANS.clear()
-
-
 def write_record(store: Store, state: str, task: str, fingerprint: str, output: Identity, body: dict[str, Any]) -> str:
     """The record, written after its output is in the bucket: a record never names a missing object."""
     key = done_key(state, task, fingerprint, output)

@@ -15,11 +15,10 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from .url import SCRATCH_ENV, split_url
+
 #: Bytes a state object (a record, a lease, a job) may have; a bigger one is damage, never read whole.
 MAX_SMALL_BYTES = 64 * 1024 * 1024
-
-
-SCRATCH_HINT = "HELIOS_DOIT_SCRATCH"
 
 #: Bytes read from the store at a time.
 BLOCK = 8 * 2**20
@@ -108,8 +107,6 @@ class Store:
     """One bucket (or folder) of an object store, addressed by keys relative to `root`."""
 
     def __init__(self, root: str):
-        from .url import split_url
-
         self.root = root.rstrip("/")
         self.protocol, self.base = split_url(self.root)
         with _guard(self.root):
@@ -197,14 +194,8 @@ class Store:
         coordinator assumed)."""
         with _guard(self.url(key)):
             if self.protocol == "s3":
-                bucket, path, _ = self.fs.split_path(self._path(key))
-                try:
-                    reply = self.fs.call_s3("put_object", Bucket=bucket, Key=path, Body=data, IfMatch=f'"{version}"')
-                except (FileNotFoundError, OSError) as exc:
-                    if isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.EINVAL:
-                        return None
-                    raise
-                return str(reply["ETag"]).strip('"')
+                reply = self._if_match("put_object", key, version, Body=data)
+                return str(reply["ETag"]).strip('"') if reply is not None else None
             current = self.info(key)
             if current is None or current.version != version:
                 return None
@@ -216,16 +207,24 @@ class Store:
         """Delete an object only if it still has `version` (S3 `If-Match`; elsewhere checked first)."""
         with _guard(self.url(key)):
             if self.protocol == "s3":
-                bucket, path, _ = self.fs.split_path(self._path(key))
-                try:
-                    self.fs.call_s3("delete_object", Bucket=bucket, Key=path, IfMatch=f'"{version}"')
-                except (FileNotFoundError, OSError) as exc:
-                    if not (isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.EINVAL):
-                        raise
+                self._if_match("delete_object", key, version)
                 return
             current = self.info(key)
             if current is not None and current.version == version:
                 self.fs.rm_file(self._path(key))
+
+    def _if_match(self, method: str, key: str, version: str, **more: Any) -> dict[str, Any] | None:
+        """An S3 call made only if the object still has `version`; None if it changed or went
+        (s3fs says a failed If-Match as EINVAL, a missing key as FileNotFoundError)."""
+        bucket, path, _ = self.fs.split_path(self._path(key))
+        try:
+            return self.fs.call_s3(method, Bucket=bucket, Key=path, IfMatch=f'"{version}"', **more)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                return None
+            raise
 
     def upload(self, local: str, key: str) -> Identity:
         """Upload a file only if there is no object at `key` (Exists if there is): the one writer
@@ -273,7 +272,7 @@ class Store:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise StorageError(exc.errno or errno.EIO, f"{folder}: cannot make the scratch folder: "
-                               f"{exc.strerror}; set {SCRATCH_HINT} to a writable folder") from None
+                               f"{exc.strerror}; set {SCRATCH_ENV} to a writable folder") from None
         if within is not None:
             inside(folder, within)
         try:
@@ -287,7 +286,7 @@ class Store:
             if isinstance(exc, StorageError):
                 raise
             raise StorageError(exc.errno or errno.EIO, f"{local}: cannot write the scratch folder: {exc.strerror}; "
-                               f"set {SCRATCH_HINT} to a writable folder with room") from None
+                               f"set {SCRATCH_ENV} to a writable folder with room") from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

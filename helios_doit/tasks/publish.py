@@ -147,10 +147,11 @@ def remote_size(job: TaskJob) -> int | None:
 def pull_sources(job: TaskJob, state: StateDir) -> None:
     """The merge's chunks, from the bucket into the mirror, each with a local record holding
     what its bucket record says (the seam checks read it). A local copy that is the object
-    already is not downloaded again."""
+    already is not downloaded again. Asked right after `published_at`, under the merge's lease:
+    the listing it just took is the bucket as it is now."""
     assert job.remote is not None
     store = store_of(job)
-    listing = scan(store, job.scan, fresh=True)
+    listing = scan(store, job.scan)
     prefix = remote_state(job)
     for task, path in zip(job.sources, job.inputs):
         key = job.remote.key_of(path) or ""
@@ -202,9 +203,12 @@ def publish(job: TaskJob, state: StateDir) -> bool:
     checkpoints.reached("before-publish-record", job.name, state.root, lambda: None)
     write_record(store, prefix, job.name, fp, ident, read_json(state.record(job.name)) or {})
     _upload_log(job, state, store, prefix)
-    if job.remote.job_file:  # --storage: the folder's one job, for the next runner to check
+    if job.remote.job_file and job.remote.job_key not in _JOBS_PUBLISHED:  # --storage: the folder's one job
         _publish_job(store, job.remote)
     return True
+
+
+_JOBS_PUBLISHED: set[str] = set()  # once per process, not once per task
 
 
 def _same_bytes(local: str, there: Identity) -> bool:
@@ -220,6 +224,7 @@ def _publish_job(store: Store, remote: Remote) -> None:
             store.create(remote.job_key, f.read(16 * 2**20))
     except (Exists, OSError):
         pass  # there already (checked equal when the job was loaded)
+    _JOBS_PUBLISHED.add(remote.job_key)
 
 
 def unpublish(job: TaskJob) -> None:
