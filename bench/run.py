@@ -285,8 +285,9 @@ def orbit_job(ctx: Ctx, tag: str, *, width: int, height: int, duration: int) -> 
 
 
 def p3_pair(ctx: Ctx, tag: str, reps: int, threads: str | None, *, width: int = 640, height: int = 360,
-            duration: int = 8, exec_too: bool = False) -> tuple[dict[str, list[Measured]], list[dict[str, float]]]:
-    """Chunked vs direct; `exec_too` adds the chunked run with every chunk a new Python (HELIOS_DOIT_FORK=0)."""
+            duration: int = 8, also: dict[str, str] | None = None) -> tuple[dict[str, list[Measured]], list[dict[str, float]]]:
+    """Chunked vs direct; `also` adds chunked runs named "chunked, MODE" with HELIOS_DOIT_FORK=VALUE for each
+    MODE: VALUE (0: every chunk a new Python; fresh: a new fork per chunk instead of a warm render process)."""
     env = bench_env(**({"HELIOS_DOIT_THREADS": threads} if threads is not None else {}))
     if threads is None:
         env.pop("HELIOS_DOIT_THREADS", None)
@@ -316,8 +317,8 @@ def p3_pair(ctx: Ctx, tag: str, reps: int, threads: str | None, *, width: int = 
         return m
 
     contenders = {"chunked": chunked, "direct": direct}
-    if exec_too:
-        contenders["chunked, exec"] = lambda: chunked("chunked, exec", {"HELIOS_DOIT_FORK": "0"})
+    for mode, value in (also or {}).items():
+        contenders[f"chunked, {mode}"] = lambda mode=mode, value=value: chunked(f"chunked, {mode}", {"HELIOS_DOIT_FORK": value})
     return alternate(reps, contenders, prepare, ctx.log), inner
 
 
@@ -325,7 +326,7 @@ def bench_p3(ctx: Ctx) -> Section:
     reps, reps_default = (1, 1) if ctx.quick else (5, 3)
     ctx.log(f"  P3: orbit 640x360, 240 frames: 4 chunks with doit -n 2 vs one direct render; {reps} reps pinned "
             f"(HELIOS_DOIT_THREADS=1), {reps_default} with the encoder's default threads")
-    pinned, inner = p3_pair(ctx, "pinned", reps, "1", exec_too=True)
+    pinned, inner = p3_pair(ctx, "pinned", reps, "1", also={"exec": "0"})
     default, _ = p3_pair(ctx, "default", reps_default, None)
     rows, details = [], []
     for label, samples, target in (("HELIOS_DOIT_THREADS=1 (both)", pinned, False), ("default encoder threads", default, True)):
@@ -358,7 +359,8 @@ def bench_p3(ctx: Ctx) -> Section:
     details.insert(0, "P3 — a fresh folder per run (composition copied, job emitted with `--emit-job --concurrency 4`, "
                       "untimed). Chunked: `doit -f dodo.py -n 2 job=job.json` end to end: 4 `helios-doit render` "
                       "chunks, each verified, then the job's `helios-doit merge` command; both forked from doit's "
-                      "worker processes (the default; `HELIOS_DOIT_FORK=0` execs a new Python instead). Direct: one "
+                      "worker processes (the default: each worker's render process renders its chunks in turn; `HELIOS_DOIT_FORK=fresh` "
+                      "forks a new one per chunk, `HELIOS_DOIT_FORK=0` execs a new Python instead). Direct: one "
                       "`helios-doit render ... -o direct.mp4` with the same settings. Speedup = direct / chunked (medians).")
     return Section("P3", "Chunked render vs direct render", rows, details, data)
 
@@ -369,7 +371,7 @@ def bench_p3r(ctx: Ctx) -> Section:
     reps, reps_default = (1, 1) if ctx.quick else (5, 3)
     ctx.log(f"  P3r: orbit 1280x720, 300 frames: 4 chunks with doit -n 2 vs one direct render; {reps} reps pinned, "
             f"{reps_default} with default threads")
-    pinned, _ = p3_pair(ctx, "r-pinned", reps, "1", width=1280, height=720, duration=10)
+    pinned, _ = p3_pair(ctx, "r-pinned", reps, "1", width=1280, height=720, duration=10, also={"fresh": "fresh"})
     default, _ = p3_pair(ctx, "r-default", reps_default, None, width=1280, height=720, duration=10)
     rows, details = [], []
     for label, samples, speed_target in (("HELIOS_DOIT_THREADS=1 (both)", pinned, 1.75),
@@ -382,8 +384,12 @@ def bench_p3r(ctx: Ctx) -> Section:
             rows.append(Row("P3r", f"CPU of that chunked run / the direct run's; {label}",
                             f"{median(cpus(samples['chunked'])):.2f} CPU-s", f"direct: {median(cpus(samples['direct'])):.2f} CPU-s",
                             f"{cpu:.2f}x CPU", "≤ 1.05x", cpu <= 1.05))
-        for name in ("chunked", "direct"):
-            runs = samples[name]
+            fresh = samples["chunked, fresh"]
+            rows.append(Row("P3r ctx", f"same, a new render process for every chunk (HELIOS_DOIT_FORK=fresh); {label}",
+                            fmt_s(median(walls(fresh))), f"warm: {fmt_s(ch)}",
+                            f"fresh / warm: {median(walls(fresh)) / ch:.2f}x wall, {median(cpus(fresh)) / median(cpus(samples['chunked'])):.2f}x CPU",
+                            "context", None))
+        for name, runs in samples.items():
             details.append(f"- P3r {name}, {label}: user {median([m.user for m in runs]):.2f} s, sys "
                            f"{median([m.sys for m in runs]):.2f} s, peak RSS {median([m.maxrss_mb for m in runs]):.0f} MB "
                            f"(medians of {len(runs)}); walls " + ", ".join(fmt_s(w) for w in walls(runs)))

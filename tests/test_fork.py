@@ -1,4 +1,8 @@
-"""`helios-doit render` / `merge` chunks run in a forked runner: same bytes, same stops, same failures."""
+"""`helios-doit render` / `merge` chunks run in a forked runner: same bytes, same stops, same failures.
+
+A doit worker's render process stays warm and renders that worker's next chunk too, unless the
+chunk before failed or left something behind.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -13,14 +17,20 @@ import pytest
 from harness import DOIT, HELIOS_DOIT, REPO, alive, wait_for
 
 COMPOSITION = '''
-import os, time
+import os, random, subprocess, sys, threading, time
 import numpy as np
 from helios_doit.video.composition import Composition
 
 # Which program this render runs in, as the kernel sees it: a fresh Python, or a forked runner.
 cmdline = open("/proc/self/cmdline", "rb").read().replace(bytes(1), b" ").decode()
 with open("procs.log", "a") as log:
-    log.write(str(os.getpid()) + " " + str(np.random.random()) + " " + cmdline + chr(10))
+    log.write(" ".join([str(os.getpid()), str(np.random.random()), str(random.random()), *sys.argv, cmdline]) + chr(10))
+if os.path.exists("leave-behind"):  # what a careless composition may leave running
+    if open("leave-behind").read() == "process":
+        with open("strays.log", "a") as log:
+            log.write(str(subprocess.Popen(["sleep", "300"]).pid) + chr(10))
+    else:
+        threading.Thread(target=time.sleep, args=(300,), daemon=True).start()
 
 comp = Composition(width=160, height=90, fps=24, duration=2)
 
@@ -62,7 +72,7 @@ def test_forked_renders_write_the_same_bytes_as_fresh_processes(tmp_path):
     folder = job.parent
     fresh = doit(job, "-n", "2", HELIOS_DOIT_FORK="0")
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
-    assert all("helios-doit render" in line for line in renders(folder))  # exec'd: its own command line
+    assert all("bin/helios-doit render" in line for line in renders(folder))  # exec'd: its own command line
     expected = digests(folder)
     assert len(expected) == 5  # 4 chunks and the merged file
 
@@ -73,35 +83,59 @@ def test_forked_renders_write_the_same_bytes_as_fresh_processes(tmp_path):
     lines = renders(folder)
     assert len(lines) == 4 and all("-m doit" in line for line in lines)  # forked from doit's workers
     assert digests(folder) == expected
-    assert len({line.split()[1] for line in lines}) == 4  # numpy's global generator: fresh in each child
+    assert len({line.split()[0] for line in lines}) <= 2  # one warm render process per doit worker
+    assert len({line.split()[1] for line in lines}) == 4  # numpy's global generator: fresh for each chunk
+    assert len({line.split()[2] for line in lines}) == 4  # and Python's
+
+
+def pids(folder: Path) -> list[int]:
+    return [int(line.split()[0]) for line in renders(folder)]
+
+
+@pytest.mark.parametrize("left", ["process", "thread"])
+def test_a_render_process_that_a_chunk_left_something_in_is_not_used_again(tmp_path, left):
+    job = make_job(tmp_path / "job")
+    folder = job.parent
+    (folder / "leave-behind").write_text(left)
+    result = doit(job)  # one doit worker: the same render process would render every chunk
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(set(pids(folder))) == 4  # each chunk in a new one
+    assert not any(alive(pid) for pid in pids(folder))
+    if left == "process":  # and nothing a chunk left runs on
+        assert not any(alive(int(pid)) for pid in (folder / "strays.log").read_text().split())
 
 
 def test_stopping_the_run_stops_forked_renders_and_removes_their_output(tmp_path):
-    job = make_job(tmp_path / "job", delay=0.2)  # 12 frames a chunk: 2.4 s
+    job = make_job(tmp_path / "job", delay=0.1)  # 12 frames a chunk: 1.2 s
     folder = job.parent
     runner = subprocess.Popen([*DOIT, "-n", "2", f"job={job}"], cwd=REPO, text=True, start_new_session=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     running = folder / ".helios-doit" / "job.json" / "running"
-    wait_for(lambda: len(list(running.glob("*.json"))) == 2 and (folder / "procs.log").exists()
-             and len(renders(folder)) == 2, what="two forked renders")
+    # The second round: warm render processes, each on its second chunk.
+    wait_for(lambda: (folder / "procs.log").exists() and len(renders(folder)) == 4
+             and len(list(running.glob("*.json"))) == 2, 30, what="two warm renders")
     markers = [json.loads(p.read_text()) for p in running.glob("*.json")]
-    pids = [int(line.split()[0]) for line in renders(folder)]
+    pids = [int(line.split()[0]) for line in renders(folder)[2:]]
     assert sorted(pids) == sorted(m["pgid"] for m in markers)  # each render leads its own process group
     os.kill(runner.pid, signal.SIGTERM)
     assert runner.wait(30) == -signal.SIGTERM  # it ends by the signal, like any stopped command
     assert not any(alive(pid) for pid in pids)
-    assert not list(folder.glob("out.part*.mov")) and not list(running.glob("*.json"))
+    assert not list(running.glob("*.json"))
+    assert sorted(p.name for p in folder.glob("out.part*.mov")) == ["out.part0.mov", "out.part1.mov"]  # done before
 
 
 def test_a_forked_render_that_fails_reports_its_exit_code_and_message(tmp_path):
     job = make_job(tmp_path / "job")
     spec = json.loads(job.read_text())
-    spec["chunks"][1]["command"] = spec["chunks"][1]["command"].replace("comp.py", "missing.py")
+    spec["chunks"][1]["command"] = spec["chunks"][1]["command"].replace("--start-frame 12", "--start-frame 99")
     job.write_text(json.dumps(spec))
-    result = doit(job, "-n", "2")
-    assert result.returncode == 1
+    result = doit(job, "-n", "2", "--continue")
+    assert result.returncode == 2  # doit's code for a merge skipped under --continue
     assert "chunk 1 failed: exit code 2" in result.stdout
-    assert "missing.py" in (job.parent / ".helios-doit" / "job.json" / "logs" / "chunk-1.log").read_text()
+    assert "outside the render" in (job.parent / ".helios-doit" / "job.json" / "logs" / "chunk-1.log").read_text()
+    lines = renders(job.parent)  # in the order they started
+    [failed] = [n for n, line in enumerate(lines) if "out.part1.mov" in line]
+    assert pids(job.parent)[failed] not in pids(job.parent)[failed + 1:]  # its render process renders no more
 
 
 @pytest.mark.parametrize("command", [

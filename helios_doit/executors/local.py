@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import reaper
+from . import host, reaper
 from .base import (
     STOP_GRACE,
     CommandRequest,
@@ -29,12 +29,13 @@ from .base import (
     release_stops,
     stop_sent,
 )
-from .spawn import SHELL, Forked, argv_for, exec_failure, own_command
+from .host import HostRun
+from .spawn import SHELL, Forked, argv_for, exec_failure, fork_mode, own_command
 
 
 @dataclass
 class _Running:
-    proc: subprocess.Popen[bytes] | Forked
+    proc: subprocess.Popen[bytes] | Forked | HostRun
     thread: int = field(default_factory=threading.get_ident)
 
 
@@ -122,7 +123,7 @@ class LocalAdapter:
             release_stops()  # a stop held back is handled here, and stops it
             timed_out = _pump(proc, request.timeout, started, sink, tail, request.should_stop)
             proc.wait()
-            _kill_group(proc.pid, signal.SIGKILL)  # leftovers of a command that exited: no orphans
+            _end_strays(proc)  # leftovers of a command that exited: no orphans
         except BaseException:
             stop_process(proc)
             if held:
@@ -131,6 +132,8 @@ class LocalAdapter:
         finally:
             with _lock:
                 _running.pop(proc.pid, None)
+            if isinstance(proc, HostRun):
+                proc.finish()
         code = proc.returncode
         return CommandResult(
             exit_code=code if code >= 0 else None,
@@ -144,9 +147,12 @@ class LocalAdapter:
 
 
 def _start(argv: list[str], own: list[str] | None, request: CommandRequest, env: dict[str, str] | None
-           ) -> subprocess.Popen[bytes] | Forked | tuple[int, str]:
+           ) -> subprocess.Popen[bytes] | Forked | HostRun | tuple[int, str]:
     """The command started and registered with the guard, or (exit code, sh's message)."""
     try:
+        if own and own[0] == "render" and fork_mode(env) == "warm":
+            # Registered before the command is sent: no instant in which it runs unguarded.
+            return host.run(own, request.cwd, env, on_start=lambda pid: _registered(pid, request))
         if own:
             # The child waits until its group is registered: no instant in which it runs unguarded.
             return Forked(own, request.cwd, env, on_fork=lambda pid: _registered(pid, request))
@@ -182,7 +188,7 @@ def _start_failure(argv: list[str], error: OSError, forked: bool) -> tuple[int, 
     return exec_failure(argv, error)
 
 
-def _pump(proc: subprocess.Popen[bytes] | Forked, timeout: float | None, started: float, sink: OutputSink,
+def _pump(proc: subprocess.Popen[bytes] | Forked | HostRun, timeout: float | None, started: float, sink: OutputSink,
           tail: deque[str], should_stop: Callable[[], bool] | None = None) -> bool:
     """Forward output until both pipes close; True if the timeout stopped the command. A run that
     is cancelled (`should_stop`, polled as often as the timeout) stops the command too."""
@@ -218,8 +224,8 @@ def _pump(proc: subprocess.Popen[bytes] | Forked, timeout: float | None, started
                     partial = lines.pop()[-4096:]
                     tail.extend(line.decode(errors="replace").rstrip("\r") for line in lines)
             if proc.poll() is not None and selector.get_map():
-                # The leader is gone; whatever still holds the pipes belongs to its group.
-                _kill_group(proc.pid, signal.SIGKILL)
+                # The command is over; whatever still holds the pipes belongs to its group.
+                _end_strays(proc)
     finally:
         selector.close()
         proc.stdout.close()
@@ -229,6 +235,15 @@ def _pump(proc: subprocess.Popen[bytes] | Forked, timeout: float | None, started
     return timed_out
 
 
+def _end_strays(proc: subprocess.Popen[bytes] | Forked | HostRun) -> None:
+    """Kill what a command that exited left running in its group (a warm render process is the
+    group's leader: it goes only if something else is left)."""
+    if isinstance(proc, HostRun):
+        proc.strays()
+    else:
+        _kill_group(proc.pid, signal.SIGKILL)
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -236,8 +251,10 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def stop_process(proc: subprocess.Popen[bytes] | Forked, grace: float = STOP_GRACE) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | Forked | HostRun, grace: float = STOP_GRACE) -> None:
     """SIGTERM the command's process group, SIGKILL it after `grace` seconds."""
+    if isinstance(proc, HostRun):
+        proc.spoil()
     _kill_group(proc.pid, signal.SIGTERM)
     try:
         proc.wait(grace)

@@ -20,6 +20,7 @@ import gc
 import importlib
 import io
 import os
+import random
 import re
 import shutil
 import signal
@@ -76,15 +77,21 @@ FORKABLE = {"render": "helios_doit.cli.cmd_render", "merge": "helios_doit.cli.cm
 #: What a forked child runs, as `helios-doit ARGS` would: named, not imported, because the command
 #: line sits at the top of the package and this module near its bottom.
 ENTRY = "helios_doit.cli.main:main"
-#: Set to 0 to exec `helios-doit` like any other program.
+#: How our own subcommands run: "warm" (the default: a render process renders its worker's chunks
+#: in turn, see `host`), "fresh" (a new fork for each), or 0 (exec `helios-doit` like any other program).
 FORK_ENV = "HELIOS_DOIT_FORK"
+
+
+def fork_mode(env: Mapping[str, str] | None) -> str:
+    value = (env if env is not None else os.environ).get(FORK_ENV, "warm").strip().lower()
+    return "exec" if value in ("0", "false", "no") else "fresh" if value == "fresh" else "warm"
 
 
 def own_command(argv: list[str], env: dict[str, str] | None) -> list[str] | None:
     """The arguments of a `helios-doit render|merge ...` that runs this very installation, else None."""
     if len(argv) < 2 or argv[1] not in FORKABLE or os.path.basename(argv[0]) != "helios-doit":
         return None
-    if (env if env is not None else os.environ).get(FORK_ENV, "1") in ("0", "false", "no"):
+    if fork_mode(env) == "exec":
         return None
     path = (env if env is not None else os.environ).get("PATH", os.defpath)
     found = shutil.which(argv[0], path=path) if os.sep not in argv[0] else argv[0]
@@ -196,36 +203,56 @@ def _child(args: list[str], cwd: str, env: dict[str, str] | None, out_w: int, er
             if os.read(3, 1) != b"g":  # the runner died before it could register this child
                 os._exit(1)
             os.close(3)
-            gc.freeze()  # the runner's objects are never collected here: none can close a reused fd
-            for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
-                signal.signal(signum, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a stop sent meanwhile arrives now
-            os.chdir(cwd)
-            if env is not None:
-                os.environ.clear()
-                os.environ.update(env)
-            if "numpy" in sys.modules:  # its global generator is not reseeded by fork, unlike `random`
-                sys.modules["numpy"].random.seed()
-            sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
-            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=False)
-            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
-                                          errors="backslashreplace")
-            sys.argv = ["helios-doit", *args]
-            module, _, name = ENTRY.partition(":")
-            code = _exit_code(getattr(importlib.import_module(module), name)(args))
-        except SystemExit as exc:
-            code = _exit_code(exc.code)
+            become_child(mask)
+            code = run_entry(args, cwd, env)
         except KeyboardInterrupt:
-            _flush()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)  # die by it, as an exec'd Python does
+            die_by_sigint()
         except BaseException:
             traceback.print_exc()
         finally:
-            _flush()
+            flush()
     finally:
         os._exit(code)  # whatever happened above, never return into the runner's stack
+
+
+def become_child(mask: set[signal.Signals]) -> None:
+    """What every process forked to run our subcommands does once, after it leads its own session."""
+    gc.freeze()  # the runner's objects are never collected here: none can close a reused fd
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a stop sent meanwhile arrives now
+
+
+def run_entry(args: list[str], cwd: str, env: dict[str, str] | None) -> int:
+    """Run `helios-doit ARGS` in `cwd` with `env` (None: this process' own) as a fresh process would,
+    on fds 0-2 as they are now; its exit code. KeyboardInterrupt is the caller's to die by."""
+    os.chdir(cwd)
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    if "numpy.random" in sys.modules:  # its global generator is not reseeded by fork, unlike `random`
+        sys.modules["numpy.random"].seed()  # (imported afresh, it seeds itself: no import here)
+    random.seed()  # fork reseeds it, a warm render process must
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=False)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
+                                  errors="backslashreplace")
+    sys.argv = ["helios-doit", *args]
+    module, _, name = ENTRY.partition(":")
+    try:
+        return _exit_code(getattr(importlib.import_module(module), name)(args))
+    except SystemExit as exc:
+        return _exit_code(exc.code)
+    finally:
+        flush()
+
+
+def die_by_sigint() -> None:
+    """End as an exec'd Python ends on Ctrl-C: killed by SIGINT."""
+    flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _exit_code(value: object) -> int:
@@ -237,7 +264,7 @@ def _exit_code(value: object) -> int:
     return 1
 
 
-def _flush() -> None:
+def flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -75,6 +75,7 @@ class RunSession:
         own = own_command(argv_for(chunks[0].command, env), env)
         if own is not None:
             importlib.import_module(FORKABLE[own[0]])
+            from ..video import verify  # noqa: F401  (what checks each chunk, in the workers)
 
     def _prepare_state(self) -> None:
         """The state folder. One that cannot be written ends the run before anything ran: one

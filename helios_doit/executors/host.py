@@ -1,0 +1,301 @@
+"""Warm render processes: one forked render process renders its worker's chunks one after another.
+
+Each new render process pays for its encoder's memory again: x264's frame pool and lookahead
+(~250 MB at 720p) are faulted in and zeroed page by page, and the drawing canvas is re-faulted
+while that heap grows. A render forked afresh per chunk pays it per chunk; one process that
+renders its worker's chunks in turn pays it once (measured in BENCHMARKS.md). Only that
+changes: each chunk still runs in the render process' own session and process group, which the
+guard and the running marker know before it starts, with its own pipes, folder, environment and
+exit code; a stop or a timeout kills the group, render process and all, as for any command.
+
+A render process is used again only after a chunk that exited 0 and left nothing behind: no
+thread, no open file, no other process in its group. Anything else ends it, and the next
+chunk gets a new one. It ends, too, when the process that forked it closes its end or dies.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import fcntl
+import importlib
+import json
+import multiprocessing.util
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import warnings
+from typing import Callable
+
+from .base import stop_sent
+from .spawn import _HELD, FORKABLE, become_child, die_by_sigint, flush, run_entry
+
+#: The report a render process sends after a command: its exit code, and whether it may be used again.
+_REPORT = struct.Struct("ii")
+_MESSAGE = 1 << 20  # a command's arguments, folder and environment, at most
+
+
+class Host:
+    """A warm render process of this one, idle or rendering; only its owner process talks to it."""
+
+    def __init__(self, module: str) -> None:
+        importlib.import_module(module)  # here, once: the render process starts with it loaded
+        self.status: int | None = None  # its wait status, once reaped
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ready_r, ready_w = os.pipe()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded, use of fork()"
+                pid = os.fork()
+            if pid == 0:  # pragma: no cover  (the render process; measured through its effects)
+                _serve(theirs.fileno(), ready_w, held)
+            self.pid = pid
+            os.close(ready_w)
+            os.read(ready_r, 1)  # EOF once it leads its own session: a stop now reaches it
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            theirs.close()
+            os.close(ready_r)
+        self.sock = ours
+
+    def alive(self) -> bool:
+        if self.status is None and os.waitpid(self.pid, os.WNOHANG)[0]:
+            self.status = 0
+        return self.status is None
+
+    def send(self, args: list[str], cwd: str, env: dict[str, str] | None, fds: list[int]) -> None:
+        message = json.dumps({"args": args, "cwd": cwd, "env": dict(os.environ) if env is None else env}).encode()
+        if len(message) > _MESSAGE:
+            raise OSError(7, "Argument list too long", args[0])
+        socket.send_fds(self.sock, [message], fds)
+
+    def end(self) -> int:
+        """Stop it (whatever it does) and reap it; its wait status."""
+        self.sock.close()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        if self.status is None:
+            self.status = os.waitpid(self.pid, 0)[1]
+        return self.status
+
+
+class HostRun:
+    """One command run by a warm render process; what LocalAdapter needs of a Popen."""
+
+    def __init__(self, host: Host, args: list[str], cwd: str, env: dict[str, str] | None,
+                 on_start: Callable[[int], None] | None) -> None:
+        self.host = host
+        self.pid = host.pid
+        self.args = args
+        self.returncode: int | None = None
+        self.reusable = False
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            if on_start is not None:
+                on_start(host.pid)  # the guard and the marker know its group before it starts
+            host.send(args, cwd, env, [out_w, err_w])
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        self.stdout = open(out_r, "rb", buffering=0)
+        self.stderr = open(err_r, "rb", buffering=0)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                report = self.host.sock.recv(_REPORT.size, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return None
+            except OSError:
+                report = b""
+            self._take(report)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(["helios-doit", *self.args], timeout or 0)
+            select.select([self.host.sock], [], [], left)
+        return self.returncode  # type: ignore[return-value]
+
+    def _take(self, report: bytes) -> None:
+        if len(report) == _REPORT.size:
+            code, reusable = _REPORT.unpack(report)
+            self.returncode, self.reusable = code, bool(reusable)
+            if not self.reusable:
+                self.host.end()  # it ends itself right after such a report
+        else:  # it died mid-command: killed, or crashed
+            self.returncode = os.waitstatus_to_exitcode(self.host.end())
+
+    def strays(self) -> None:
+        """The command exited: kill whatever of it runs on. A render process that reported itself
+        alone (no thread, file or process of the command left: it is its orphans' reaper) stays."""
+        if not self.reusable:
+            self.host.end()
+
+    def spoil(self) -> None:
+        """It is being stopped: never used again."""
+        self.reusable = False
+
+    def finish(self) -> None:
+        """The command is over: its render process waits for the next one, or is gone."""
+        if self.reusable and stop_sent() is None and self.host.alive():
+            _pool.put(self.host)
+        else:
+            self.host.end()
+
+
+class _Pool:
+    """This process' idle render processes. Forked children (doit's workers) start with none."""
+
+    def __init__(self) -> None:
+        self.idle: list[Host] = []
+        self.lock = threading.Lock()
+        self.hooked = 0
+
+    def take(self) -> Host | None:
+        with self.lock:
+            while self.idle:
+                host = self.idle.pop()
+                if host.alive():
+                    return host
+                host.end()
+        return None
+
+    def put(self, host: Host) -> None:
+        with self.lock:
+            if self.hooked != os.getpid():  # at this process' exit: end them, doit's workers included
+                self.hooked = os.getpid()
+                atexit.register(self.close)
+                multiprocessing.util.Finalize(None, self.close, exitpriority=0)
+            self.idle.append(host)
+
+    def close(self) -> None:
+        with self.lock:
+            idle, self.idle = self.idle, []
+        for host in idle:
+            host.end()
+
+    def forget(self) -> None:
+        """In a forked child: the parent's render processes are not its own to use or end."""
+        for host in self.idle:
+            with contextlib.suppress(OSError):
+                host.sock.close()
+        self.idle = []
+        self.lock = threading.Lock()
+
+
+_pool = _Pool()
+os.register_at_fork(after_in_child=_pool.forget)
+
+
+def run(args: list[str], cwd: str, env: dict[str, str] | None, on_start: Callable[[int], None] | None) -> HostRun:
+    """Run `helios-doit ARGS` on an idle render process of this one, or on a new one."""
+    if not os.path.isdir(cwd):
+        raise FileNotFoundError(2, "No such file or directory", cwd)  # as Popen says it
+    host = _pool.take()
+    if host is not None:
+        try:
+            return HostRun(host, args, cwd, env, on_start)
+        except (BrokenPipeError, ConnectionResetError):  # it ended while idle: a new one runs the command
+            host.end()
+        except BaseException:
+            host.end()
+            raise
+    host = Host(FORKABLE[args[0]])
+    try:
+        return HostRun(host, args, cwd, env, on_start)
+    except BaseException:
+        host.end()
+        raise
+
+
+# -- the render process' side -----------------------------------------------------------------
+
+def _serve(sock_fd: int, ready_w: int, mask: set[signal.Signals]) -> None:  # pragma: no cover
+    """Lead a session of its own, then run each command sent until the owner closes its end."""
+    code = 1
+    try:
+        try:
+            os.setsid()
+            os.close(ready_w)
+            sock_fd = fcntl.fcntl(sock_fd, fcntl.F_DUPFD, 10)  # clear of 0-3, whatever this process had open
+            devnull = fcntl.fcntl(os.open(os.devnull, os.O_RDWR), fcntl.F_DUPFD, 10)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.dup2(sock_fd, 3)
+            os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # the runner's locks, logs, guard and doit's queues
+            sock = socket.socket(fileno=3)
+            become_child(mask)
+            reaper_of_orphans = _subreaper()
+            before = sorted(os.listdir("/proc/self/fd"))
+            while True:
+                message, fds, _, _ = socket.recv_fds(sock, _MESSAGE, 2)
+                if not message:
+                    code = 0
+                    return  # the owner is done, or gone
+                os.dup2(fds[0], 1)
+                os.dup2(fds[1], 2)
+                for fd in fds:
+                    os.close(fd)
+                request = json.loads(message)
+                try:
+                    code = run_entry(request["args"], request["cwd"], request["env"])
+                except KeyboardInterrupt:
+                    die_by_sigint()
+                except BaseException:
+                    traceback.print_exc()
+                    code = 1
+                flush()
+                os.dup2(0, 1)  # the command's pipes close: its output ends here
+                os.dup2(0, 2)
+                clean = code == 0 and reaper_of_orphans and _alone(before)
+                sock.send(_REPORT.pack(code, clean))
+                if not clean:
+                    return
+        except BaseException:
+            traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _subreaper() -> bool:
+    """Become the reaper of every orphan the commands leave (Linux' child subreaper): then a
+    process without children has no descendants left, however they were started."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _alone(fds: list[str]) -> bool:
+    """Did the command leave nothing behind: no process, no thread, no open file?"""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass  # a child that ended: reaped
+        return False  # a child still runs
+    except ChildProcessError:
+        pass
+    return len(os.listdir("/proc/self/task")) == 1 and sorted(os.listdir("/proc/self/fd")) == fds
+
