@@ -27,6 +27,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sysconfig
 import sys
 import threading
 import time
@@ -35,7 +36,7 @@ import warnings
 from typing import Callable
 
 from .base import stop_sent
-from .spawn import _HELD, FORKABLE, become_child, die_by_sigint, flush, run_entry
+from .spawn import _HELD, FORKABLE, become_child, die_by_sigint, flush, fresh_streams, run_entry
 
 #: The report a render process sends after a command: its exit code, and whether it may be used again.
 _REPORT = struct.Struct("ii")
@@ -245,11 +246,12 @@ def _serve(sock_fd: int, ready_w: int, mask: set[signal.Signals]) -> None:  # pr
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
             os.dup2(sock_fd, 3)
+            fresh_streams()
             os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # the runner's locks, logs, guard and doit's queues
             sock = socket.socket(fileno=3)
             become_child(mask)
             reaper_of_orphans = _subreaper()
-            before = sorted(os.listdir("/proc/self/fd"))
+            baseline = _Baseline()
             while True:
                 message, fds, _, _ = socket.recv_fds(sock, _MESSAGE, 2)
                 if not message:
@@ -270,7 +272,7 @@ def _serve(sock_fd: int, ready_w: int, mask: set[signal.Signals]) -> None:  # pr
                 flush()
                 os.dup2(0, 1)  # the command's pipes close: its output ends here
                 os.dup2(0, 2)
-                clean = code == 0 and reaper_of_orphans and _alone(before)
+                clean = code == 0 and reaper_of_orphans and baseline.restored()
                 sock.send(_REPORT.pack(code, clean))
                 if not clean:
                     return
@@ -289,13 +291,39 @@ def _subreaper() -> bool:
         return False
 
 
-def _alone(fds: list[str]) -> bool:
-    """Did the command leave nothing behind: no process, no thread, no open file?"""
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass  # a child that ended: reaped
-        return False  # a child still runs
-    except ChildProcessError:
-        pass
-    return len(os.listdir("/proc/self/task")) == 1 and sorted(os.listdir("/proc/self/fd")) == fds
+class _Baseline:
+    """The render process as it was before its first command, so that the next one finds it so.
 
+    What is cheap to put back is put back: `sys.path`, and modules imported from outside the
+    installation (a composition, the helper modules next to it: the next chunk imports them again,
+    as a fresh process would, edited or not). Anything else a command changed for the whole
+    process means it is not used again: a process left running (it reaps every orphan), a thread,
+    an open file, a signal handler or mask, the umask, a timer.
+    """
+
+    def __init__(self) -> None:
+        self.path = list(sys.path)
+        self.modules = set(sys.modules)
+        self.installed = tuple({path for key, path in sysconfig.get_paths().items() if key != "data"})
+        self.state = self._state()
+
+    def _state(self) -> tuple[object, ...]:
+        umask = os.umask(0o22)
+        os.umask(umask)
+        handlers = {signum: signal.getsignal(signum) for signum in signal.valid_signals()}
+        return (handlers, signal.pthread_sigmask(signal.SIG_BLOCK, []), umask, signal.getitimer(signal.ITIMER_REAL),
+                sorted(os.listdir("/proc/self/task")), sorted(os.listdir("/proc/self/fd")))
+
+    def restored(self) -> bool:
+        sys.path[:] = self.path
+        for name in set(sys.modules) - self.modules:
+            origin = getattr(getattr(sys.modules[name], "__spec__", None), "origin", None) or ""
+            if not (name.startswith("helios_doit") or origin in ("built-in", "frozen") or origin.startswith(self.installed)):
+                del sys.modules[name]
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass  # a child that ended: reaped
+            return False  # a child still runs
+        except ChildProcessError:
+            pass
+        return self._state() == self.state

@@ -30,7 +30,7 @@ from .base import (
     stop_sent,
 )
 from .host import HostRun
-from .spawn import SHELL, Forked, argv_for, exec_failure, fork_mode, own_command
+from .spawn import OWN_THREAD, SHELL, Forked, argv_for, exec_failure, fork_mode, own_command
 
 
 @dataclass
@@ -68,10 +68,13 @@ def _popen(argv: list[str], cwd: str, env: dict[str, str] | None) -> subprocess.
 
 
 def _may_fork() -> bool:
-    """Forking is safe only without other Python threads that could hold a lock the child needs
-    (doit's worker processes have just multiprocessing's queue feeder, which the child never uses)."""
+    """Forking is safe only without other Python threads that could hold a lock the child needs:
+    doit's worker processes have multiprocessing's queue feeder, a serial run our progress ticker
+    and watchdog (threads named `helios-doit-...`), and the child uses none of their objects: it
+    makes its own standard streams before anything else. Any other thread means exec."""
     me = threading.current_thread()
-    return all(t is me or t.name == "QueueFeederThread" for t in threading.enumerate())
+    return all(t is me or t.name == "QueueFeederThread" or t.name.startswith(OWN_THREAD)
+               for t in threading.enumerate())
 
 
 def _child_env(extra: dict[str, str] | None) -> dict[str, str] | None:

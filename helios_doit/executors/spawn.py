@@ -101,6 +101,8 @@ def own_command(argv: list[str], env: dict[str, str] | None) -> list[str] | None
     return argv[1:]
 
 
+#: The names of the runner's own threads (progress, watchdog, output), which hold no lock a forked child takes.
+OWN_THREAD = "helios-doit-"
 #: Signals held back while a child is forked: until the child has its own session and default
 #: handlers, and the parent knows the child, a stop must reach neither half-made process.
 _HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
@@ -199,6 +201,7 @@ def _child(args: list[str], cwd: str, env: dict[str, str] | None, out_w: int, er
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             os.dup2(go_r, 3)
+            fresh_streams()
             os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # the runner's locks, logs and doit's queues
             if os.read(3, 1) != b"g":  # the runner died before it could register this child
                 os._exit(1)
@@ -234,10 +237,7 @@ def run_entry(args: list[str], cwd: str, env: dict[str, str] | None) -> int:
     if "numpy.random" in sys.modules:  # its global generator is not reseeded by fork, unlike `random`
         sys.modules["numpy.random"].seed()  # (imported afresh, it seeds itself: no import here)
     random.seed()  # fork reseeds it, a warm render process must
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=False)
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
-                                  errors="backslashreplace")
+    fresh_streams()
     sys.argv = ["helios-doit", *args]
     module, _, name = ENTRY.partition(":")
     try:
@@ -246,6 +246,15 @@ def run_entry(args: list[str], cwd: str, env: dict[str, str] | None) -> int:
         return _exit_code(exc.code)
     finally:
         flush()
+
+
+def fresh_streams() -> None:
+    """Standard streams of this process' own on fds 0-2: the runner's may have been mid-write (and
+    locked) on another thread when it forked."""
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=False)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
+                                  errors="backslashreplace")
 
 
 def die_by_sigint() -> None:
