@@ -28,11 +28,21 @@ with open("procs.log", "a") as log:
 if os.path.exists("helper.py"):  # a module next to the composition: imported afresh for each chunk
     import helper
 if os.path.exists("leave-behind"):  # what a careless composition may leave running
-    if open("leave-behind").read() == "process":
-        with open("strays.log", "a") as log:
-            log.write(str(subprocess.Popen(["sleep", "300"]).pid) + chr(10))
-    else:
+    left = open("leave-behind").read()
+    if left == "thread":
         threading.Thread(target=time.sleep, args=(300,), daemon=True).start()
+    else:
+        stray = os.fork()  # holds everything its render process holds
+        if stray == 0:
+            time.sleep(300)
+            os._exit(0)
+        with open("strays.log", "a") as log:
+            log.write(str(stray) + chr(10))
+        if left == "vanish":
+            os._exit(0)  # and the render process ends without a word
+# Only a warning in a new process: an error if a chunk before left its settings behind.
+np.float64(1.0) / np.float64(0.0)
+np.seterr(all="raise")
 
 comp = Composition(width=160, height=90, fps=24, duration=2)
 
@@ -96,17 +106,28 @@ def pids(folder: Path) -> list[int]:
     return [int(line.split()[0]) for line in renders(folder)]
 
 
-@pytest.mark.parametrize("left", ["process", "thread"])
+@pytest.mark.parametrize("left", ["process", "thread", "vanish"])
 def test_a_render_process_that_a_chunk_left_something_in_is_not_used_again(tmp_path, left):
     job = make_job(tmp_path / "job")
     folder = job.parent
     (folder / "leave-behind").write_text(left)
-    result = doit(job)  # one doit worker: the same render process would render every chunk
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert len(set(pids(folder))) == 4  # each chunk in a new one
+    result = doit(job)  # serial: the same render process would render every chunk
+    if left == "vanish":  # the render process exited 0 with no output: each chunk fails at once
+        assert result.returncode == 1 and "chunk 0 failed" in result.stdout, result.stdout + result.stderr
+        assert len(pids(folder)) == 1  # the run stopped there
+    else:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert len(set(pids(folder))) == 4  # each chunk in a new one
     assert not any(alive(pid) for pid in pids(folder))
-    if left == "process":  # and nothing a chunk left runs on
+    if left != "thread":  # and nothing a chunk left runs on
         assert not any(alive(int(pid)) for pid in (folder / "strays.log").read_text().split())
+
+
+def test_a_render_whose_environment_is_too_big_to_send_gets_a_fresh_process(tmp_path):
+    job = make_job(tmp_path / "job")
+    result = doit(job, "chunk:0", "chunk:1", **{f"HUGE{n}": "x" * 100_000 for n in range(3)})  # 300 KB
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(set(pids(job.parent))) == 2
 
 
 def test_stopping_the_run_stops_forked_renders_and_removes_their_output(tmp_path):

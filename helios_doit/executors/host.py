@@ -17,11 +17,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import faulthandler
 import fcntl
+import gc
 import importlib
 import json
+import locale
 import multiprocessing.util
 import os
+import resource
 import select
 import signal
 import socket
@@ -40,7 +44,9 @@ from .spawn import _HELD, FORKABLE, become_child, die_by_sigint, flush, fresh_st
 
 #: The report a render process sends after a command: its exit code, and whether it may be used again.
 _REPORT = struct.Struct("ii")
-_MESSAGE = 1 << 20  # a command's arguments, folder and environment, at most
+#: A command's arguments, folder and environment, at most, in one message (a socket's send buffer is
+#: ~200 KB); a command with more (a huge environment) gets a fresh fork instead.
+_MESSAGE = 64 << 10
 
 
 class Host:
@@ -64,6 +70,8 @@ class Host:
             self.pid = pid
             os.close(ready_w)
             os.read(ready_r, 1)  # EOF once it leads its own session: a stop now reaches it
+            # Readable when it ends, even while a process it forked still holds its socket.
+            self.pidfd: int | None = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
         except BaseException:
             ours.close()
             raise
@@ -74,15 +82,11 @@ class Host:
         self.sock = ours
 
     def alive(self) -> bool:
-        if self.status is None and os.waitpid(self.pid, os.WNOHANG)[0]:
-            self.status = 0
+        if self.status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = status
         return self.status is None
-
-    def send(self, args: list[str], cwd: str, env: dict[str, str] | None, fds: list[int]) -> None:
-        message = json.dumps({"args": args, "cwd": cwd, "env": dict(os.environ) if env is None else env}).encode()
-        if len(message) > _MESSAGE:
-            raise OSError(7, "Argument list too long", args[0])
-        socket.send_fds(self.sock, [message], fds)
 
     def end(self) -> int:
         """Stop it (whatever it does) and reap it; its wait status."""
@@ -91,14 +95,16 @@ class Host:
             os.killpg(self.pid, signal.SIGKILL)
         if self.status is None:
             self.status = os.waitpid(self.pid, 0)[1]
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
         return self.status
 
 
 class HostRun:
     """One command run by a warm render process; what LocalAdapter needs of a Popen."""
 
-    def __init__(self, host: Host, args: list[str], cwd: str, env: dict[str, str] | None,
-                 on_start: Callable[[int], None] | None) -> None:
+    def __init__(self, host: Host, args: list[str], message: bytes, on_start: Callable[[int], None] | None) -> None:
         self.host = host
         self.pid = host.pid
         self.args = args
@@ -109,7 +115,7 @@ class HostRun:
         try:
             if on_start is not None:
                 on_start(host.pid)  # the guard and the marker know its group before it starts
-            host.send(args, cwd, env, [out_w, err_w])
+            socket.send_fds(host.sock, [message], [out_w, err_w])
         except BaseException:
             for fd in (out_r, err_r):
                 os.close(fd)
@@ -122,14 +128,21 @@ class HostRun:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            try:
-                report = self.host.sock.recv(_REPORT.size, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return None
-            except OSError:
-                report = b""
+            report = self._report()
+            if report is None:
+                if self.host.alive():
+                    return None
+                report = self._report() or b""  # a report sent just before it ended
             self._take(report)
         return self.returncode
+
+    def _report(self) -> bytes | None:
+        try:
+            return self.host.sock.recv(_REPORT.size, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -137,7 +150,9 @@ class HostRun:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise subprocess.TimeoutExpired(["helios-doit", *self.args], timeout or 0)
-            select.select([self.host.sock], [], [], left)
+            if self.host.pidfd is None:
+                left = 0.05 if left is None else min(left, 0.05)
+            select.select([self.host.sock] + ([self.host.pidfd] if self.host.pidfd is not None else []), [], [], left)
         return self.returncode  # type: ignore[return-value]
 
     def _take(self, report: bytes) -> None:
@@ -211,14 +226,19 @@ _pool = _Pool()
 os.register_at_fork(after_in_child=_pool.forget)
 
 
-def run(args: list[str], cwd: str, env: dict[str, str] | None, on_start: Callable[[int], None] | None) -> HostRun:
-    """Run `helios-doit ARGS` on an idle render process of this one, or on a new one."""
+def run(args: list[str], cwd: str, env: dict[str, str] | None,
+        on_start: Callable[[int], None] | None) -> HostRun | None:
+    """Run `helios-doit ARGS` on an idle render process of this one, or on a new one; None if the
+    command is too big to send (the caller forks a fresh process for it)."""
     if not os.path.isdir(cwd):
         raise FileNotFoundError(2, "No such file or directory", cwd)  # as Popen says it
+    message = json.dumps({"args": args, "cwd": cwd, "env": dict(os.environ) if env is None else env}).encode()
+    if len(message) > _MESSAGE:
+        return None
     host = _pool.take()
     if host is not None:
         try:
-            return HostRun(host, args, cwd, env, on_start)
+            return HostRun(host, args, message, on_start)
         except (BrokenPipeError, ConnectionResetError):  # it ended while idle: a new one runs the command
             host.end()
         except BaseException:
@@ -226,7 +246,7 @@ def run(args: list[str], cwd: str, env: dict[str, str] | None, on_start: Callabl
             raise
     host = Host(FORKABLE[args[0]])
     try:
-        return HostRun(host, args, cwd, env, on_start)
+        return HostRun(host, args, message, on_start)
     except BaseException:
         host.end()
         raise
@@ -245,7 +265,7 @@ def _serve(sock_fd: int, ready_w: int, mask: set[signal.Signals]) -> None:  # pr
             devnull = fcntl.fcntl(os.open(os.devnull, os.O_RDWR), fcntl.F_DUPFD, 10)
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
-            os.dup2(sock_fd, 3)
+            os.dup2(sock_fd, 3, inheritable=False)  # not for what a command execs
             fresh_streams()
             os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # the runner's locks, logs, guard and doit's queues
             sock = socket.socket(fileno=3)
@@ -294,36 +314,62 @@ def _subreaper() -> bool:
 class _Baseline:
     """The render process as it was before its first command, so that the next one finds it so.
 
-    What is cheap to put back is put back: `sys.path`, and modules imported from outside the
-    installation (a composition, the helper modules next to it: the next chunk imports them again,
-    as a fresh process would, edited or not). Anything else a command changed for the whole
-    process means it is not used again: a process left running (it reaps every orphan), a thread,
-    an open file, a signal handler or mask, the umask, a timer.
+    What is cheap to put back is put back: `sys.path`, warnings filters, numpy's floating-point
+    error handling, the recursion limit, the switch interval, the default socket timeout, the
+    decimal context, and modules imported from outside the installation (a composition, the
+    helper modules next to it: the next chunk imports them again, as a fresh process would,
+    edited or not). Anything else a command changed for the whole process means it is not used
+    again: a process left running (it reaps every orphan), a thread, an open file, a signal
+    handler or mask, the umask, a timer, a resource limit, the priority, the locale, a trace or
+    profile hook, the garbage collector's settings, faulthandler.
     """
 
     def __init__(self) -> None:
         self.path = list(sys.path)
         self.modules = set(sys.modules)
         self.installed = tuple({path for key, path in sysconfig.get_paths().items() if key != "data"})
-        self.state = self._state()
-
-    def _state(self) -> tuple[object, ...]:
-        umask = os.umask(0o22)
-        os.umask(umask)
-        handlers = {signum: signal.getsignal(signum) for signum in signal.valid_signals()}
-        return (handlers, signal.pthread_sigmask(signal.SIG_BLOCK, []), umask, signal.getitimer(signal.ITIMER_REAL),
-                sorted(os.listdir("/proc/self/task")), sorted(os.listdir("/proc/self/fd")))
+        self.filters = list(warnings.filters)
+        self.numpy = _numpy_errors()
+        self.limits = (sys.getrecursionlimit(), sys.getswitchinterval(), socket.getdefaulttimeout())
+        self.state = _process_state()
 
     def restored(self) -> bool:
+        """Put back what can be; True if the rest is as it was (and nothing of the command runs on)."""
         sys.path[:] = self.path
+        warnings.filters[:] = self.filters
+        warnings._filters_mutated()  # type: ignore[attr-defined]
+        if self.numpy is not None:
+            sys.modules["numpy"].seterr(**self.numpy)
+        sys.setrecursionlimit(self.limits[0])
+        sys.setswitchinterval(self.limits[1])
+        socket.setdefaulttimeout(self.limits[2])
+        if "decimal" in sys.modules:
+            sys.modules["decimal"].setcontext(sys.modules["decimal"].Context())  # a new thread's
         for name in set(sys.modules) - self.modules:
             origin = getattr(getattr(sys.modules[name], "__spec__", None), "origin", None) or ""
             if not (name.startswith("helios_doit") or origin in ("built-in", "frozen") or origin.startswith(self.installed)):
                 del sys.modules[name]
+        gc.collect()  # the composition's module, its caches and frames: gone before the next chunk
         try:
             while os.waitpid(-1, os.WNOHANG)[0]:
                 pass  # a child that ended: reaped
             return False  # a child still runs
         except ChildProcessError:
             pass
-        return self._state() == self.state
+        return _process_state() == self.state
+
+
+def _numpy_errors() -> dict[str, str] | None:
+    return sys.modules["numpy"].geterr() if "numpy" in sys.modules else None
+
+
+def _process_state() -> tuple[object, ...]:
+    umask = os.umask(0o22)
+    os.umask(umask)
+    handlers = {signum: signal.getsignal(signum) for signum in signal.valid_signals()}
+    limits = {name: resource.getrlimit(getattr(resource, name)) for name in dir(resource) if name.startswith("RLIMIT_")}
+    return (handlers, signal.pthread_sigmask(signal.SIG_BLOCK, []), umask, signal.getitimer(signal.ITIMER_REAL),
+            signal.getitimer(signal.ITIMER_VIRTUAL), signal.getitimer(signal.ITIMER_PROF), limits,
+            os.getpriority(os.PRIO_PROCESS, 0), locale.setlocale(locale.LC_ALL), sys.gettrace(), sys.getprofile(),
+            gc.isenabled(), gc.get_threshold(), faulthandler.is_enabled(), sys.excepthook, threading.excepthook,
+            sorted(os.listdir("/proc/self/task")), sorted(os.listdir("/proc/self/fd")))

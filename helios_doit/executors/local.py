@@ -155,7 +155,9 @@ def _start(argv: list[str], own: list[str] | None, request: CommandRequest, env:
     try:
         if own and own[0] == "render" and fork_mode(env) == "warm":
             # Registered before the command is sent: no instant in which it runs unguarded.
-            return host.run(own, request.cwd, env, on_start=lambda pid: _registered(pid, request))
+            warm = host.run(own, request.cwd, env, on_start=lambda pid: _registered(pid, request))
+            if warm is not None:
+                return warm
         if own:
             # The child waits until its group is registered: no instant in which it runs unguarded.
             return Forked(own, request.cwd, env, on_fork=lambda pid: _registered(pid, request))
