@@ -17,8 +17,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A venv with only the wheel of this tree; its dependencies are this environment's, as a
     plain path entry (so this tree's editable install is not what runs)."""
     root = tmp_path_factory.mktemp("install")
+    tools = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}  # pip is not what is measured
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root / "dist"), str(REPO)],
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300, env=tools)
     assert built.returncode == 0, built.stderr
     (wheel,) = (root / "dist").glob("helios_doit-*.whl")
     venv = root / "venv"
@@ -27,7 +28,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                                          "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     pip = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
-                          "--no-deps", str(wheel)], capture_output=True, text=True, timeout=300)
+                          "--no-deps", str(wheel)], capture_output=True, text=True, timeout=300, env=tools)
     assert pip.returncode == 0, pip.stderr
     doit = venv / "bin" / "doit"  # what pip installs with doit itself; here doit comes by the path entry
     doit.write_text(f'#!/bin/sh\nexec "{venv / "bin" / "python"}" -m doit "$@"\n')
