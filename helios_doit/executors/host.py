@@ -8,9 +8,10 @@ changes: each chunk still runs in the render process' own session and process gr
 guard and the running marker know before it starts, with its own pipes, folder, environment and
 exit code; a stop or a timeout kills the group, render process and all, as for any command.
 
-A render process is used again only after a chunk that exited 0 and left nothing behind: no
-thread, no open file, no other process in its group. Anything else ends it, and the next
-chunk gets a new one. It ends, too, when the process that forked it closes its end or dies.
+A render process is used again only after a chunk that exited 0 and left nothing behind that
+it cannot put back (`_Baseline`): no process, thread or open file, no process-wide setting.
+Anything else ends it, and the next chunk gets a new one. It ends, too, when the process that
+forked it closes its end or dies.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ import warnings
 from typing import Callable
 
 from .base import stop_sent
-from .spawn import _HELD, FORKABLE, become_child, die_by_sigint, flush, fresh_streams, run_entry
+from .spawn import STOP_SIGNALS, FORKABLE, become_child, die_by_sigint, flush, fresh_streams, run_entry
 
 #: The report a render process sends after a command: its exit code, and whether it may be used again.
 _REPORT = struct.Struct("ii")
@@ -60,7 +61,7 @@ class Host:
                 stream.flush()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ready_r, ready_w = os.pipe()
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded, use of fork()"
@@ -218,6 +219,8 @@ class _Pool:
         for host in self.idle:
             with contextlib.suppress(OSError):
                 host.sock.close()
+                if host.pidfd is not None:
+                    os.close(host.pidfd)
         self.idle = []
         self.lock = threading.Lock()
 

@@ -105,7 +105,7 @@ def own_command(argv: list[str], env: dict[str, str] | None) -> list[str] | None
 OWN_THREAD = "helios-doit-"
 #: Signals held back while a child is forked: until the child has its own session and default
 #: handlers, and the parent knows the child, a stop must reach neither half-made process.
-_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 
 
 class Forked:
@@ -127,7 +127,7 @@ class Forked:
             if stream is not None:
                 stream.flush()
         fds: list[int] = []
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             for _ in range(4):
                 fds.extend(os.pipe())
