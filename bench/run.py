@@ -401,6 +401,37 @@ def bench_p3r(ctx: Ctx) -> Section:
     return Section("P3r", "Chunked render vs direct render, 720p", rows, details, data)
 
 
+# -- P3s: the same job without -n ------------------------------------------------------------------
+
+def bench_p3s(ctx: Ctx) -> Section:
+    reps = 1 if ctx.quick else 5
+    ctx.log(f"  P3s: the bundled example's job (640x360, 120 frames, 4 chunks), `doit` without -n: renders forked "
+            f"and kept warm vs exec'd (HELIOS_DOIT_FORK=0); {reps} reps")
+    env = bench_env()
+    folders: dict[str, Path] = {}
+
+    def prepare(name: str) -> None:
+        folders[name] = orbit_job(ctx, "s", width=640, height=360, duration=4)
+
+    def serial(name: str, extra: dict[str, str]) -> Measured:
+        m = run_measured(doit_argv("-f", str(code_root() / "dodo.py"), f"job={folders[name] / 'job.json'}"), folders[name],
+                         {**env, **extra})
+        shutil.rmtree(folders[name], ignore_errors=True)
+        return m
+
+    samples = alternate(reps, {"warm": lambda: serial("warm", {}), "exec": lambda: serial("exec", {"HELIOS_DOIT_FORK": "0"})},
+                        prepare, ctx.log)
+    warm, ex = median(walls(samples["warm"])), median(walls(samples["exec"]))
+    rows = [Row("P3s ctx", "the bundled example's job (640x360, 120 frames, 4 chunks), serial `doit` (no -n): renders forked "
+                "from the runner and kept warm vs each a new Python (HELIOS_DOIT_FORK=0)", fmt_s(warm), f"exec: {fmt_s(ex)}",
+                f"{warm / ex:.2f}x exec, {median(cpus(samples['warm'])) / median(cpus(samples['exec'])):.2f}x its CPU",
+                "context", None)]
+    details = ["P3s — a serial run forks its renders too: the runner's own progress ticker and watchdog threads hold "
+               "no lock a forked child takes (before, any thread besides doit's queue feeder meant exec).",
+               sample_line("serial, warm", samples["warm"]), sample_line("serial, exec", samples["exec"])]
+    return Section("P3s", "A serial run", rows, details, {k: [asdict(m) for m in v] for k, v in samples.items()})
+
+
 # -- P6: many machines ---------------------------------------------------------------------------
 
 def bench_p6(ctx: Ctx) -> Section:
@@ -539,8 +570,8 @@ def bench_p4(ctx: Ctx) -> Section:
 
 #: id -> benchmark, in the order they run. A new benchmark (e.g. an executor one) goes here.
 BENCHES: dict[str, Callable[[Ctx], Section]] = {"P1": bench_p1, "P2": bench_p2, "P5": bench_p5, "P3": bench_p3,
-                                                "P3r": bench_p3r, "P4": bench_p4, "P6": bench_p6}
-ORDER = ["P1", "P2", "P3", "P3r", "P4", "P5", "P6"]  # order in the table
+                                                "P3r": bench_p3r, "P3s": bench_p3s, "P4": bench_p4, "P6": bench_p6}
+ORDER = ["P1", "P2", "P3", "P3r", "P3s", "P4", "P5", "P6"]  # order in the table
 
 
 # -- output -------------------------------------------------------------------------------------
