@@ -5,9 +5,11 @@ chunk before failed or left something behind.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -40,9 +42,15 @@ if os.path.exists("leave-behind"):  # what a careless composition may leave runn
             log.write(str(stray) + chr(10))
         if left == "vanish":
             os._exit(0)  # and the render process ends without a word
-# Only a warning in a new process: an error if a chunk before left its settings behind.
-np.float64(1.0) / np.float64(0.0)
+# A new process' state: an error here if a chunk before, in the same process, left its own.
+import builtins
+assert not hasattr(builtins, "left_by_a_chunk") and sys.unraisablehook is sys.__unraisablehook__
+np.float64(1.0) / np.float64(0.0)  # only a warning
 np.seterr(all="raise")
+builtins.left_by_a_chunk = True
+sys.unraisablehook = lambda *args: None
+os.close(0)
+np.ones((300, 300)) @ np.ones((300, 300))  # OpenBLAS starts its threads, once
 
 comp = Composition(width=160, height=90, fps=24, duration=2)
 
@@ -194,3 +202,19 @@ def test_sigkill_of_the_runner_alone_stops_its_forked_renders_before_a_rerun(tmp
     again = doit(job, "-n", "2")
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(digests(folder)) == 5
+
+
+def test_a_serial_run_on_a_terminal_keeps_its_render_process_warm_under_the_live_display(tmp_path):
+    job = make_job(tmp_path / "job")
+    master, slave = pty.openpty()
+    runner = subprocess.Popen([*DOIT, f"job={job}"], cwd=REPO, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                              env={**os.environ, "HELIOS_DOIT_THREADS": "1", "TERM": "xterm", "COLUMNS": "120"})
+    os.close(slave)
+    shown = b""
+    with contextlib.suppress(OSError):  # the terminal closes when the run is over
+        while chunk := os.read(master, 65536):
+            shown += chunk
+    os.close(master)
+    assert runner.wait(60) == 0, shown.decode(errors="replace")
+    assert b"merge done" in shown  # the live display drew
+    assert len(set(pids(job.parent))) == 1  # its drawing is no thread that makes the runner exec renders

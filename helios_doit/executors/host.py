@@ -17,37 +17,23 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import faulthandler
-import fcntl
-import gc
 import importlib
 import json
-import locale
 import multiprocessing.util
 import os
-import resource
 import select
 import signal
 import socket
-import struct
 import subprocess
-import sysconfig
 import sys
 import threading
 import time
-import traceback
 import warnings
 from typing import Callable
 
 from .base import stop_sent
-from .spawn import STOP_SIGNALS, FORKABLE, become_child, die_by_sigint, flush, fresh_streams, run_entry
-
-#: The report a render process sends after a command: its exit code, and whether it may be used again.
-_REPORT = struct.Struct("ii")
-#: A command's arguments, folder and environment, at most, in one message (a socket's send buffer is
-#: ~200 KB); a command with more (a huge environment) gets a fresh fork instead.
-_MESSAGE = 64 << 10
+from .render_process import MESSAGE, REPORT, serve
+from .spawn import FORKABLE, STOP_SIGNALS
 
 
 class Host:
@@ -67,7 +53,7 @@ class Host:
                 warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded, use of fork()"
                 pid = os.fork()
             if pid == 0:  # pragma: no cover  (the render process; measured through its effects)
-                _serve(theirs.fileno(), ready_w, held)
+                serve(theirs.fileno(), ready_w, held)
             self.pid = pid
             os.close(ready_w)
             os.read(ready_r, 1)  # EOF once it leads its own session: a stop now reaches it
@@ -139,7 +125,7 @@ class HostRun:
 
     def _report(self) -> bytes | None:
         try:
-            return self.host.sock.recv(_REPORT.size, socket.MSG_DONTWAIT)
+            return self.host.sock.recv(REPORT.size, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return None
         except OSError:
@@ -157,8 +143,8 @@ class HostRun:
         return self.returncode  # type: ignore[return-value]
 
     def _take(self, report: bytes) -> None:
-        if len(report) == _REPORT.size:
-            code, reusable = _REPORT.unpack(report)
+        if len(report) == REPORT.size:
+            code, reusable = REPORT.unpack(report)
             self.returncode, self.reusable = code, bool(reusable)
             if not self.reusable:
                 self.host.end()  # it ends itself right after such a report
@@ -236,7 +222,7 @@ def run(args: list[str], cwd: str, env: dict[str, str] | None,
     if not os.path.isdir(cwd):
         raise FileNotFoundError(2, "No such file or directory", cwd)  # as Popen says it
     message = json.dumps({"args": args, "cwd": cwd, "env": dict(os.environ) if env is None else env}).encode()
-    if len(message) > _MESSAGE:
+    if len(message) > MESSAGE:
         return None
     host = _pool.take()
     if host is not None:
@@ -253,126 +239,3 @@ def run(args: list[str], cwd: str, env: dict[str, str] | None,
     except BaseException:
         host.end()
         raise
-
-
-# -- the render process' side -----------------------------------------------------------------
-
-def _serve(sock_fd: int, ready_w: int, mask: set[signal.Signals]) -> None:  # pragma: no cover
-    """Lead a session of its own, then run each command sent until the owner closes its end."""
-    code = 1
-    try:
-        try:
-            os.setsid()
-            os.close(ready_w)
-            sock_fd = fcntl.fcntl(sock_fd, fcntl.F_DUPFD, 10)  # clear of 0-3, whatever this process had open
-            devnull = fcntl.fcntl(os.open(os.devnull, os.O_RDWR), fcntl.F_DUPFD, 10)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            os.dup2(sock_fd, 3, inheritable=False)  # not for what a command execs
-            fresh_streams()
-            os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # the runner's locks, logs, guard and doit's queues
-            sock = socket.socket(fileno=3)
-            become_child(mask)
-            reaper_of_orphans = _subreaper()
-            baseline = _Baseline()
-            while True:
-                message, fds, _, _ = socket.recv_fds(sock, _MESSAGE, 2)
-                if not message:
-                    code = 0
-                    return  # the owner is done, or gone
-                os.dup2(fds[0], 1)
-                os.dup2(fds[1], 2)
-                for fd in fds:
-                    os.close(fd)
-                request = json.loads(message)
-                try:
-                    code = run_entry(request["args"], request["cwd"], request["env"])
-                except KeyboardInterrupt:
-                    die_by_sigint()
-                except BaseException:
-                    traceback.print_exc()
-                    code = 1
-                flush()
-                os.dup2(0, 1)  # the command's pipes close: its output ends here
-                os.dup2(0, 2)
-                clean = code == 0 and reaper_of_orphans and baseline.restored()
-                sock.send(_REPORT.pack(code, clean))
-                if not clean:
-                    return
-        except BaseException:
-            traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
-def _subreaper() -> bool:
-    """Become the reaper of every orphan the commands leave (Linux' child subreaper): then a
-    process without children has no descendants left, however they were started."""
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        return False
-
-
-class _Baseline:
-    """The render process as it was before its first command, so that the next one finds it so.
-
-    What is cheap to put back is put back: `sys.path`, warnings filters, numpy's floating-point
-    error handling, the recursion limit, the switch interval, the default socket timeout, the
-    decimal context, and modules imported from outside the installation (a composition, the
-    helper modules next to it: the next chunk imports them again, as a fresh process would,
-    edited or not). Anything else a command changed for the whole process means it is not used
-    again: a process left running (it reaps every orphan), a thread, an open file, a signal
-    handler or mask, the umask, a timer, a resource limit, the priority, the locale, a trace or
-    profile hook, the garbage collector's settings, faulthandler.
-    """
-
-    def __init__(self) -> None:
-        self.path = list(sys.path)
-        self.modules = set(sys.modules)
-        self.installed = tuple({path for key, path in sysconfig.get_paths().items() if key != "data"})
-        self.filters = list(warnings.filters)
-        self.numpy = _numpy_errors()
-        self.limits = (sys.getrecursionlimit(), sys.getswitchinterval(), socket.getdefaulttimeout())
-        self.state = _process_state()
-
-    def restored(self) -> bool:
-        """Put back what can be; True if the rest is as it was (and nothing of the command runs on)."""
-        sys.path[:] = self.path
-        warnings.filters[:] = self.filters
-        warnings._filters_mutated()  # type: ignore[attr-defined]
-        if self.numpy is not None:
-            sys.modules["numpy"].seterr(**self.numpy)
-        sys.setrecursionlimit(self.limits[0])
-        sys.setswitchinterval(self.limits[1])
-        socket.setdefaulttimeout(self.limits[2])
-        if "decimal" in sys.modules:
-            sys.modules["decimal"].setcontext(sys.modules["decimal"].Context())  # a new thread's
-        for name in set(sys.modules) - self.modules:
-            origin = getattr(getattr(sys.modules[name], "__spec__", None), "origin", None) or ""
-            if not (name.startswith("helios_doit") or origin in ("built-in", "frozen") or origin.startswith(self.installed)):
-                del sys.modules[name]
-        gc.collect()  # the composition's module, its caches and frames: gone before the next chunk
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0]:
-                pass  # a child that ended: reaped
-            return False  # a child still runs
-        except ChildProcessError:
-            pass
-        return _process_state() == self.state
-
-
-def _numpy_errors() -> dict[str, str] | None:
-    return sys.modules["numpy"].geterr() if "numpy" in sys.modules else None
-
-
-def _process_state() -> tuple[object, ...]:
-    umask = os.umask(0o22)
-    os.umask(umask)
-    handlers = {signum: signal.getsignal(signum) for signum in signal.valid_signals()}
-    limits = {name: resource.getrlimit(getattr(resource, name)) for name in dir(resource) if name.startswith("RLIMIT_")}
-    return (handlers, signal.pthread_sigmask(signal.SIG_BLOCK, []), umask, signal.getitimer(signal.ITIMER_REAL),
-            signal.getitimer(signal.ITIMER_VIRTUAL), signal.getitimer(signal.ITIMER_PROF), limits,
-            os.getpriority(os.PRIO_PROCESS, 0), locale.setlocale(locale.LC_ALL), sys.gettrace(), sys.getprofile(),
-            gc.isenabled(), gc.get_threshold(), faulthandler.is_enabled(), sys.excepthook, threading.excepthook,
-            sorted(os.listdir("/proc/self/task")), sorted(os.listdir("/proc/self/fd")))

@@ -234,6 +234,7 @@ def run_entry(args: list[str], cwd: str, env: dict[str, str] | None) -> int:
     if env is not None:
         os.environ.clear()
         os.environ.update(env)
+    time.tzset()  # the command's TZ, as a new process reads it
     if "numpy.random" in sys.modules:  # its global generator is not reseeded by fork, unlike `random`
         sys.modules["numpy.random"].seed()  # (imported afresh, it seeds itself: no import here)
     random.seed()  # fork reseeds it, a warm render process must

@@ -16,6 +16,7 @@ import os
 import selectors
 import sys
 import threading
+import time
 from typing import Any
 
 from rich.console import Console, ConsoleDimensions, Group, RenderableType
@@ -55,6 +56,7 @@ class LiveView:
         self.console: Console | None = None
         self.live: Live | None = None
         self.reader: threading.Thread | None = None
+        self.drawn = 0.0  # when the display was last drawn (monotonic)
 
     def start(self) -> None:
         sys.stdout.flush()
@@ -69,13 +71,19 @@ class LiveView:
             self.readers.append(read)
         self.reader = threading.Thread(target=self._read, name="helios-doit-output", daemon=True)
         self.reader.start()
-        self.live = Live(get_renderable=self._render, console=self.console, refresh_per_second=4,
+        # Drawn from the reporter's ticker (`update`), not from a thread of rich's own: a runner
+        # whose threads are all its own forks its renders instead of exec'ing a new Python.
+        self.live = Live(get_renderable=self._render, console=self.console, auto_refresh=False,
                          redirect_stdout=False, redirect_stderr=False, transient=False)
-        self.live.start()
+        self.live.start(refresh=True)
 
     def update(self) -> None:
-        """Called with the reporter's lock held: take a copy, so that drawing needs no lock."""
+        """Called with the reporter's lock held, 10 times a second: take a copy, draw 4 times a second."""
         self.view = (self.progress.snapshot(), self.progress.display_lines())
+        now = time.monotonic()
+        if self.live is not None and now - self.drawn >= 0.25:
+            self.drawn = now
+            self.live.refresh()
 
     def print(self, text: str) -> None:
         """A line of our own (doit's `.  chunk:3`, `ok ...`), above the display."""
