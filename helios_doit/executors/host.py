@@ -25,15 +25,13 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-import warnings
 from typing import Callable
 
 from .base import stop_sent
 from .render_process import MESSAGE, REPORT, serve
-from .spawn import FORKABLE, STOP_SIGNALS
+from .spawn import FORKABLE, STOP_SIGNALS, fork_runner
 
 
 class Host:
@@ -42,30 +40,33 @@ class Host:
     def __init__(self, module: str) -> None:
         importlib.import_module(module)  # here, once: the render process starts with it loaded
         self.status: int | None = None  # its wait status, once reaped
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
+        self.pid = 0
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ready_r, ready_w = os.pipe()
         held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded, use of fork()"
-                pid = os.fork()
-            if pid == 0:  # pragma: no cover  (the render process; measured through its effects)
+            self.pid = fork_runner()
+            if self.pid == 0:  # pragma: no cover  (the render process; measured through its effects)
                 serve(theirs.fileno(), ready_w, held)
-            self.pid = pid
             os.close(ready_w)
+            ready_w = -1
             os.read(ready_r, 1)  # EOF once it leads its own session: a stop now reaches it
             # Readable when it ends, even while a process it forked still holds its socket.
-            self.pidfd: int | None = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+            self.pidfd: int | None = os.pidfd_open(self.pid) if hasattr(os, "pidfd_open") else None
         except BaseException:
             ours.close()
+            if self.pid:  # half made: gone with its group
+                for kill in (os.kill, os.killpg):  # before or after it leads its own group
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
             raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
             theirs.close()
-            os.close(ready_r)
+            for fd in (ready_r, ready_w):
+                if fd >= 0:
+                    os.close(fd)
         self.sock = ours
 
     def alive(self) -> bool:

@@ -123,18 +123,13 @@ class Forked:
         self.args = args
         self.returncode: int | None = None
         self.pid = 0
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
         fds: list[int] = []
         held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             for _ in range(4):
                 fds.extend(os.pipe())
             out_r, out_w, err_r, err_w, ready_r, ready_w, go_r, go_w = fds
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded, use of fork()"
-                pid = os.fork()
+            pid = fork_runner()
             if pid == 0:  # pragma: no cover  (the child; measured through its effects)
                 _child(args, cwd, env, out_w, err_w, ready_w, go_r, held)
             self.pid = pid
@@ -186,6 +181,17 @@ class Forked:
                 raise subprocess.TimeoutExpired(["helios-doit", *self.args], timeout)
             time.sleep(0.01)
         return self.returncode  # type: ignore[return-value]
+
+
+def fork_runner() -> int:
+    """`os.fork()` of the runner, its buffered output written first (or the child would write it
+    again). Call with STOP_SIGNALS blocked."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded, use of fork()"
+        return os.fork()
 
 
 def _child(args: list[str], cwd: str, env: dict[str, str] | None, out_w: int, err_w: int, ready_w: int,
