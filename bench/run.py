@@ -287,7 +287,7 @@ def orbit_job(ctx: Ctx, tag: str, *, width: int, height: int, duration: int) -> 
 def p3_pair(ctx: Ctx, tag: str, reps: int, threads: str | None, *, width: int = 640, height: int = 360,
             duration: int = 8, also: dict[str, str] | None = None) -> tuple[dict[str, list[Measured]], list[dict[str, float]]]:
     """Chunked vs direct; `also` adds chunked runs named "chunked, MODE" with HELIOS_DOIT_FORK=VALUE for each
-    MODE: VALUE (0: every chunk a new Python; fresh: a new fork per chunk instead of a warm render process)."""
+    MODE: VALUE (0: every chunk a new Python instead of a fork of its doit worker)."""
     env = bench_env(**({"HELIOS_DOIT_THREADS": threads} if threads is not None else {}))
     if threads is None:
         env.pop("HELIOS_DOIT_THREADS", None)
@@ -359,8 +359,8 @@ def bench_p3(ctx: Ctx) -> Section:
     details.insert(0, "P3 — a fresh folder per run (composition copied, job emitted with `--emit-job --concurrency 4`, "
                       "untimed). Chunked: `doit -f dodo.py -n 2 job=job.json` end to end: 4 `helios-doit render` "
                       "chunks, each verified, then the job's `helios-doit merge` command; both forked from doit's "
-                      "worker processes (the default: each worker's render process renders its chunks in turn; `HELIOS_DOIT_FORK=fresh` "
-                      "forks a new one per chunk, `HELIOS_DOIT_FORK=0` execs a new Python instead). Direct: one "
+                      "worker processes (the default: a new process for each chunk, forked from a worker that never runs a "
+                      "chunk itself; `HELIOS_DOIT_FORK=0` execs a new Python instead). Direct: one "
                       "`helios-doit render ... -o direct.mp4` with the same settings. Speedup = direct / chunked (medians).")
     return Section("P3", "Chunked render vs direct render", rows, details, data)
 
@@ -371,7 +371,7 @@ def bench_p3r(ctx: Ctx) -> Section:
     reps, reps_default = (1, 1) if ctx.quick else (5, 3)
     ctx.log(f"  P3r: orbit 1280x720, 300 frames: 4 chunks with doit -n 2 vs one direct render; {reps} reps pinned, "
             f"{reps_default} with default threads")
-    pinned, _ = p3_pair(ctx, "r-pinned", reps, "1", width=1280, height=720, duration=10, also={"fresh": "fresh"})
+    pinned, _ = p3_pair(ctx, "r-pinned", reps, "1", width=1280, height=720, duration=10, also={"exec": "0"})
     default, _ = p3_pair(ctx, "r-default", reps_default, None, width=1280, height=720, duration=10)
     rows, details = [], []
     for label, samples, speed_target in (("HELIOS_DOIT_THREADS=1 (both)", pinned, 1.75),
@@ -384,10 +384,10 @@ def bench_p3r(ctx: Ctx) -> Section:
             rows.append(Row("P3r", f"CPU of that chunked run / the direct run's; {label}",
                             f"{median(cpus(samples['chunked'])):.2f} CPU-s", f"direct: {median(cpus(samples['direct'])):.2f} CPU-s",
                             f"{cpu:.2f}x CPU", "≤ 1.05x", cpu <= 1.05))
-            fresh = samples["chunked, fresh"]
-            rows.append(Row("P3r ctx", f"same, a new render process for every chunk (HELIOS_DOIT_FORK=fresh); {label}",
-                            fmt_s(median(walls(fresh))), f"warm: {fmt_s(ch)}",
-                            f"fresh / warm: {median(walls(fresh)) / ch:.2f}x wall, {median(cpus(fresh)) / median(cpus(samples['chunked'])):.2f}x CPU",
+            execd = samples["chunked, exec"]
+            rows.append(Row("P3r ctx", f"same, every chunk and the merge a new Python (HELIOS_DOIT_FORK=0); {label}",
+                            fmt_s(median(walls(execd))), f"forked: {fmt_s(ch)}",
+                            f"exec / fork: {median(walls(execd)) / ch:.2f}x wall, {median(cpus(execd)) / median(cpus(samples['chunked'])):.2f}x CPU",
                             "context", None))
         for name, runs in samples.items():
             details.append(f"- P3r {name}, {label}: user {median([m.user for m in runs]):.2f} s, sys "
@@ -406,7 +406,7 @@ def bench_p3r(ctx: Ctx) -> Section:
 def bench_p3s(ctx: Ctx) -> Section:
     reps = 1 if ctx.quick else 5
     ctx.log(f"  P3s: the bundled example's job (640x360, 120 frames, 4 chunks), `doit` without -n: renders forked "
-            f"and kept warm vs exec'd (HELIOS_DOIT_FORK=0); {reps} reps")
+            f"vs exec'd (HELIOS_DOIT_FORK=0); {reps} reps")
     env = bench_env()
     folders: dict[str, Path] = {}
 
@@ -419,16 +419,16 @@ def bench_p3s(ctx: Ctx) -> Section:
         shutil.rmtree(folders[name], ignore_errors=True)
         return m
 
-    samples = alternate(reps, {"warm": lambda: serial("warm", {}), "exec": lambda: serial("exec", {"HELIOS_DOIT_FORK": "0"})},
+    samples = alternate(reps, {"fork": lambda: serial("fork", {}), "exec": lambda: serial("exec", {"HELIOS_DOIT_FORK": "0"})},
                         prepare, ctx.log)
-    warm, ex = median(walls(samples["warm"])), median(walls(samples["exec"]))
-    rows = [Row("P3s ctx", "the bundled example's job (640x360, 120 frames, 4 chunks), serial `doit` (no -n): renders forked "
-                "from the runner and kept warm vs each a new Python (HELIOS_DOIT_FORK=0)", fmt_s(warm), f"exec: {fmt_s(ex)}",
-                f"{warm / ex:.2f}x exec, {median(cpus(samples['warm'])) / median(cpus(samples['exec'])):.2f}x its CPU",
+    forked, ex = median(walls(samples["fork"])), median(walls(samples["exec"]))
+    rows = [Row("P3s ctx", "the bundled example's job (640x360, 120 frames, 4 chunks), serial `doit` (no -n): each render "
+                "forked from the runner vs each a new Python (HELIOS_DOIT_FORK=0)", fmt_s(forked), f"exec: {fmt_s(ex)}",
+                f"{forked / ex:.2f}x exec, {median(cpus(samples['fork'])) / median(cpus(samples['exec'])):.2f}x its CPU",
                 "context", None)]
     details = ["P3s — a serial run forks its renders too: the runner's own progress ticker and watchdog threads hold "
                "no lock a forked child takes (before, any thread besides doit's queue feeder meant exec).",
-               sample_line("serial, warm", samples["warm"]), sample_line("serial, exec", samples["exec"])]
+               sample_line("serial, fork", samples["fork"]), sample_line("serial, exec", samples["exec"])]
     return Section("P3s", "A serial run", rows, details, {k: [asdict(m) for m in v] for k, v in samples.items()})
 
 

@@ -269,3 +269,67 @@ def fake_helios(folder: Path, **env: str) -> dict[str, str]:
     script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests" / "fake_helios.py"}" "$@"\n')
     script.chmod(0o755)
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **env}
+
+
+#: A pids cgroup (v1 here; v2's root where it has the pids controller) for tests that count processes.
+_PIDS_V1 = Path("/sys/fs/cgroup/pids")
+_PIDS_V2 = Path("/sys/fs/cgroup")
+
+
+@dataclass
+class PidsGroup:
+    """A pids cgroup that a test starts processes in: it caps them (no test can fork without end)
+    and lists them (`cgroup.procs`)."""
+
+    path: Path
+
+    def procs(self) -> list[int]:
+        try:
+            return [int(pid) for pid in (self.path / "cgroup.procs").read_text().split()]
+        except OSError:
+            return []
+
+    def enter(self) -> None:
+        """For `preexec_fn`: the new process (and all it starts) joins the group."""
+        (self.path / "cgroup.procs").write_text("0")
+
+
+@contextlib.contextmanager
+def pids_group(limit: int) -> Any:
+    """A new pids cgroup allowing `limit` tasks (threads count); everything left in it is killed at the end."""
+    if (_PIDS_V1 / "cgroup.procs").exists():
+        parent = _PIDS_V1
+    elif "pids" in (_PIDS_V2 / "cgroup.controllers").read_text().split():
+        parent = _PIDS_V2
+        with contextlib.suppress(OSError):
+            (parent / "cgroup.subtree_control").write_text("+pids")
+    else:
+        raise AssertionError("no pids cgroup on this machine: these tests run as root on Linux with the pids controller")
+    group = PidsGroup(parent / f"helios-test-{os.getpid()}-{os.urandom(3).hex()}")
+    group.path.mkdir()
+    try:
+        (group.path / "pids.max").write_text(str(limit))
+        yield group
+    finally:
+        deadline = time.monotonic() + 10
+        while (left := group.procs()) and time.monotonic() < deadline:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            group.path.rmdir()
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

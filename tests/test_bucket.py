@@ -326,6 +326,42 @@ def test_bucket_input_that_would_destroy_bytes_is_refused_before_anything_runs(b
     assert bucket.keys() == before
 
 
+@pytest.mark.parametrize("output", ["../shot1/part_0.txt", "s3://other-bucket/x.txt", "../../elsewhere.txt"])
+def test_a_bucket_job_writes_only_in_its_own_folder_there(bucket, finished, output):
+    copy_finished(bucket, finished)  # shot1: another job, finished
+    data = json.loads(bucket.fs.cat(f"{bucket.name}/shot1/job.json"))
+    data["chunks"][0]["command"] = data["chunks"][0]["command"].replace("part_0.txt", output)
+    data["chunks"][0]["outputFile"] = output
+    for name in ("job.json", "render.sh", "merge.sh"):
+        bucket.fs.pipe_file(f"{bucket.name}/shot2/{name}", json.dumps(data).encode() if name == "job.json"
+                            else bucket.fs.cat(f"{bucket.name}/shot1/{name}"))
+    before = bucket.keys()
+    result = job_run(bucket, "a", bucket.url("shot2/job.json"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    assert ("is a URL" if "://" in output else ", outside ") in line and "Traceback" not in line
+    assert bucket.keys() == before  # shot1's finished output untouched; nothing written at all
+    assert bucket.runs("a") == []
+
+
+def test_an_output_root_in_the_bucket_lets_a_job_write_next_to_its_folder_and_nowhere_else(bucket):
+    url = bucket.upload_job(folder="proj/jobs", chunks=2)
+    data = json.loads(bucket.fs.cat(f"{bucket.name}/proj/jobs/job.json"))
+    for chunk in data["chunks"]:  # Helios' layout: outputs in ../renders
+        chunk["command"] = chunk["command"].replace(chunk["outputFile"], f"../renders/{chunk['outputFile']}")
+        chunk["outputFile"] = f"../renders/{chunk['outputFile']}"
+    data["mergeCommand"] = "sh merge.sh out.txt " + " ".join(c["outputFile"] for c in data["chunks"])
+    bucket.fs.pipe_file(f"{bucket.name}/proj/jobs/job.json", json.dumps(data).encode())
+    refused = job_run(bucket, "a", url)
+    assert refused.returncode == 2 and "outside" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    for root, why in (("/tmp", "give a folder of that bucket"), ("s3://another-bucket/proj", "not in the job's bucket")):
+        wrong = job_run(bucket, "a", url, "--output-root", root)
+        assert wrong.returncode == 2 and why in wrong.stderr and len(wrong.stderr.splitlines()) == 1, wrong.stderr
+    result = job_run(bucket, "a", url, "--output-root", bucket.url("proj"))
+    assert result.returncode == 0, result.stderr
+    assert {"proj/renders/part_0.txt", "proj/renders/part_1.txt", "proj/jobs/out.txt"} <= set(bucket.keys())
+
+
 def test_a_symlink_in_the_scratch_folder_is_not_followed_out_of_it(bucket, tmp_path):
     url = bucket.upload_job()
     cwd, env = bucket.machine("a")
@@ -358,14 +394,14 @@ def test_dask_workers_that_share_no_disk_with_the_runner_fetch_and_return_throug
     procs = [subprocess.Popen([dask, "scheduler", "--scheduler-file", str(info), "--port", "0", "--no-dashboard"],
                               env=worker_env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
-        wait_for(info.exists, 60, "the Dask scheduler")
+        wait_for(lambda: info.exists() and info.read_text().strip().endswith("}"), 60, "the Dask scheduler")
         procs.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(info), "--nthreads", "2", "--no-nanny",
                                        "--no-dashboard"], env=worker_env, cwd=tmp_path,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         address = json.loads(info.read_text())["address"]
         cwd, env = bucket.machine("runner")
         result = run([*CLI, "job", "run", url, "--concurrency", "2", "-P", "thread", "--executor", "dask",
-                      "--scheduler", address], cwd=cwd, env=env, timeout=180)
+                      "--scheduler", address, "--output-root", bucket.url("proj")], cwd=cwd, env=env, timeout=180)
     finally:
         for proc in reversed(procs):
             proc.terminate()

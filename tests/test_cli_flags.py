@@ -3,7 +3,7 @@ no prefix matching, and Helios' `--adapter` understood. Run in process: nothing 
 from __future__ import annotations
 
 import pytest
-from harness import CLI, new_job, run
+from harness import CLI, DOIT, new_job, run
 
 from helios_doit.cli.main import main
 
@@ -23,6 +23,12 @@ def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[
     (["job", "run", "j.json", "--retrys", "2"], "helios-doit job run: unknown option --retrys", "did you mean --retries?"),
     (["job", "run", "j.json", "-r", "json"], "helios-doit job run: unknown option -r", "job run --help"),
     (["job", "run", "j.json", "--db-file=x.db"], "helios-doit job run: unknown option --db-file", "job run --help"),
+    (["job", "run", "j.json", "--reporter", "json"], "helios-doit job run: unknown option --reporter", "job run --help"),
+    (["job", "run", "j.json", "--reporter=json"], "helios-doit job run: unknown option --reporter", "job run --help"),
+    (["job", "run", "j.json", "--backend", "json"], "helios-doit job run: unknown option --backend", "job run --help"),
+    (["job", "run", "j.json", "--concurrency", "99999999999999999999"], "helios-doit: --concurrency 99999999999999999999:",
+     "from 1 to 1024"),
+    (["job", "run", "j.json", "--concurrency", "0"], "helios-doit: --concurrency 0:", "from 1 to 1024"),
     (["job", "run", "j.json", "-n"], "helios-doit job run: option -n needs a value", "job run --help"),
     (["job", "run", "j.json", "chunk:3"], "helios-doit job run: unexpected argument 'chunk:3'", "job run --help"),
     (["render", "comp.py", "--fsp", "30"], "helios-doit render: unknown option --fsp", "did you mean --fps?"),
@@ -57,3 +63,14 @@ def test_init_refuses_a_job_name_that_would_not_be_a_file_here(name, tmp_path, c
     code, err, out = cli(["init", str(tmp_path), "--job", name], capsys)
     assert code == 2 and len(err) == 1 and "give a file name in the folder" in err[0]
     assert not (tmp_path / "dodo.py").exists()
+
+
+@pytest.mark.parametrize("option", [["--reporter", "json"], ["-rjson"], ["--db-file", "x.db"], ["--backend=json"]])
+def test_plain_doit_refuses_options_that_would_undo_the_run_in_one_line(tmp_path, option):
+    job = new_job(tmp_path, chunks=2, frames=1)
+    result = run([*DOIT, *option, f"job={job.file}"])
+    name = option[0].split("=")[0][:2] if option[0].startswith("-r") else option[0].split("=")[0]
+    assert result.returncode == 2 and result.stdout == "", result.stdout
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"helios-doit: {name}: not with helios-doit (") and line.endswith("; leave it out")
+    assert not job.state.exists() and job.runs() == []  # nothing ran, nothing was written

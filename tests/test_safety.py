@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,17 @@ LINES = 8
 WRITER = f'for i in $(seq 1 {LINES}); do echo "$$ line $i" >> {{out}}; sleep 0.1; done'
 
 
-def writer_job(folder: Path, chunks: int = 1) -> Path:
+#: The same, held after its second line for as long as a file `hold` exists in the job's folder.
+HELD_WRITER = (f'for i in $(seq 1 {LINES}); do echo "$$ line $i" >> {{out}}; '
+               f'if [ $i -eq 2 ]; then while [ -f hold ]; do sleep 0.02; done; fi; sleep 0.1; done')
+
+
+def writer_job(folder: Path, chunks: int = 1, writer: str = WRITER) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     spec = {
         "metadata": {"totalFrames": chunks, "fps": 24, "width": 320, "height": 180, "duration": chunks / 24},
         "chunks": [{"id": i, "startFrame": i, "frameCount": 1, "outputFile": f"out_{i}.txt",
-                    "command": WRITER.format(out=f"out_{i}.txt")} for i in range(chunks)],
+                    "command": writer.format(out=f"out_{i}.txt")} for i in range(chunks)],
         "outputFile": "merged.txt",
         "mergeCommand": "cat " + " ".join(f"out_{i}.txt" for i in range(chunks)) + " > merged.txt",
     }
@@ -80,23 +86,30 @@ def test_sigkill_of_the_runner_alone_then_an_immediate_rerun_leaves_one_writer(t
 
 def test_an_orphan_the_guard_missed_is_killed_before_the_chunk_is_rendered_again(tmp_path):
     """The second defence: with the runner's guard killed first, its command outlives it; the
-    next runner finds it through the running marker (its group and its attempt tag) and kills it."""
-    job = writer_job(tmp_path / "job")
+    next runner finds it through the running marker (its group and its attempt tag) and kills it.
+    The command is held after its second line (however slow the machine), so it is still there,
+    alive, when the next runner starts."""
+    job = writer_job(tmp_path / "job", writer=HELD_WRITER)
+    hold = job.parent / "hold"
+    hold.touch()
     output = job.parent / "out_0.txt"
     runner = subprocess.Popen([*CLI, "job", "run", str(job)], cwd=REPO, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: output.exists() and len(output.read_text().splitlines()) >= 2, 30, "the chunk to be writing")
+    wait_for(lambda: output.exists() and len(output.read_text().splitlines()) >= 2, 60, "the chunk to be writing")
     guard = [pid for pid in descendants(runner.pid) if b"reaper.py" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(guard) == 1
     os.kill(guard[0], signal.SIGKILL)
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait()
     orphan = int(writers(output)[0])
-    written = len(writers(output))
-    wait_for(lambda: len(writers(output)) > written, 10, "the orphan to go on writing")  # nobody guards it now
-    again = subprocess.run([*CLI, "job", "run", str(job)], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert again.returncode == 0, again.stderr
-    assert not alive(orphan)
+    time.sleep(0.5)
+    assert alive(orphan)  # nobody guards it now
+    again = subprocess.Popen([*CLI, "job", "run", str(job)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    wait_for(lambda: not alive(orphan), 60, "the next runner to kill the orphan")
+    hold.unlink()  # the new attempt goes on
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, out + err
     lines = writers(output)
     assert len(lines) == LINES and len(set(lines)) == 1 and lines[0] != str(orphan)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ..state.names import CHUNK, MERGE, TaskName
+from ..tasks.options import MAX_WORKERS
 from ..tasks.refuse import load_or_exit, refuse_bad
 from ..tasks.session import namespace
 from .doit_run import EXIT_CODES, Stopped, run_doit
@@ -73,8 +74,9 @@ def _doit_run_options(parser: Parser, extra: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.concurrency < 1:
-        return one_line("helios-doit", f"--concurrency must be at least 1, got {args.concurrency}")
+    if not 1 <= args.concurrency <= MAX_WORKERS:
+        return one_line("helios-doit", f"--concurrency {args.concurrency}: give a whole number from 1 to {MAX_WORKERS} "
+                        "(a run never starts more workers than it has chunks to run)")
     if args.adapter not in (None, "local"):
         here = _ADAPTERS.get(args.adapter.lower(), "batch schedulers: `helios-doit export k8s|slurm` and "
                                                     "`helios-doit worker`")

@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import host, reaper
+from . import reaper
 from .base import (
     STOP_GRACE,
     CommandRequest,
@@ -29,13 +29,12 @@ from .base import (
     release_stops,
     stop_sent,
 )
-from .host import HostRun
-from .spawn import OWN_THREAD, SHELL, Forked, argv_for, exec_failure, fork_mode, own_command
+from .spawn import OWN_THREAD, SHELL, Forked, argv_for, exec_failure, own_command
 
 
 @dataclass
 class _Running:
-    proc: subprocess.Popen[bytes] | Forked | HostRun
+    proc: subprocess.Popen[bytes] | Forked
     thread: int = field(default_factory=threading.get_ident)
 
 
@@ -135,8 +134,6 @@ class LocalAdapter:
         finally:
             with _lock:
                 _running.pop(proc.pid, None)
-            if isinstance(proc, HostRun):
-                proc.finish()
         code = proc.returncode
         return CommandResult(
             exit_code=code if code >= 0 else None,
@@ -147,17 +144,10 @@ class LocalAdapter:
         )
 
 
-
-
 def _start(argv: list[str], own: list[str] | None, request: CommandRequest, env: dict[str, str] | None
-           ) -> subprocess.Popen[bytes] | Forked | HostRun | tuple[int, str]:
+           ) -> subprocess.Popen[bytes] | Forked | tuple[int, str]:
     """The command started and registered with the guard, or (exit code, sh's message)."""
     try:
-        if own and own[0] == "render" and fork_mode(env) == "warm":
-            # Registered before the command is sent: no instant in which it runs unguarded.
-            warm = host.run(own, request.cwd, env, on_start=lambda pid: _registered(pid, request))
-            if warm is not None:
-                return warm
         if own:
             # The child waits until its group is registered: no instant in which it runs unguarded.
             return Forked(own, request.cwd, env, on_fork=lambda pid: _registered(pid, request))
@@ -193,7 +183,7 @@ def _start_failure(argv: list[str], error: OSError, forked: bool) -> tuple[int, 
     return exec_failure(argv, error)
 
 
-def _pump(proc: subprocess.Popen[bytes] | Forked | HostRun, timeout: float | None, started: float, sink: OutputSink,
+def _pump(proc: subprocess.Popen[bytes] | Forked, timeout: float | None, started: float, sink: OutputSink,
           tail: deque[str], should_stop: Callable[[], bool] | None = None) -> bool:
     """Forward output until both pipes close; True if the timeout stopped the command. A run that
     is cancelled (`should_stop`, polled as often as the timeout) stops the command too."""
@@ -240,13 +230,9 @@ def _pump(proc: subprocess.Popen[bytes] | Forked | HostRun, timeout: float | Non
     return timed_out
 
 
-def _end_strays(proc: subprocess.Popen[bytes] | Forked | HostRun) -> None:
-    """Kill what a command that exited left running in its group (a warm render process is the
-    group's leader: it goes only if something else is left)."""
-    if isinstance(proc, HostRun):
-        proc.strays()
-    else:
-        _kill_group(proc.pid, signal.SIGKILL)
+def _end_strays(proc: subprocess.Popen[bytes] | Forked) -> None:
+    """Kill what a command that exited left running in its group."""
+    _kill_group(proc.pid, signal.SIGKILL)
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -256,10 +242,8 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def stop_process(proc: subprocess.Popen[bytes] | Forked | HostRun, grace: float = STOP_GRACE) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | Forked, grace: float = STOP_GRACE) -> None:
     """SIGTERM the command's process group, SIGKILL it after `grace` seconds."""
-    if isinstance(proc, HostRun):
-        proc.spoil()
     _kill_group(proc.pid, signal.SIGTERM)
     try:
         proc.wait(grace)

@@ -10,8 +10,11 @@ exec'd directly; anything else goes to the shell, untouched.
 Our own `helios-doit render` / `helios-doit merge` go one step further: a new Python would
 spend ~0.2 s importing PyAV and numpy before its first frame, so the runner forks itself
 instead (a zygote, as build servers do) and runs the same entry point in the child. The
-child is still a process of its own, in its own session, with the command's folder,
-environment and pipes, so stopping, timeouts and exit codes work exactly as for any command.
+runner never runs a chunk itself, so every child starts as the runner is, never as another
+chunk left a process: a chunk may do anything to its own process (threads, environment,
+affinity, patched modules) and nothing of it reaches the next chunk. The child is a process
+of its own, in its own session, with the command's folder, environment and pipes, so
+stopping, timeouts and exit codes work exactly as for any command.
 """
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ import gc
 import importlib
 import io
 import os
-import random
 import re
 import shutil
 import signal
@@ -77,21 +79,21 @@ FORKABLE = {"render": "helios_doit.cli.cmd_render", "merge": "helios_doit.cli.cm
 #: What a forked child runs, as `helios-doit ARGS` would: named, not imported, because the command
 #: line sits at the top of the package and this module near its bottom.
 ENTRY = "helios_doit.cli.main:main"
-#: How our own subcommands run: "warm" (the default: a render process renders its worker's chunks
-#: in turn, see `host`), "fresh" (a new fork for each), or 0 (exec `helios-doit` like any other program).
+#: How our own subcommands run: forked from the runner (the default), or with 0, exec'd as
+#: `helios-doit` like any other program.
 FORK_ENV = "HELIOS_DOIT_FORK"
 
 
-def fork_mode(env: Mapping[str, str] | None) -> str:
-    value = (env if env is not None else os.environ).get(FORK_ENV, "warm").strip().lower()
-    return "exec" if value in ("0", "false", "no") else "fresh" if value == "fresh" else "warm"
+def forks(env: Mapping[str, str] | None) -> bool:
+    """Do our own subcommands fork from the runner (not `HELIOS_DOIT_FORK=0`)?"""
+    return (env if env is not None else os.environ).get(FORK_ENV, "1").strip().lower() not in ("0", "false", "no")
 
 
 def own_command(argv: list[str], env: dict[str, str] | None) -> list[str] | None:
     """The arguments of a `helios-doit render|merge ...` that runs this very installation, else None."""
     if len(argv) < 2 or argv[1] not in FORKABLE or os.path.basename(argv[0]) != "helios-doit":
         return None
-    if fork_mode(env) == "exec":
+    if not forks(env):
         return None
     path = (env if env is not None else os.environ).get("PATH", os.defpath)
     found = shutil.which(argv[0], path=path) if os.sep not in argv[0] else argv[0]
@@ -129,7 +131,7 @@ class Forked:
             for _ in range(4):
                 fds.extend(os.pipe())
             out_r, out_w, err_r, err_w, ready_r, ready_w, go_r, go_w = fds
-            pid = fork_runner()
+            pid = _fork_runner()
             if pid == 0:  # pragma: no cover  (the child; measured through its effects)
                 _child(args, cwd, env, out_w, err_w, ready_w, go_r, held)
             self.pid = pid
@@ -183,7 +185,7 @@ class Forked:
         return self.returncode  # type: ignore[return-value]
 
 
-def fork_runner() -> int:
+def _fork_runner() -> int:
     """`os.fork()` of the runner, its buffered output written first (or the child would write it
     again). Call with STOP_SIGNALS blocked."""
     for stream in (sys.stdout, sys.stderr):
@@ -207,24 +209,24 @@ def _child(args: list[str], cwd: str, env: dict[str, str] | None, out_w: int, er
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             os.dup2(go_r, 3)
-            fresh_streams()
+            _fresh_streams()
             os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # the runner's locks, logs and doit's queues
             if os.read(3, 1) != b"g":  # the runner died before it could register this child
                 os._exit(1)
             os.close(3)
-            become_child(mask)
-            code = run_entry(args, cwd, env)
+            _become_child(mask)
+            code = _run_entry(args, cwd, env)
         except KeyboardInterrupt:
-            die_by_sigint()
+            _die_by_sigint()
         except BaseException:
             traceback.print_exc()
         finally:
-            flush()
+            _flush()
     finally:
         os._exit(code)  # whatever happened above, never return into the runner's stack
 
 
-def become_child(mask: set[signal.Signals]) -> None:
+def _become_child(mask: set[signal.Signals]) -> None:
     """What every process forked to run our subcommands does once, after it leads its own session."""
     gc.freeze()  # the runner's objects are never collected here: none can close a reused fd
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
@@ -233,7 +235,7 @@ def become_child(mask: set[signal.Signals]) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a stop sent meanwhile arrives now
 
 
-def run_entry(args: list[str], cwd: str, env: dict[str, str] | None) -> int:
+def _run_entry(args: list[str], cwd: str, env: dict[str, str] | None) -> int:
     """Run `helios-doit ARGS` in `cwd` with `env` (None: this process' own) as a fresh process would,
     on fds 0-2 as they are now; its exit code. KeyboardInterrupt is the caller's to die by."""
     os.chdir(cwd)
@@ -243,8 +245,7 @@ def run_entry(args: list[str], cwd: str, env: dict[str, str] | None) -> int:
     time.tzset()  # the command's TZ, as a new process reads it
     if "numpy.random" in sys.modules:  # its global generator is not reseeded by fork, unlike `random`
         sys.modules["numpy.random"].seed()  # (imported afresh, it seeds itself: no import here)
-    random.seed()  # fork reseeds it, a warm render process must
-    fresh_streams()
+    _fresh_streams()
     sys.argv = ["helios-doit", *args]
     module, _, name = ENTRY.partition(":")
     try:
@@ -252,10 +253,10 @@ def run_entry(args: list[str], cwd: str, env: dict[str, str] | None) -> int:
     except SystemExit as exc:
         return _exit_code(exc.code)
     finally:
-        flush()
+        _flush()
 
 
-def fresh_streams() -> None:
+def _fresh_streams() -> None:
     """Standard streams of this process' own on fds 0-2: the runner's may have been mid-write (and
     locked) on another thread when it forked."""
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
@@ -264,9 +265,9 @@ def fresh_streams() -> None:
                                   errors="backslashreplace")
 
 
-def die_by_sigint() -> None:
+def _die_by_sigint() -> None:
     """End as an exec'd Python ends on Ctrl-C: killed by SIGINT."""
-    flush()
+    _flush()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGINT)
 
@@ -280,7 +281,7 @@ def _exit_code(value: object) -> int:
     return 1
 
 
-def flush() -> None:
+def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -168,8 +168,7 @@ def stop_code() -> int:
 def _die_by_signal() -> None:
     """Exit as the signal would have killed us (or 1, for a dead worker), once every worker
     process has cleaned up."""
-    for proc in multiprocessing.active_children():
-        proc.join(STOP_GRACE + 5)
+    end_workers()
     sys.stdout.flush()
     sys.stderr.flush()
     if _worker_died:
@@ -177,6 +176,25 @@ def _die_by_signal() -> None:
     signum = _stopped_by or signal.SIGINT
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
+
+
+def end_workers() -> None:
+    """Wait for this run's doit workers to end, with one deadline for all of them, not one each:
+    a run stopped while it was starting many workers must not wait seconds per worker. doit
+    terminates the workers it knows of; those it started but had not listed yet (a stop, or a
+    failed fork, in the middle of starting them) wait on its queue for a task that never comes:
+    told to stop once the others had their grace, killed if that does not do."""
+    children = multiprocessing.active_children()
+    for grace, end in ((STOP_GRACE + 1, multiprocessing.Process.terminate), (4.0, multiprocessing.Process.kill)):
+        until = time.monotonic() + grace
+        for proc in children:
+            proc.join(max(0.0, until - time.monotonic()))
+        for proc in children:
+            if proc.is_alive():
+                with contextlib.suppress(OSError, ValueError):
+                    end(proc)
+    for proc in children:
+        proc.join(1.0)
 
 
 def watch(state_root: Path, outputs: Callable[[str], Place | None]) -> None:

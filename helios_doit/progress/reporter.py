@@ -29,8 +29,10 @@ from typing import Any, ClassVar, Protocol, TextIO
 
 from doit.exceptions import BaseFail, TaskFailed
 from doit.reporter import ConsoleReporter
+from doit.runner import MRunner
 
 from ..executors import supervise
+from ..spec.errors import os_fault
 from ..state import events
 from ..state.files import write_json_atomic
 from ..state.folder import StateDir
@@ -48,12 +50,13 @@ _PLAIN_EVERY = 10.0  # without the live display: a line on where the run stands,
 
 class RunStart(Protocol):
     """A run of one job, as the reporter sees it: where its state is, the frames of each chunk
-    (so that it never looks inside 10,000 doit tasks), and what to do as the run starts."""
+    (so that it never looks inside 10,000 doit tasks), and what to do as the run starts (given
+    the doit names of the tasks it may execute; it says how many workers it needs at most)."""
 
     state_root: Path
     chunk_frames: dict[int, int]
 
-    def start(self) -> None: ...
+    def start(self, in_run: set[str]) -> int: ...
 
 
 def reporter_for(run: RunStart) -> type[Reporter]:
@@ -111,16 +114,18 @@ class Reporter(ConsoleReporter):
 
     # -- doit callbacks -----------------------------------------------------------------
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        """doit's only hook between loading the tasks and starting its workers (a plain `doit`
+        command gives a dodo file no other): the run starts here, in the main process."""
         # What loading made lives as long as the run: collections need not walk it again, and
         # doit's worker processes, forked after this, keep sharing its memory pages.
         gc.freeze()
         gc.enable()
+        in_run = _closure(tasks, selected_tasks)
         if self.run is not None:
-            self.run.start()
+            _bound_workers(self.run.start(in_run))
         state_root = self.run.state_root if self.run is not None else None
         chunk_frames = self.run.chunk_frames if self.run is not None else {}
         self.json_path = _progress_path()
-        in_run = _closure(tasks, selected_tasks)
         frames = {chunk_id: count for chunk_id, count in chunk_frames.items() if TaskName(chunk_id).doit in in_run}
         run = events.run_id()
         self.progress = Progress(frames, "merge" in in_run and "merge" in tasks, run)
@@ -177,6 +182,9 @@ class Reporter(ConsoleReporter):
                 self._feed({"event": "task-failed", "task": task.name, "notRun": True})
 
     def complete_run(self) -> None:
+        # doit calls this as its runner ends, however it ends: an OSError on its way out is the
+        # environment's (no process could be forked for a worker): one line, exit 1, no worker left.
+        fault = sys.exc_info()[1]
         self.stop.set()
         if self.ticker is not None:
             self.ticker.join(2)
@@ -192,6 +200,10 @@ class Reporter(ConsoleReporter):
                 live.close()  # the terminal is ours again before the summary
         self._summary()
         self.write("")  # what is still held back
+        if isinstance(fault, OSError):
+            sys.stderr.write(f"helios-doit: the run could not go on: {os_fault(fault)}; finished chunks are kept\n")
+            supervise.end_workers()
+            raise SystemExit(1)
 
     # -- the event log and the progress file --------------------------------------------
     def _tick(self) -> None:
@@ -297,6 +309,16 @@ class Reporter(ConsoleReporter):
         return "".join(line + "\n" for line in lines)
 
 
+
+
+def _bound_workers(limit: int) -> None:
+    """At most `limit` doit workers for this run. doit starts one per `-n` slot whatever the run
+    holds (a worker for each task waiting on another: `-n 64` of a 4-chunk job made 56 processes),
+    and tells its reporter nothing of its runner: the runner is the one calling `initialize`."""
+    frame = sys._getframe(2)  # initialize <- Runner.run_all
+    runner = frame.f_locals.get("self") if frame is not None else None
+    if isinstance(runner, MRunner):
+        runner.num_process = max(1, min(runner.num_process, limit))
 
 
 def _silence(stream: TextIO) -> None:

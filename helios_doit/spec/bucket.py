@@ -16,7 +16,7 @@ from pathlib import Path
 from ..storage.lease import LEASE_TTL_ENV, MAX_TTL
 from ..storage.mirror import fetch, fetch_assets
 from ..storage.store import StorageError, store_for
-from ..storage.url import SCRATCH_ENV, Remote, is_store_url, remote_for, storage_for
+from ..storage.url import SCRATCH_ENV, Remote, is_store_url, remote_for, split_url, storage_for
 from .errors import JobError
 
 
@@ -70,6 +70,27 @@ def storage_remote(storage: str, remote: Remote | None, job_dir: Path, job_file:
         raise JobError([f"storage={storage}: {found.url_of(found.job_key)} is another job (or another version of "
                         "this one); give each job a folder of its own, or delete that file"])
     return found
+
+
+def bucket_output_root(remote: Remote, given: str) -> Path:
+    """`output_root` of a job in a bucket: a folder of the same bucket (Helios' `../renders`
+    layout: `--output-root s3://bucket/project`), as this machine's mirror of it."""
+    where = f"output_root={given}"
+    if not is_store_url(given):
+        raise JobError([f"{where}: the job is in a bucket; give a folder of that bucket, such as "
+                        f"{remote.url_of(posixpath.dirname(remote.folder) or remote.folder)}"])
+    _check_url(given, where)
+    scheme, rest = split_url(given.rstrip("/"))
+    root_scheme, root_rest = split_url(remote.root)
+    bucket, _, key = rest.partition("/")
+    if scheme != root_scheme or (bucket != root_rest.strip("/") and scheme != "file"):
+        raise JobError([f"{where}: not in the job's bucket {remote.root}; outputs stay in the job's bucket"])
+    if scheme == "file":
+        key = posixpath.relpath("/" + rest.strip("/"), "/" + root_rest.strip("/"))
+        if key.startswith(".."):
+            raise JobError([f"{where}: not under the job's store {remote.root}"])
+        key = "" if key == "." else key
+    return Path(remote.local_of(key))
 
 
 def check_keys(remote: Remote, outputs: list[str | Path], source: str) -> None:

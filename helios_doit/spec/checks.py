@@ -7,22 +7,29 @@ allowed explicitly), and claimed by exactly one chunk.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import stat
 from pathlib import Path
 from typing import Callable
 
+from ..storage.url import Remote
 from .model import JobSpec
+
+#: `scheme://...`: a URL, never a path to write (the shell would make a folder `s3:`).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 #: Programs whose `merge OUTPUT INPUT...` argument order we know, so the merged file is known.
 MERGE_PROGRAMS = ("helios", "helios-doit")
 
 
 def check_job(
-    spec: JobSpec, job_dir: Path, job_file: Path | None, state_dir: Path, output_root: Path | None
+    spec: JobSpec, job_dir: Path, job_file: Path | None, state_dir: Path, output_root: Path | None,
+    remote: Remote | None = None,
 ) -> tuple[dict[int, str], Path | None, tuple[Path, ...], list[str]]:
-    """Every output resolved and checked; returns (outputs by chunk id, merged output, inputs, faults)."""
-    paths = _Paths(job_dir, job_file, state_dir, output_root)
+    """Every output resolved and checked; returns (outputs by chunk id, merged output, inputs, faults).
+    `remote`: the job is in a bucket, and its places are said as the bucket's."""
+    paths = _Paths(job_dir, job_file, state_dir, output_root, remote)
     inputs = paths.inputs(spec.inputs)  # first: an output may not be one of them, or it would be deleted
     if spec.merge_command is None and spec.output_file is None:
         paths.faults.append("mergeCommand: required field is missing; add a mergeCommand, or an outputFile "
@@ -46,7 +53,9 @@ class _Paths:
     HOW = ("keep outputs inside the job's folder, run from a folder that holds them (Helios' layout: the "
            "project folder), or allow another folder with output_root=PATH (CLI: --output-root)")
 
-    def __init__(self, job_dir: Path, job_file: Path | None, state_dir: Path, output_root: Path | None):
+    def __init__(self, job_dir: Path, job_file: Path | None, state_dir: Path, output_root: Path | None,
+                 remote: Remote | None = None):
+        self.remote = remote
         self.faults: list[str] = []
         self.job_dir = job_dir
         self.allowed = [job_dir.resolve()] + ([output_root] if output_root else [])
@@ -61,7 +70,17 @@ class _Paths:
         if not self.outside:
             return []
         more = f" (and {len(self.outside) - 1} more outputs)" if len(self.outside) > 1 else ""
-        return [f"{self.outside[0]}{more}; {self.HOW}"]
+        how = self.HOW if self.remote is None else (
+            "a job in a bucket writes only in its folder there, or under a folder of that bucket given as "
+            "output_root=URL (CLI: --output-root URL)")
+        return [f"{self.outside[0]}{more}; {how}"]
+
+    def _where(self, path: str) -> str:
+        """A place as its user knows it: a path here, or an object of the job's bucket."""
+        if self.remote is None:
+            return path
+        key = self.remote.key_of(path)
+        return self.remote.url_of(key) if key is not None else "a place outside the bucket"
 
     def inputs(self, raws: list[str]) -> list[Path]:
         found_inputs: list[Path] = []
@@ -78,12 +97,18 @@ class _Paths:
 
     def output(self, raw: str, what: str) -> str | None:
         """An output's place, if it may be one: inside an allowed folder, not state, not a folder."""
+        if _URL.match(raw):
+            self.faults.append(f"{what}: {raw!r} is a URL; an output is a path relative to the job's folder (put the "
+                               "job in the bucket, or send a local job's outputs there with storage=URL / --storage URL)")
+            return None
         found = self.resolve(raw, what, False)
         if found is None:
             return None
         path, is_dir = found
         if not any(_within(path, root) for root in self.roots):
-            self.outside.append(f"{what}: {raw!r} resolves to {path}, outside {' and '.join(self.roots)}")
+            roots = " and ".join(self._where(root) + ("/" if self.remote else "") for root in self.roots)
+            where = f"resolves to {path}" if self.remote is None else f"is {self._where(path)}"
+            self.outside.append(f"{what}: {raw!r} {where}, outside {roots}")
         elif _within(path, str(self.state_parent)):
             self.faults.append(f"{what}: {raw!r} is inside the state folder {self.state_parent}; choose another path")
         elif is_dir:

@@ -29,6 +29,8 @@ _HINTS = {
     errno.EACCES: "check the owner and permissions",
     errno.EPERM: "check the owner and permissions",
     errno.ENAMETOOLONG: "use a shorter path",
+    errno.EAGAIN: "the system is out of processes or memory; run fewer at once (a lower -n / --concurrency)",
+    errno.ENOMEM: "the system is out of memory; run fewer at once (a lower -n / --concurrency)",
 }
 
 
@@ -37,4 +39,5 @@ def os_fault(exc: OSError) -> str:
     where = f" {exc.filename}" if exc.filename else ""
     reason = exc.strerror or str(exc) or type(exc).__name__
     hint = _HINTS.get(exc.errno or 0)
-    return f"cannot use{where}: {reason}" + (f"; {hint}" if hint else "")
+    said = f"cannot use{where}: {reason}" if where else reason
+    return said + (f"; {hint}" if hint else "")

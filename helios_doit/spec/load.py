@@ -22,7 +22,8 @@ import yaml
 from pydantic import ValidationError
 
 from ..storage.url import is_store_url
-from .bucket import check_keys, fetch_assets_of, fetch_inputs, job_remote, read_remote, storage_remote
+from .bucket import (bucket_output_root, check_keys, fetch_assets_of, fetch_inputs, job_remote, read_remote,
+                     storage_remote)
 from .checks import check_job
 from .errors import JobError
 from .model import STATE_ROOT, Job, JobSpec
@@ -48,10 +49,12 @@ def load_job(
     cwd = (cwd or Path.cwd()).resolve()
     remote = job_remote(source, cwd) if is_store_url(source) else None
     if remote is not None:
+        # A bucket job's outputs stay in its folder there, or under a bucket folder the user names.
+        root = bucket_output_root(remote, os.fspath(output_root)) if output_root is not None else None
         text, job_file, job_dir = read_remote(source, remote, MAX_JOB_BYTES), None, remote.job_dir
-        output_root = output_root or remote.mirror  # outputs may be anywhere in the bucket (Helios' ../renders)
     else:
         text, job_file, job_dir = _read(source, cwd)
+        root = (cwd / output_root).resolve() if output_root is not None else _project_folder(cwd, job_dir)
     if storage:
         remote = storage_remote(storage, remote, job_dir, job_file, text)
     name = source
@@ -60,13 +63,12 @@ def load_job(
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
         raise JobError([f"{name}: {_describe(err, data)}" for err in exc.errors()]) from None
-    root = (cwd / output_root).resolve() if output_root is not None else _project_folder(cwd, job_dir)
     state_dir = job_dir / STATE_ROOT / (remote.name if remote else _state_name(source, job_file))
     if remote is not None:
         remote = dataclasses.replace(remote, state=remote.state_prefix(state_dir.name))
         if (spec.inputs or spec.assets_url) and not storage:  # checked without them first: a bad job fetches nothing
             _outputs, _merged, _inputs, faults = check_job(spec.model_copy(update={"inputs": []}), job_dir, job_file,
-                                                            state_dir, root)
+                                                            state_dir, root, remote)
             if faults:
                 raise JobError([f"{name}: {fault}" for fault in faults])
             check_keys(remote, [*_outputs.values(), *([_merged] if _merged else [])], name)
@@ -74,7 +76,8 @@ def load_job(
             if spec.assets_url:  # Helios' asset bundle: fetched like inputs, and counted as inputs
                 remote, assets = fetch_assets_of(remote, spec.assets_url, source)
                 spec = spec.model_copy(update={"inputs": list(dict.fromkeys([*spec.inputs, *assets]))})
-    outputs, merge_output, inputs, faults = check_job(spec, job_dir, job_file, state_dir, root)
+    outputs, merge_output, inputs, faults = check_job(spec, job_dir, job_file, state_dir, root,
+                                                      remote if remote is not None and not storage else None)
     if faults:
         raise JobError([f"{name}: {fault}" for fault in faults])
     roots = tuple(dict.fromkeys(str(r) for r in (job_dir.resolve(), root) if r is not None))

@@ -26,6 +26,7 @@ class RunOptions:
     scheduler: str | None = None  # the executor's address (Dask: tcp://HOST:PORT); None: start one
     merge_executor: str = "local"  # the merge runs here, never on the chunk executor unless asked
     workers: int = 1  # chunks doit runs at once here (its -n): each render gets its share of the cores
+    always: bool = False  # doit's -a: redo every selected task, done or not
 
     @property
     def attempts(self) -> int:
@@ -116,23 +117,50 @@ def parse(given: dict[str, str | None], argv: list[str] | None = None, as_flags:
             raise JobError([f"{name}: not valid; give {option.how}, e.g. {example}"]) from None
     if argv and ("-c" in argv or "--continue" in argv):
         values["keep_going"] = True
+    if argv and ("-a" in argv or "--always-execute" in argv):
+        values["always"] = True
     values["workers"] = _workers(argv or [])
     return RunOptions(**values)  # type: ignore[arg-type]
 
 
+#: More doit workers than this is no render farm's machine: a typo, or a fork bomb.
+MAX_WORKERS = 1024
+
+
 def _workers(argv: list[str]) -> int:
-    """doit's `-n N` (`-nN`, `--process N`, `--process=N`) in its command line; 1 without."""
-    found = "1"
+    """doit's `-n N` (`-nN`, `--process N`, `--process=N`) in its command line; 1 without. A run
+    starts no more workers than it has chunks to run (see `session`); a value that no machine
+    could mean is refused here, before anything runs."""
+    found, given = "1", "-n"
     for index, word in enumerate(argv):
         if word in ("-n", "--process") and index + 1 < len(argv):
-            found = argv[index + 1]
+            found, given = argv[index + 1], word
         elif word.startswith("--process="):
-            found = word.split("=", 1)[1]
-        elif word.startswith("-n") and word[2:].isdigit():
-            found = word[2:]
-    return max(1, int(found)) if found.isdigit() else 1
+            found, given = word.split("=", 1)[1], "--process"
+        elif word.startswith("-n") and len(word) > 2 and not word.startswith("--"):
+            found, given = word[2:], "-n"
+    try:
+        value = int(found)
+    except ValueError:
+        value = -1
+    if value == 0:
+        return 1  # doit's own meaning: no worker processes
+    if not 1 <= value <= MAX_WORKERS:
+        raise JobError([f"{given} {found}: not a number of chunks at once; give a whole number from 1 to {MAX_WORKERS} "
+                        f"(a run never starts more workers than it has chunks to run)"])
+    return value
+
+
+#: doit's own options that would undo what a run stands on: another reporter never starts the run
+#: (state folder, stops, worker bound); doit's own database would come back, to be locked by one runner.
+REFUSED = {"--reporter": "helios-doit's reporter starts the run", "-r": "helios-doit's reporter starts the run",
+           "--db-file": "helios-doit keeps no doit database", "--backend": "helios-doit keeps no doit database"}
 
 
 def from_vars(get: Callable[[str], str | None], argv: list[str] | None = None) -> RunOptions:
-    """From doit variables (dodo.py: `get_var`)."""
+    """From doit variables (dodo.py: `get_var`) and doit's own command line."""
+    for word in argv or []:
+        name = word.split("=", 1)[0] if word.startswith("--") else word[:2] if word.startswith("-r") else word
+        if name in REFUSED:
+            raise JobError([f"{name}: not with helios-doit ({REFUSED[name]}); leave it out"])
     return parse({option.variable: get(option.variable) for option in OPTIONS}, argv)

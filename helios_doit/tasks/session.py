@@ -27,6 +27,8 @@ from ..state.places import Place
 from ..video import THREADS_ENV
 from .graph import Graph, TaskDicts, build, chunk_tasks, merge_task
 from .options import RunOptions, from_vars
+from .uptodate import remember
+from .work import TaskJob
 from .refuse import load_or_exit, refuse_bad
 
 #: The job `doit` renders when no `job=` is given.
@@ -42,14 +44,18 @@ class RunSession:
         self.state_root = graph.state.root
         self.chunk_frames = {chunk.id: chunk.frame_count for chunk in graph.job.spec.chunks}
 
-    def start(self) -> None:
-        """Called once, in the runner's main process, as the run starts."""
+    def start(self, in_run: set[str]) -> int:
+        """Called once, in the runner's main process, as the run starts (`in_run`: the doit names of
+        the tasks it may execute). Returns how many workers the run needs at most: one per chunk
+        it has to render, at least one (the merge), never more than its `-n`."""
         self._prepare_state()
         save_inputs_cache(self.graph.state, self.graph.inputs)
         supervise.watch(self.state_root, self._place_of)
         supervise.ensure_handlers()
         supervise.start_watchdog()
-        self._preload()
+        todo = self._to_render(in_run)
+        if todo:
+            self._preload(todo[0])
         self._share_cores()
         if self.options.progress_json:
             os.environ[PROGRESS_ENV] = os.path.abspath(self.options.progress_json)
@@ -57,6 +63,22 @@ class RunSession:
             from ..executors.dask_adapter import local_cluster
 
             local_cluster()  # one cluster for every doit worker process, which finds it in the environment
+        return max(1, len(todo))
+
+    def _to_render(self, in_run: set[str]) -> list[TaskJob]:
+        """The chunks of this run that are not done, as many as it has workers at most: asked in
+        the order doit will ask, and each answer kept for doit's own question a moment later
+        (`uptodate.remember`), so a no-op run still reads each record once."""
+        limit = self.options.workers
+        todo: list[TaskJob] = []
+        for work in self.graph.chunks:
+            if work.task.doit not in in_run:
+                continue
+            if self.options.always or not remember(work):
+                todo.append(work)
+                if len(todo) >= limit:
+                    break
+        return todo
 
     def _share_cores(self) -> None:
         """Renders side by side each get their share of the cores for their encoder, unless the user
@@ -65,14 +87,14 @@ class RunSession:
         if workers > 1 and THREADS_ENV not in os.environ and self.options.executor == "local":
             os.environ[THREADS_ENV] = str(max(1, len(os.sched_getaffinity(0)) // workers))
 
-    def _preload(self) -> None:
+    def _preload(self, first: TaskJob) -> None:
         """Chunks that run our own renderer are forked from doit's workers (executors.spawn): import
-        what it needs once, here, before doit forks its workers, instead of once in each."""
-        chunks = self.graph.chunks
-        if not chunks or self.options.executor != "local":
-            return
+        what it needs once, here, before doit forks its workers, instead of once in each. Only
+        when a render will run: a no-op run never loads PyAV or numpy."""
+        if self.options.executor != "local" or self.options.workers < 2:
+            return  # a serial run forks its renders from this process: imported at the first one
         env = command_env()  # as the chunk will run: this installation's bin first on PATH
-        own = own_command(argv_for(chunks[0].command, env), env)
+        own = own_command(argv_for(first.command, env), env)
         if own is not None:
             importlib.import_module(FORKABLE[own[0]])
             from ..video import verify  # noqa: F401  (what checks each chunk, in the workers)

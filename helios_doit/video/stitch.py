@@ -187,7 +187,9 @@ def _check_container(output: Path, first: MediaInfo, plans: Sequence[str | None]
 
 
 def _add_streams(out: Any, src: Any, plans: Sequence[str | None], info: MediaInfo) -> list[Any]:
-    streams = [out.add_stream_from_template(src.streams.video[0])]
+    video = src.streams.video[0]
+    # With its frame rate, Matroska keeps each frame's duration (without it, the last frame has none).
+    streams = [out.add_stream_from_template(video, **({"rate": video.average_rate} if video.average_rate else {}))]
     for stream, codec, meta in zip(src.streams.audio, plans, info.audio):
         if codec is None:
             streams.append(out.add_stream_from_template(stream))
