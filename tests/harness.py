@@ -241,7 +241,12 @@ def kill_runner(proc: subprocess.Popen[str]) -> None:
     nothing it started is left: then what was done before the kill is known."""
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
-    wait_for(lambda: not marked(proc), 15, "the killed runner's processes to be gone")
+    try:
+        wait_for(lambda: not marked(proc), 15, "the killed runner's processes to be gone")
+    except AssertionError:
+        left = {pid: (command_line(pid).replace(b"\0", b" ").decode(errors="replace"),
+                      Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:3]) for pid in marked(proc)}
+        raise AssertionError(f"the killed runner's processes are not gone: {left}") from None
 
 
 def kill_tree(proc: subprocess.Popen[str]) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.util
 import os
+import select
 import signal
 import sys
 import threading
@@ -280,6 +281,18 @@ def _die_with_parent(_: object) -> None:
         return
     if os.getppid() != parent.pid:  # it died before we asked
         os.kill(os.getpid(), signal.SIGTERM)
+        return
+    # The kernel gives that signal to any thread of the worker; one that lands on multiprocessing's
+    # queue feeder only marks it for the main thread, which may sit in a read of doit's queue
+    # for ever. A thread of ours waits for the parent's end and signals the main thread itself.
+    threading.Thread(target=_signal_main_when_gone, args=(parent.sentinel,), name="helios-doit-parent-watch",
+                     daemon=True).start()
+
+
+def _signal_main_when_gone(sentinel: int) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        select.select([sentinel], [], [])  # readable (EOF) once the parent is gone
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
 
 class _AfterFork:
