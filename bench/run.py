@@ -4,6 +4,7 @@
 
 P1  fresh 10,000 trivial chunks: helios-doit (doit -n 2 job=... through dodo.py) vs make -j2
 P2  no-op rerun of that job: helios-doit vs plain doit on an equivalent hand-written dodo
+P7  what the state folder holds after that job: files per chunk, and the event logs' growth per no-op run
 P3  orbit composition, 240 frames at 640x360 in 4 chunks (doit -n 2) vs one direct render
 P3r the same at 1280x720, 300 frames: speedup and CPU, pinned and default encoder threads
 P4  stitching 20 large chunks: built-in stitcher vs ffmpeg -f concat -c copy; peak memory
@@ -568,10 +569,55 @@ def bench_p4(ctx: Ctx) -> Section:
                    {"samples": {k: [asdict(m) for m in v] for k, v in samples.items()}, "memory": mem, "input_mb": total_mb})
 
 
+# -- P7: what the state folder holds -------------------------------------------------------------
+
+def _state_size(root: Path) -> tuple[int, int, int]:
+    """(files, bytes they hold, bytes of disk they take) under `root`."""
+    files = size = disk = 0
+    for path in root.rglob("*"):
+        st = path.lstat()
+        if path.is_file() and not path.is_symlink():
+            files, size, disk = files + 1, size + st.st_size, disk + st.st_blocks * 512
+    return files, size, disk
+
+
+def bench_p7(ctx: Ctx) -> Section:
+    n, noops = ctx.n_chunks, 5 if ctx.quick else 25
+    dirs = touch_dirs(ctx)
+    folder = dirs["helios"]
+    if "helios" not in ctx.shared.get("touch_done", set()):
+        ctx.log(f"  P7: completing the {n}-chunk job first")
+        clean_touch_outputs(folder)
+        run_helios(folder)
+    state = folder / ".helios-doit" / "job.json"
+    files, size, disk = _state_size(state)
+    per_chunk = sum(1 for p in state.rglob("*") if p.is_file() and "chunk-" in p.name) / n
+    ctx.log(f"  P7: {files} files ({size / 1e6:.1f} MB, {disk / 1e6:.1f} MB of disk) after a fresh run; {noops} no-op runs")
+    runs_before = _state_size(state / "runs")
+    for _ in range(noops):
+        run_helios(folder)
+    runs_after = _state_size(state / "runs")
+    grown = (runs_after[1] - runs_before[1]) / noops
+    rows = [
+        Row("P7", f"state files per chunk after a {n:,}-chunk run (records, logs; locks are removed as they are let go)",
+            f"{per_chunk:.2f} files/chunk, {files:,} files, {size / 1e6:.1f} MB ({disk / 1e6:.0f} MB of disk)", "-",
+            f"{per_chunk:.2f} per chunk", "≤ 2 per chunk", per_chunk <= 2),
+        Row("P7 ctx", f"event log growth per no-op run of the {n:,}-chunk job ({noops} runs; old runs' logs pruned)",
+            f"{grown / 1e3:.1f} KB per run; runs/ holds {runs_after[0]} files", "-", "-", "context", None),
+    ]
+    details = [f"P7 — the state folder of the P1 job after its runs: {files:,} files, {size:,} bytes "
+               f"({disk:,} bytes of disk blocks); {per_chunk:.2f} chunk files per chunk. Then {noops} no-op runs: "
+               f"runs/ went from {runs_before[0]} files ({runs_before[1]:,} bytes) to {runs_after[0]} files "
+               f"({runs_after[1]:,} bytes); a run keeps the 20 runs' logs before it and any written to in the last hour."]
+    return Section("P7", "State folder size", rows, details,
+                   {"files": files, "bytes": size, "disk": disk, "per_chunk": per_chunk, "runs": [runs_before, runs_after]})
+
+
 #: id -> benchmark, in the order they run. A new benchmark (e.g. an executor one) goes here.
 BENCHES: dict[str, Callable[[Ctx], Section]] = {"P1": bench_p1, "P2": bench_p2, "P5": bench_p5, "P3": bench_p3,
-                                                "P3r": bench_p3r, "P3s": bench_p3s, "P4": bench_p4, "P6": bench_p6}
-ORDER = ["P1", "P2", "P3", "P3r", "P3s", "P4", "P5", "P6"]  # order in the table
+                                                "P3r": bench_p3r, "P3s": bench_p3s, "P4": bench_p4, "P6": bench_p6,
+                                                "P7": bench_p7}
+ORDER = ["P1", "P2", "P3", "P3r", "P3s", "P4", "P5", "P6", "P7"]  # order in the table
 
 
 # -- output -------------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ DAMAGE = {
     "state-folder-deleted": lambda state: __import__("shutil").rmtree(state),
     "record-is-a-folder": lambda state: ((state / "records" / "chunk-1.json").unlink(),
                                          (state / "records" / "chunk-1.json" / "inside").mkdir(parents=True)),
-    "lock-is-a-folder": lambda state: ((state / "locks" / "chunk-2.lock").unlink(),
+    "lock-is-a-folder": lambda state: ((state / "locks" / "chunk-2.lock").unlink(missing_ok=True),
                                        (state / "locks" / "chunk-2.lock").mkdir(),
                                        (state / "records" / "chunk-2.json").unlink()),  # so that it is taken
     "runs-is-a-file": lambda state: (__import__("shutil").rmtree(state / "runs"), (state / "runs").write_text("x")),

@@ -123,8 +123,8 @@ def test_progress_file_after_a_run(make_job):
     events = [json.loads(line) for path in log for line in path.read_text().splitlines()]
     kinds = [event["event"] for event in events]
     assert kinds.count("run-start") == 2 and kinds.count("run-end") == 2
-    skipped = [task for event in events if event["event"] == "tasks-skip" for task in event["tasks"]]
-    assert sorted(skipped) == ["chunk-0", "chunk-1", "chunk-2", "chunk-3", "merge"]
+    [skipped] = [event for event in events if event["event"] == "tasks-skip"]
+    assert skipped["chunks"] == [[0, 3]] and skipped["merge"] is True  # every chunk, as one range
 
 
 def test_progress_file_is_current_during_a_run(make_job):

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import os
 import select
+import stat
 import time
 from typing import BinaryIO, Callable
+
+from ..state.folder import open_own
 
 _PIPE_BUF = getattr(select, "PIPE_BUF", 512)
 _FDS = {"stdout": 1, "stderr": 2}
@@ -122,15 +125,19 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def open_log(path: os.PathLike[str] | str, header: str, limit: int | None = None) -> BinaryIO:
     """Logs keep every attempt: each appends a header line and, at the end, a footer. A log over
-    `limit` is first rotated to `<log>.1`, so a task's logs stay within about four limits."""
+    `limit` is first rotated to `<log>.1`, so a task's logs stay within about four limits. A link
+    (or anything but a plain file of ours) in the log's place is moved aside, never written through."""
     path = os.fspath(path)
     limit = log_limit() if limit is None else limit
     try:
-        if os.path.getsize(path) > limit:
-            os.replace(path, path + ".1")
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_size > limit:
+            os.replace(path, path + ".1")  # a rename: whatever is at `.1` is replaced, never written through
     except FileNotFoundError:
         pass
-    log = open(path, "ab")
+    fd = open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                  say=lambda line: _write_all(2, f"helios-doit: {line}\n".encode(errors="replace")))
+    log = os.fdopen(fd, "ab")
     log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {header}\n".encode())
     log.flush()
     return log

@@ -121,7 +121,7 @@ class Progress:
             return changed
         if kind == "tasks-skip":  # one event for every task a run found up to date
             changed = False
-            for key in event.get("tasks") or []:
+            for key in skipped_tasks(event):
                 changed |= self.apply({"event": "task-skip", "at": at, "task": key, "reason": event.get("reason")})
             return changed
         key = task_key(event)
@@ -321,6 +321,27 @@ _HANDLERS: dict[str, Callable[[Progress, TaskState, str, Event, float], bool]] =
     "task-skip": Progress._skip,
     "task-progress": Progress._progress,
 }
+
+
+def skipped_tasks(event: Event) -> list[str]:
+    """The task keys of a `tasks-skip` event: chunk ids as ranges (`[[0, 9999]]`: a no-op run of
+    10,000 chunks is a few bytes in the log, not a megabyte), and the merge."""
+    keys = [str(key) for key in event.get("tasks") or []]  # the older form: every key
+    for span in event.get("chunks") or []:
+        if isinstance(span, list) and len(span) == 2 and all(isinstance(n, int) for n in span):
+            keys += [f"chunk-{n}" for n in range(span[0], min(span[1], span[0] + 10_000_000) + 1)]
+    return keys + (["merge"] if event.get("merge") else [])
+
+
+def compact_chunks(ids: list[int]) -> list[list[int]]:
+    """Chunk ids as [first, last] ranges of consecutive ids."""
+    spans: list[list[int]] = []
+    for n in sorted(set(ids)):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return spans
 
 
 def retry_line(event: Event) -> str | None:

@@ -38,7 +38,7 @@ from ..state.files import write_json_atomic
 from ..state.folder import StateDir
 from ..state.names import TaskName
 from ..state.outcome import Failure, TaskResult, TaskStopped
-from .model import PROGRESS_ENV, Progress, first_line, retry_line
+from .model import PROGRESS_ENV, Progress, compact_chunks, first_line, retry_line
 
 #: Set to 0 to get plain lines even in a terminal.
 LIVE_ENV = "HELIOS_DOIT_LIVE"
@@ -236,7 +236,8 @@ class Reporter(ConsoleReporter):
     def _flush_skipped(self) -> None:
         if self.skipped:
             skipped, self.skipped = self.skipped, []
-            self._emit("tasks-skip", tasks=skipped, reason="up to date")
+            ids = [name.chunk_id for name in map(TaskName.parse, skipped) if name is not None and name.chunk_id is not None]
+            self._emit("tasks-skip", chunks=compact_chunks(ids), merge="merge" in skipped, reason="up to date")
 
     def _emit(self, kind: str, **fields: Any) -> None:
         """Into the run's log for anyone reading it (status, tools), and into our model at once."""

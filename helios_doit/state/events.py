@@ -15,17 +15,21 @@ Events (every one has "event", "at" (unix time), "task" where it applies):
 - task-wait:   task, chunkId: another runner holds the task's lock; this one waits, then checks again
 - task-takeover: task, chunkId, pid, host, runId: the runner that worked on it died; what it left is killed
 - task-aside:  task, chunkId, message: something in the output's place was moved aside
-- tasks-skip:  tasks (["chunk-3", ..., "merge"]), reason ("up to date"): one event per run, not per task
+- tasks-skip:  chunks ([[first, last], ...]: ranges of chunk ids), merge (bool), reason ("up to date"): one
+               event per run, not per task, a few bytes however many chunks
 - run-end:     code (0 done, 1 a task failed, 2 doit refused, 128+N stopped by signal N), failed (tasks), elapsed
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from .folder import open_own
 
 #: Set by the runner's main process; workers (forked or spawned) inherit it.
 RUN_ID_ENV = "HELIOS_DOIT_RUN_ID"
@@ -53,8 +57,39 @@ def emit(state_root: Path | str, event: str, **fields: Any) -> None:
     if fd is None:
         path = log_path(*key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = _open[key] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _open[key] = open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # a link there is moved aside
     os.write(fd, line.encode())
+
+
+#: Event logs kept in `runs/`: the newest this many, and any written to in the last KEEP_RECENT seconds.
+KEEP_RUNS = 20
+KEEP_RECENT = 3600.0
+_RUN_FILE = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}\.(jsonl|cancel)")
+
+
+def prune(state_root: Path | str, keep: int = KEEP_RUNS, recent: float = KEEP_RECENT) -> int:
+    """Drop the event logs (and cancel flags) of old runs: the newest `keep` runs stay, and any run
+    whose log changed in the last `recent` seconds (one that may still be going). Only files of
+    ours by name and kind (regular files named as a run id) are touched. Returns how many went."""
+    folder = Path(state_root) / "runs"
+    try:
+        entries = [e for e in os.scandir(folder) if _RUN_FILE.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return 0
+    runs = sorted({e.name.rsplit(".", 1)[0] for e in entries}, reverse=True)
+    old = set(runs[keep:]) - {os.environ.get(RUN_ID_ENV)}
+    now, gone = time.time(), 0
+    for entry in entries:
+        if entry.name.rsplit(".", 1)[0] not in old:
+            continue
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < recent:
+                continue
+            os.unlink(entry.path)
+            gone += 1
+        except OSError:
+            continue
+    return gone
 
 
 def read(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .folder import StateDir
+from .folder import open_own
 
 
 @contextlib.contextmanager
@@ -21,27 +21,69 @@ def task_lock(path: Path, stop: Callable[[], object], poll: float = 0.1,
               on_wait: Callable[[], None] = lambda: None) -> Iterator[bool]:
     """Hold the task's lock; yields True when another runner held it first (so: re-check).
     `on_wait` is called once if the lock is taken when asked for."""
+    waited = False
+    while True:
+        fd = _take(path, blocking=False)
+        if fd is not None:
+            break
+        if not waited:
+            on_wait()
+        waited = True
+        if stop():
+            raise KeyboardInterrupt
+        time.sleep(poll)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except IsADirectoryError:  # damage: a folder where the lock file belongs; moved aside, not deleted
-        StateDir(path.parent.parent).set_aside(path)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        waited = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not waited:
-                    on_wait()
-                waited = True
-                if stop():
-                    raise KeyboardInterrupt
-                time.sleep(poll)
         yield waited
     finally:
-        os.close(fd)  # releases the lock
+        _let_go(path, fd)
+
+
+@contextlib.contextmanager
+def try_lock(path: Path) -> Iterator[bool]:
+    """Take the task's lock if nobody holds it (yields True), without waiting (yields False)."""
+    fd = _take(path, blocking=False)
+    try:
+        yield fd is not None
+    finally:
+        if fd is not None:
+            _let_go(path, fd)
+
+
+def _take(path: Path, blocking: bool) -> int | None:
+    """The lock file's descriptor, locked; None if another runner holds it. The file exists only
+    while the task is worked on (a state folder keeps no file per chunk for its locks): the holder
+    removes it as it lets go, so a lock taken on a file that is no longer the one at `path` is let
+    go and taken again on the new one."""
+    while True:
+        fd = open_own(path, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            now = os.lstat(path)
+        except FileNotFoundError:
+            now = None
+        st = os.fstat(fd)
+        if now is not None and (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+            return fd
+        os.close(fd)  # its holder removed it as we waited for it: the lock is the new file's
+
+
+def _let_go(path: Path, fd: int) -> None:
+    """Remove the lock file (if it is still ours), then let go of it: whoever waits on it takes the next one."""
+    try:
+        st, now = os.fstat(fd), os.lstat(path)
+        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def is_held(lock: Path, this_machine: bool = True) -> bool:
@@ -79,16 +121,3 @@ def _held_anywhere(lock: Path) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def try_lock(path: Path) -> Iterator[bool]:
-    """Take the task's lock if nobody holds it (yields True), without waiting (yields False)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)

@@ -1,18 +1,21 @@
 """A lease on one task in a bucket: two runners on one bucket never render a chunk at once.
 
-Taken with a create-only write (S3 `If-None-Match: *`: one winner), renewed while the task runs,
-deleted when it ends. A runner that dies leaves its lease to expire (`HELIOS_DOIT_LEASE_TTL`
-seconds after its last renewal); then the next runner takes it over with a write conditional on
-the version it read (S3 `If-Match`), so two runners cannot both take over one expired lease.
-A lease whose holder the caller knows to be dead (a runner on this machine) is taken over at
-once. The lease is not the last line: a runner that lost its lease uploads nothing, and an upload is
-create-only, so even a runner paused past its lease cannot write over another's output.
+Taken with a create-only write (S3 `If-None-Match: *`: one winner), renewed while the task runs
+(every third of its ttl, each renewal a new version), deleted when it ends. A runner that dies
+stops renewing it; a waiting runner that has seen the same version for a whole ttl, by its own
+clock, takes it over with a write conditional on that version (S3 `If-Match`), so two runners
+cannot both take over one lease. No runner reads another machine's clock: a lease says how long
+its holder renews it for, never until when, so runners whose clocks disagree (by seconds or by
+hours) still agree on who holds it. A lease whose holder the caller knows to be dead (a runner
+on this machine) is taken over at once, and a damaged one has no holder. The lease is not the
+last line: a runner asks whether it still holds it right before each write it makes (and takes
+its record back if it lost it while writing), and an upload is create-only, so even a runner
+paused past its lease cannot write over another's output.
 """
 from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import socket
 import threading
@@ -44,19 +47,20 @@ class Lease:
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), **(owner or {})}
         self.version: str | None = None
         self.lost = False
+        self._watched: tuple[str, float] | None = None  # another's version, and when (our clock) we first saw it
         self._done = threading.Event()
         self._writing = threading.Lock()  # the renewer and `confirm` each write after the version they hold
         self._thread: threading.Thread | None = None
 
     def _body(self) -> bytes:
         # A new nonce in every write: identical bytes would keep the version, and a stale
-        # conditional write would pass.
-        return json.dumps({**self.owner, "nonce": uuid.uuid4().hex, "ttl": self.ttl,
-                           "expires": time.time() + self.ttl}).encode()
+        # conditional write would pass. The ttl says how long the holder renews for, not until when.
+        return json.dumps({**self.owner, "nonce": uuid.uuid4().hex, "ttl": self.ttl}).encode()
 
     def holder(self) -> dict[str, Any] | None:
-        """The live lease of another runner, or None once we hold it. A lease that cannot be
-        read, is damaged, or says nonsense counts as expired: damage never blocks a task."""
+        """The live lease of another runner, or None once we hold it. A lease that cannot be read,
+        is damaged, or was not renewed for its ttl as we watched it has no live holder: damage never
+        blocks a task."""
         for _ in range(5):
             try:
                 self.version = self.store.create(self.key, self._body())
@@ -64,13 +68,14 @@ class Lease:
                 version, current = self._read()
                 if version is None:
                     continue  # released meanwhile: take it
-                if self._live(current):
+                if self._live(version, current):
                     return current
                 self.version = self.store.replace(self.key, self._body(), version)
                 if self.version is None:
                     continue  # taken or renewed meanwhile: look again
+            self._watched = None
             return None
-        return {"host": "another runner", "expires": time.time() + 1}  # a write race each time: wait a moment
+        return {"host": "another runner"}  # a write race each time: wait a moment
 
     def _read(self) -> tuple[str | None, dict[str, Any]]:
         ident = self.store.info(self.key)
@@ -85,11 +90,17 @@ class Lease:
             body = {}
         return ident.version, body if isinstance(body, dict) else {}
 
-    def _live(self, body: dict[str, Any]) -> bool:
-        expires, now = body.get("expires"), time.time()
-        if not isinstance(expires, (int, float)) or isinstance(expires, bool) or not math.isfinite(expires):
+    def _live(self, version: str, body: dict[str, Any]) -> bool:
+        """Is the lease at `version` held? Renewed since we first saw it (a new version), or seen
+        for less than its ttl by our own monotonic clock; not damaged; not a holder known dead."""
+        ttl = body.get("ttl")
+        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 < ttl <= MAX_TTL or self.dead(body):
             return False
-        return now < expires <= now + MAX_TTL and not self.dead(body)
+        now = time.monotonic()
+        if self._watched is None or self._watched[0] != version:
+            self._watched = (version, now)
+            return True
+        return now - self._watched[1] < ttl
 
     def confirm(self) -> bool:
         """Renew now, and say whether the lease is still ours: asked right before publishing, so a
@@ -130,9 +141,11 @@ class Lease:
 
 
 def live_holder(store: Store, key: str) -> dict[str, Any] | None:
-    """Who holds the lease at `key` now, if anyone does (read only: for `doit clean`)."""
-    version, body = Lease(store, key)._read()
-    return body if version is not None and Lease(store, key)._live(body) else None
+    """Who holds the lease at `key`, if anyone may (read only: for `doit clean`). Seen once, a
+    lease that is not damaged counts as held: only watching it for its ttl could tell otherwise."""
+    lease = Lease(store, key)
+    version, body = lease._read()
+    return body if version is not None and lease._live(version, body) else None
 
 
 def acquire(store: Store, key: str, stopping: Callable[[], object], on_wait: Callable[[dict[str, Any]], None],

@@ -24,31 +24,35 @@ from ..state.folder import StateDir
 from ..state.locks import task_lock
 from ..state.outcome import Failure, TaskResult, TaskStopped
 from ..state.places import PlaceError
-from ..storage.lease import LEASE_TTL_ENV, acquire
+from ..storage.lease import acquire
 from ..storage.records import lease_key
 from ..storage.store import StorageError
-from .attempt import clear_place, run_once
+from .attempt import changed_source, clear_place, run_once
 from ..storage.staging import sweep
-from .publish import publish, published_at, pull_sources, remote_state, stage_of, store_of
+from .publish import publish, published_record, pull_sources, remote_state, stage_of, store_of
 from .say import say
+from .uptodate import seen
 from .work import TaskJob
 
 
-def run_task(job: TaskJob) -> TaskFailed | dict[str, Any]:
+def run_task(job: TaskJob, task: Any) -> TaskFailed | dict[str, Any]:
     """doit's task action: a `TaskResult` as the task's values (so the runner's main process can
-    report it without reading the event log), or the failure."""
+    report it without reading the event log), or the failure. `task` is doit's own, which
+    carries what the runner saw of the task's record when it decided to run it."""
     supervise.ensure_handlers()
     if supervise.stopping():
         raise supervise.Interrupted(supervise.stopping() or 0)
     state = StateDir(Path(job.state_root))
+    was = seen(task)
     try:
         waiting = lambda: events.emit(state.root, "task-wait", task=job.name, chunkId=job.chunk_id)  # noqa: E731
         with task_lock(state.lock(job.name), supervise.stopping, on_wait=waiting):
-            # Another runner may have finished it since we looked (or while we waited for its lock);
-            # a record older than our look is one this run chose to redo (`-a`, a changed output).
+            # Another runner may have finished it since we looked (or while we waited for its lock):
+            # a good record other than the one we saw. The one we saw is one this run chose to redo (-a).
             if job.remote is not None:
-                return _in_bucket(job, state)
-            if job.complete().check(after=job.looked):
+                return _in_bucket(job, state, was)
+            done, identity = job.complete().look()
+            if done and identity != was:
                 return _elsewhere(job, state)
             dead = _take_over(job, state)
             return _attempts(job, state, dead)
@@ -65,7 +69,7 @@ def _elsewhere(job: TaskJob, state: StateDir) -> dict[str, Any]:
     return TaskResult(elsewhere=True).values()
 
 
-def _in_bucket(job: TaskJob, state: StateDir) -> TaskFailed | dict[str, Any]:
+def _in_bucket(job: TaskJob, state: StateDir, was: str | None) -> TaskFailed | dict[str, Any]:
     """A task of a job in a bucket: under the task's lease there (other machines), rendered in
     this machine's mirror as any task is, then published. A verified output this machine made
     earlier but did not get to publish (a crash mid-upload: no record in the bucket) is
@@ -83,24 +87,21 @@ def _in_bucket(job: TaskJob, state: StateDir) -> TaskFailed | dict[str, Any]:
     except InterruptedError:
         raise supervise.Interrupted(supervise.stopping() or 0) from None
     try:
-        published = published_at(job)
-        if published is not None and published >= job.looked:
+        published = published_record(job)
+        if published is not None and published != was:
             return _elsewhere(job, state)
         if (stage := stage_of(job)) is not None:
             sweep(stage.remote, stage.area)  # outputs staged by attempts that died before taking them
         if job.sources:
             pull_sources(job, state)
         result: TaskFailed | dict[str, Any] = TaskResult(0.0, 0).values()
-        # Done there before this run looked: this run chose to redo it (-a), whatever is here.
+        # Done there as this run saw it: this run chose to redo it (-a), whatever is here.
         if published is not None or not job.complete().check():
             result = _attempts(job, state, _take_over(job, state))
             if isinstance(result, TaskFailed):
                 return result
-        if not lease.confirm():  # asked now: a runner paused past its lease learns it before it writes
-            raise StorageError(f"another runner took over its lease in the bucket; nothing was uploaded "
-                               f"(raise {LEASE_TTL_ENV} if renders outlast it)")
         with supervise.held():  # a stop waits until the output and its record are both in the bucket, or neither
-            if not publish(job, state):
+            if not publish(job, state, lease, published):
                 return _elsewhere(job, state)
         return result
     finally:
@@ -151,6 +152,8 @@ def _attempts(job: TaskJob, state: StateDir, dead: str | None = None) -> TaskFai
     """Run until success, a final failure, or the run is cancelled; count every attempt.
 
     `dead` says whose attempt died here, if one did: its partial output is not ours to delete."""
+    if job.sources and (changed := changed_source(job)):
+        return _refused(job, state, f"{job.label}: {changed}")
     vouched = (read_json(state.record(job.name)) or {}).get("output")
     if job.place is not None:  # the record vouches for its output once, now; then it is dropped
         clear_place(job, job.place, vouched if isinstance(vouched, list) else None, dead, create=True)

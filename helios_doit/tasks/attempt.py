@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,11 +128,26 @@ class _Reports:
             pass  # progress is worth no failure: the chunk's own outcome is what counts
 
 
+def changed_source(job: TaskJob) -> str | None:
+    """The merge takes only bytes a record vouches for: the first chunk whose output is no longer
+    the file its record describes (another chunk's command, or something it left running, wrote
+    to it since), said as one line; None when every chunk output is as recorded. Asked right
+    before the merge runs and again right before its record is written."""
+    for task, path in zip(job.sources, job.inputs):
+        record = read_json(record_file(job.state_root, task.key)) or {}
+        if record.get("output") is None or stamp(path) != record.get("output"):
+            return (f"{task.label}'s output {os.path.basename(path)} is no longer the file {task.label} recorded "
+                    f"(something wrote to it since); nothing was merged from it: run again to render {task.label} again")
+    return None
+
+
 def _verify(job: TaskJob, result: CommandResult) -> tuple[str | None, dict[str, Any] | None, bool]:
     """Why the attempt failed (None if it did not), what a verified video chunk holds, and whether
     its output is whole but wrong."""
     if not result.ok:
         return result.describe(), None, False
+    if job.sources and (changed := changed_source(job)):
+        return changed, None, False
     if not job.output:
         return None, None, False
     if stamp(job.output) is None:
@@ -169,7 +185,8 @@ def _record(job: TaskJob, result: CommandResult, attempts: int, output: list[int
         "fingerprint": job.fingerprint,
         "output": output,  # the stamp the output must keep for the record to be believed
         "inputs": {relative(p, job.cwd): content_state(p) for p in job.inputs},
-        "finishedAt": time.time(),
+        "writeId": uuid.uuid4().hex,  # which record this is: what "done since I looked" compares
+        "finishedAt": time.time(),  # for people; no runner compares it with its own clock
         "duration": round(result.duration, 3),
         "host": socket.gethostname(),
         "attempts": attempts,

@@ -5,6 +5,8 @@ doit asks this (`uptodate`) for every task of every run; a 10,000-chunk no-op ru
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 
@@ -25,26 +27,41 @@ class Complete:
     def __call__(self) -> bool:
         return self.check()
 
-    def check(self, after: float | None = None) -> bool:
-        """Done, and (given `after`) recorded at or after that time. A record whose fields are not
-        what a run writes (damage) reads as no record: the work is redone."""
-        try:
-            return self._check(after)
-        except (TypeError, ValueError, AttributeError):
-            return False
+    def check(self) -> bool:
+        """Done: the record is there and vouches for the task as it is now. A record whose fields
+        are not what a run writes (damage) reads as no record: the work is redone."""
+        return self.look()[0]
 
-    def _check(self, after: float | None) -> bool:
+    def look(self) -> tuple[bool, str | None]:
+        """(done, the identity of the record read): two looks that see the same identity saw the
+        same record. A runner tells "another runner finished it since I looked" from "this run
+        chose to redo it" (doit's -a) by comparing identities, never by comparing the clocks
+        of the machines that wrote and that read."""
         data = read_json(self.record)
-        if data is None or data.get("fingerprint") != self.fingerprint:
-            return False
-        if after is not None and not float(data.get("finishedAt") or 0) >= after:
+        if data is None:
+            return False, None
+        try:
+            return self._done(data), record_identity(data)
+        except (TypeError, ValueError, AttributeError):
+            return False, record_identity(data)
+
+    def _done(self, data: dict[str, object]) -> bool:
+        if data.get("fingerprint") != self.fingerprint:
             return False
         if self.output is not None and stamp(self.output) != data.get("output"):
             return False
         states = data.get("inputs") or {}
-        if len(states) != len(self.inputs):
+        if not isinstance(states, dict) or len(states) != len(self.inputs):
             return False
         return not any(content_changed(p, states.get(relative(p, self.cwd))) for p in self.inputs)
+
+
+def record_identity(data: dict[str, object]) -> str:
+    """Which record this is: its write's nonce, or (a record without one) a digest of what it holds."""
+    nonce = data.get("writeId")
+    if isinstance(nonce, str) and nonce:
+        return nonce
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def relative(path: str, folder: str) -> str:

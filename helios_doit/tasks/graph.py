@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import posixpath
 import shlex
-import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -49,7 +48,6 @@ def build(job: Job, options: RunOptions = RunOptions(), merge: str | None = None
     state = StateDir(job.state_dir)
     states = inputs_states(state, job.inputs, job.job_dir)
     digest = inputs_digest(states)
-    looked = time.time()
     meta = job.spec.metadata
     remote = job.remote
     scan = scan_prefix(job) if remote else ""
@@ -61,14 +59,14 @@ def build(job: Job, options: RunOptions = RunOptions(), merge: str | None = None
             expect = expects[chunk.frame_count] = Expect(chunk.frame_count, meta.width, meta.height, meta.fps)
         chunks.append(TaskJob(TaskName(chunk.id), chunk.command, str(job.job_dir), job.outputs[chunk.id],
                               str(state.root), chunk_fingerprint(chunk, digest), adapter=options.executor,
-                              expect=expect, options=options, looked=looked, roots=job.output_roots,
+                              expect=expect, options=options, roots=job.output_roots,
                               first_frame=chunk.start_frame, remote=remote, scan=scan))
     output = str(job.merge_output) if job.merge_output else None
     by_id = {work.chunk_id: work for work in chunks}
     merge_work = TaskJob(TaskName.merge(), command, str(job.job_dir), output, str(state.root),
                          fingerprint(command, output and os.path.relpath(output, job.job_dir)),
                          tuple(job.outputs[i] for i in job.frame_order), adapter=options.merge_executor,
-                         expect=Expect(meta.total_frames, fps=meta.fps), options=options, looked=looked,
+                         expect=Expect(meta.total_frames, fps=meta.fps), options=options,
                          roots=job.output_roots, sources=tuple(TaskName(i) for i in job.frame_order),
                          remote=remote, scan=scan,
                          source_fingerprints=tuple(by_id[i].fingerprint for i in job.frame_order) if remote else ())
@@ -143,7 +141,7 @@ def merge_task(graph: Graph, clean: bool = True) -> dict[str, Any]:
         "task_dep": [CHUNK],
         "targets": [output] if output and work.remote is None else [],
         # checked when doit gets to it: the chunks run first
-        "uptodate": [(chunk_done, (work,), _NO_KWARGS) if work.remote else work.complete()],
+        "uptodate": [(chunk_done, (work,), _NO_KWARGS)],
         "clean": [(clean_task, [work])] if clean else [],
         "verbosity": 2,
     }

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 import time
+import uuid
 
 from doit.dependency import get_file_md5
 
@@ -21,7 +23,7 @@ from ..state.content import fingerprint
 from ..state.files import read_json, stamp, write_json_atomic
 from ..state.folder import StateDir
 from ..state.places import Place
-from ..storage.lease import live_holder
+from ..storage.lease import LEASE_TTL_ENV, Lease, live_holder
 from ..storage.records import done_key, done_prefix, found, lease_key, read_record, records_of, scan, vouched, write_record
 from ..storage.staging import Stage, sweep
 from ..storage.store import Exists, Identity, StorageError, Store, store_for
@@ -73,41 +75,45 @@ def remote_fingerprint(job: TaskJob, listing: dict[str, Identity]) -> str | None
 
 
 def remote_done(job: TaskJob) -> bool:
-    """The bucket's record vouches for the task's output as it is now, decided from one listing
-    of the job's prefix per runner. The merge, asked after this run's chunks, trusts that listing
-    only while it and every one of its chunks were done in it (then none ran since); else it lists
-    again: a chunk rendered again to the same bytes leaves the merge done."""
+    return remote_look(job)[0]
+
+
+def remote_look(job: TaskJob) -> tuple[bool, str | None]:
+    """(done, the identity of the record that vouches for the output) in the bucket, decided from
+    one listing of the job's prefix per runner. The merge, asked after this run's chunks, trusts
+    that listing only while it and every one of its chunks were done in it (then none ran since);
+    else it lists again: a chunk rendered again to the same bytes leaves the merge done."""
     try:
         store = store_of(job)
         listing = scan(store, job.scan)
         if job.sources:
-            if _merge_found(job, listing) and _sources_found(job, listing):
-                return True
-            return _merge_found(job, scan(store, job.scan, fresh=True))
+            if (found_now := _vouching(job, listing)) is not None and _sources_found(job, listing):
+                return True, found_now
+            identity = _vouching(job, scan(store, job.scan, fresh=True))
+            return identity is not None, identity
     except StorageError:
-        return False  # said when the task runs, in one line
-    return found(listing, remote_state(job), job.name, job.fingerprint, output_key(job)) is not None
+        return False, None  # said when the task runs, in one line
+    identity = _vouching(job, listing)
+    return identity is not None, identity
 
 
-def published_at(job: TaskJob, view: tuple[dict[str, Identity], Identity | None] | None = None) -> float | None:
-    """When the record that vouches for the task's output now was published, or None if none
-    does. At or after the run looked: another runner finished it meanwhile. Before: a record this
-    run chose to redo (doit's `-a`), as for a local job. Asked of the bucket now (a chunk: `_view`,
-    and the one record that matches)."""
-    store = store_of(job)
+def published_record(job: TaskJob, view: tuple[dict[str, Identity], Identity | None] | None = None) -> str | None:
+    """The identity of the record that vouches for the task's output in the bucket now (its key and
+    the record object's own version), or None if none does. Asked of the bucket now (a chunk:
+    `_view`, its records and its output)."""
     if job.sources:
-        listing = scan(store, job.scan, fresh=True)
-        fp = remote_fingerprint(job, listing)
-    else:
-        listing = dict((view or _view(job))[0])
-        fp = job.fingerprint
+        return _vouching(job, scan(store_of(job), job.scan, fresh=True))
+    return _vouching(job, dict((view or _view(job))[0]))
+
+
+def _vouching(job: TaskJob, listing: dict[str, Identity]) -> str | None:
+    """The identity of the record in `listing` that vouches for the task's output as it is there."""
+    fp = remote_fingerprint(job, listing)
     ident = found(listing, remote_state(job), job.name, fp, output_key(job)) if fp else None
     if ident is None or fp is None:
         return None
-    body = read_record(store, done_key(remote_state(job), job.name, fp, ident)) or {}
-    published = body.get("publishedAt")
-    # Unreadable: taken as another runner's, never redone over.
-    return float(published) if isinstance(published, (int, float)) and not isinstance(published, bool) else float("inf")
+    key = done_key(remote_state(job), job.name, fp, ident)
+    return f"{key}@{listing[key].version}"
 
 
 def _view(job: TaskJob) -> tuple[dict[str, Identity], Identity | None]:
@@ -120,11 +126,6 @@ def _view(job: TaskJob) -> tuple[dict[str, Identity], Identity | None]:
     if key is not None and current is not None:
         listing[key] = current
     return listing, current
-
-
-def _merge_found(job: TaskJob, listing: dict[str, Identity]) -> bool:
-    fp = remote_fingerprint(job, listing)
-    return fp is not None and found(listing, remote_state(job), job.name, fp, output_key(job)) is not None
 
 
 def _sources_found(job: TaskJob, listing: dict[str, Identity]) -> bool:
@@ -147,7 +148,7 @@ def remote_size(job: TaskJob) -> int | None:
 def pull_sources(job: TaskJob, state: StateDir) -> None:
     """The merge's chunks, from the bucket into the mirror, each with a local record holding
     what its bucket record says (the seam checks read it). A local copy that is the object
-    already is not downloaded again. Asked right after `published_at`, under the merge's lease:
+    already is not downloaded again. Asked right after `published_record`, under the merge's lease:
     the listing it just took is the bucket as it is now."""
     assert job.remote is not None
     store = store_of(job)
@@ -169,13 +170,17 @@ def pull_sources(job: TaskJob, state: StateDir) -> None:
                 say(note)
             store.download(key, path, within=job.remote.mirror)
             body = read_record(store, record_key) or {}
-            body.update(output=stamp(path), object={"size": ident.size, "version": ident.version})
+            body.update(output=stamp(path), object={"size": ident.size, "version": ident.version},
+                        writeId=uuid.uuid4().hex)
             write_json_atomic(state.record(task.key), body)
 
 
-def publish(job: TaskJob, state: StateDir) -> bool:
-    """Upload the verified output, then its record: the task is done in the bucket. False if it
-    was done there already (another runner published it first): then nothing is touched."""
+def publish(job: TaskJob, state: StateDir, lease: Lease, was: str | None) -> bool:
+    """Upload the verified output, then its record: the task is done in the bucket. False if
+    another runner published it since this one took the task (a record other than `was`, the one
+    this run chose to redo, if any): then nothing is touched. Each write is made only while the
+    task's lease is still this runner's, asked at that moment; a runner that lost it says so
+    (StorageError) and leaves no record of its own."""
     assert job.remote is not None
     store = store_of(job)
     prefix = remote_state(job)
@@ -183,9 +188,10 @@ def publish(job: TaskJob, state: StateDir) -> bool:
     fp = job.fingerprint
     if job.sources:  # tied to the chunks it pulled: the listing `pull_sources` took
         fp = remote_fingerprint(job, scan(store, job.scan)) or job.fingerprint
+    _still_ours(job, lease, "nothing was uploaded")  # a runner paused past its lease learns it before it writes
     listing, current = view = _view(job)
-    published = published_at(job, view)
-    if published is not None and published >= job.looked:
+    published = published_record(job, view)
+    if published is not None and published != was:
         return False  # another runner published it meanwhile: its object is never written over
     for old in records_of(listing, prefix, job.name):  # dropped first: never a record of a replaced object
         store.delete(old)
@@ -201,11 +207,22 @@ def publish(job: TaskJob, state: StateDir) -> bool:
             raise StorageError(f"{job.remote.url_of(key)}: another runner wrote it meanwhile; "
                                f"{job.label} is left to that runner (run again to check it)") from None
     checkpoints.reached("before-publish-record", job.name, state.root, lambda: None)
-    write_record(store, prefix, job.name, fp, ident, read_json(state.record(job.name)) or {})
+    _still_ours(job, lease, "its upload is left without a record, for the runner that holds the task")
+    record = write_record(store, prefix, job.name, fp, ident, read_json(state.record(job.name)) or {})
+    if not lease.confirm():  # lost while the record was written: it is taken back
+        store.delete(record)
+        raise StorageError(f"another runner took over its lease in the bucket while it wrote its record; the record "
+                           f"was taken back (raise {LEASE_TTL_ENV} if renders outlast it)")
     _upload_log(job, state, store, prefix)
     if job.remote.job_file and job.remote.job_key not in _JOBS_PUBLISHED:  # --storage: the folder's one job
         _publish_job(store, job.remote)
     return True
+
+
+def _still_ours(job: TaskJob, lease: Lease, what: str) -> None:
+    if not lease.confirm():
+        raise StorageError(f"another runner took over its lease in the bucket; {what} (raise {LEASE_TTL_ENV} if "
+                           "renders outlast it)")
 
 
 _JOBS_PUBLISHED: set[str] = set()  # once per process, not once per task
@@ -260,16 +277,21 @@ def _clear(job: TaskJob, store: Store, key: str, listing: dict[str, Identity], c
         copied = store.info(aside)
         if copied is None or copied.size != current.size:  # the copy is what makes the delete safe
             raise StorageError(f"{job.remote.url_of(key)}: could not be copied aside whole; left in place")
-        say(f"{job.label}: {job.remote.url_of(key)} was not written by helios-doit; moved it to {job.remote.url_of(aside)}")
+        say(f"{job.label}: no record of ours vouches for {job.remote.url_of(key)} (another program's, or the upload of a "
+            f"runner that stopped before its record); moved it to {job.remote.url_of(aside)}")
     store.delete_if(key, current.version)
 
 
 def _upload_log(job: TaskJob, state: StateDir, store: Store, prefix: str) -> None:
     """The task's log next to its record in the bucket, for whoever looks from another machine."""
     try:
-        with open(state.log(job.name), "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - MAX_LOG_BYTES))
-            data = f.read()
+        fd = os.open(state.log(job.name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                return  # a link put in its place after the attempt: never read, never uploaded
+            f.seek(max(0, st.st_size - MAX_LOG_BYTES))
+            data = f.read(MAX_LOG_BYTES)
         store.put(f"{prefix}/logs/{job.name}.log", data)
     except (OSError, StorageError):
         pass  # the log is worth no failure: the record is what counts

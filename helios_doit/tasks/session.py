@@ -21,6 +21,7 @@ from ..progress.model import PROGRESS_ENV
 from ..progress.reporter import reporter_for
 from ..spec.errors import os_fault
 from ..spec.model import Job
+from ..state import events
 from ..state.content import save_inputs_cache
 from ..state.names import TaskName
 from ..state.places import Place
@@ -113,6 +114,7 @@ class RunSession:
             raise SystemExit(1) from None
         for note in notes:
             sys.stderr.write(f"helios-doit: {note}\n")
+        events.prune(state.root)  # the event logs of old runs: the state folder stays proportionate
 
     def _place_of(self, key: str) -> Place | None:
         """A task's output place, from its key: the watchdog removes a dead worker's partial output.

@@ -1,25 +1,46 @@
 """doit's `uptodate` for our tasks: the durable record matches the task as it is now, in the job's
-folder, or in its bucket for a job there."""
+folder, or in its bucket for a job there.
+
+It is also where a runner looks at a task it is about to run: the identity of the record it saw
+(none, a stale one, or, under doit's -a, a good one it chose to redo) rides on doit's task object
+to the worker that runs it, which compares it with the record it finds once it holds the task's
+lock. Another identity means another runner finished the task since the look: skipped. Never a
+comparison of clocks: the machine that wrote a record and the one reading it may disagree.
+"""
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
-from .publish import remote_done
+from .publish import remote_look
 from .work import TaskJob
 
+#: The attribute of doit's task object (carried to its workers with it) that holds what was seen.
+SEEN = "helios_seen"
 
-def chunk_done(job: TaskJob) -> bool:
-    """A chunk's record matches and its output is the file (or object) recorded; the merge of a
-    job in a bucket is asked the same."""
+
+def chunk_done(task: Any, job: TaskJob) -> bool:
+    """A chunk's record matches and its output is the file (or object) recorded; the merge is
+    asked the same. `task` is doit's (its first argument, by doit's rule for uptodate callables):
+    a task that will run takes what was seen with it (`seen`)."""
     if _done_at_start and _done_at_start.pop(job.task.key, False):
         return True
-    return _ask(job)
+    done, identity = look(job)
+    if not done or job.options.always:
+        setattr(task, SEEN, identity)
+    return done
 
 
-def _ask(job: TaskJob) -> bool:
+def seen(task: Any) -> str | None:
+    """What the runner saw of the task's record when doit decided to run it (None: no record)."""
+    return getattr(task, SEEN, None)
+
+
+def look(job: TaskJob) -> tuple[bool, str | None]:
+    """(done, the identity of the record that decides it) now, in the job's folder or its bucket."""
     if job.remote is not None:
-        return remote_done(job)
-    return job.complete().check()
+        return remote_look(job)
+    return job.complete().look()
 
 
 _done_at_start: dict[str, bool] = {}  # task key -> done, as the run's start found it, until doit asks
@@ -29,7 +50,7 @@ def remember(job: TaskJob) -> bool:
     """Ask now, as the run starts (how many workers it needs), and keep a "done" for doit's own
     question about the task, which comes a moment later: each is answered once. A "not done" is
     asked again then (another runner may have finished it meanwhile: it is skipped)."""
-    done = _ask(job)
+    done = look(job)[0]
     if done:
         _done_at_start[job.task.key] = True
     return done

@@ -40,7 +40,6 @@ class TaskJob:
     adapter: str = "local"  # a name in executors.registry.ADAPTERS, so that tasks stay plain, picklable data
     expect: Expect | None = None  # what a video output must hold to count as done
     options: RunOptions = RunOptions()
-    looked: float = 0.0  # when the runner loaded the job (unix time): records since are another's
     roots: tuple[str, ...] = ()  # folders outputs may be in, checked again whenever the output is touched
     sources: tuple[TaskName, ...] = ()  # the merge: its chunks, in frame order (their records' facts)
     first_frame: int = 0  # a chunk's first frame: renderers such as Blender report the frame they are on

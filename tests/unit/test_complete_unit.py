@@ -5,10 +5,14 @@ inputs' content is unchanged (doit's MD5 rule). Also what makes an attempt's out
 done (`_verify`) and the record a success writes (`_record`)."""
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+
 import os
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,13 +26,19 @@ from helios_doit.tasks.action import _remove_entry
 from helios_doit.tasks.attempt import _check_video, _record, _verify
 from helios_doit.tasks.clean import clean_task
 from helios_doit.tasks.complete import Complete, relative
-from helios_doit.tasks.uptodate import chunk_done
+from helios_doit.tasks.options import RunOptions
+from helios_doit.tasks.uptodate import SEEN, chunk_done, seen
 from helios_doit.tasks.work import Expect, TaskJob
 from helios_doit.video.verify import ChunkFacts
 
 from .conftest import FPS, H, W
 
 OK = CommandResult(exit_code=0, signal=None, duration=1.25)
+
+
+def done(job: TaskJob) -> bool:
+    """doit's question, as doit asks it (its task object first)."""
+    return chunk_done(SimpleNamespace(), job)
 
 
 @pytest.fixture
@@ -74,7 +84,7 @@ def test_a_chunk_without_a_record_is_not_complete(job_dir: Path) -> None:
     job = chunk(job_dir)
     Path(job.output).write_bytes(b"a file someone left")
     assert job.complete().check() is False
-    assert chunk_done(job) is False
+    assert done(job) is False
 
 
 def test_a_chunk_with_its_record_and_untouched_output_is_complete(job_dir: Path) -> None:
@@ -82,7 +92,7 @@ def test_a_chunk_with_its_record_and_untouched_output_is_complete(job_dir: Path)
     succeed(job)
     assert job.complete().check() is True
     assert job.complete()() is True  # doit calls it
-    assert chunk_done(job) is True
+    assert done(job) is True
 
 
 def test_a_changed_fingerprint_makes_the_chunk_run_again(job_dir: Path) -> None:
@@ -98,28 +108,28 @@ def test_an_output_touched_edited_replaced_or_removed_is_not_complete(job_dir: P
     out = Path(job.output)
     st = out.stat()
     os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # touched: other mtime
-    assert chunk_done(job) is False
+    assert done(job) is False
     os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert chunk_done(job) is True
+    assert done(job) is True
     out.write_bytes(b"frameZ")  # same size, rewritten
     os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns + 10))
-    assert chunk_done(job) is False
+    assert done(job) is False
     out.unlink()
-    assert chunk_done(job) is False
+    assert done(job) is False
     # a symlink to a file with the recorded stamp: a record vouches only for the file in the place itself
     real = tmp_path / "real.mov"
     real.write_bytes(b"frames")
     os.utime(real, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert stamp(real) == read_json(record_path(job))["output"]
     out.symlink_to(real)
-    assert chunk_done(job) is False
+    assert done(job) is False
 
 
 def test_a_record_of_an_output_that_was_never_written_is_not_believed(job_dir: Path) -> None:
     job = chunk(job_dir)
     succeed(job, content=b"x")
     edit_record(job, output=None)  # a record without a stamp, for a job that names an output
-    assert chunk_done(job) is False
+    assert done(job) is False
 
 
 def test_the_record_says_what_a_run_did(job_dir: Path) -> None:
@@ -140,30 +150,41 @@ def test_the_record_says_what_a_run_did(job_dir: Path) -> None:
     assert _record(job, CommandResult(0, None, 2.3456), 3, None, None)["attempts"] == 3
 
 
-# -- "done by another runner": the record must be new enough ------------------------------------
+# -- "done by another runner": another record than the one this runner saw -------------------
 
-def test_a_record_older_than_the_runners_look_is_not_taken_as_done_elsewhere(job_dir: Path) -> None:
+def test_a_look_names_the_record_it_saw_and_a_new_record_has_another_name(job_dir: Path) -> None:
     job = chunk(job_dir)
+    assert job.complete().look() == (False, None)  # nothing recorded
     succeed(job)
-    finished = read_json(record_path(job))["finishedAt"]
-    check = job.complete().check
-    assert check(after=finished - 1) is True
-    assert check(after=finished) is True  # at that time counts
-    assert check(after=finished + 1) is False
-    assert check(after=None) is True
-    edit_record(job, finishedAt=None)
-    assert check(after=0.5) is False
-    assert check() is True
-    edit_record(job, finishedAt="soon")  # damage
-    assert check(after=0.5) is False
+    done_now, first = job.complete().look()
+    assert done_now and first and job.complete().look() == (True, first)  # the same record, the same name
+    succeed(job)  # recorded again (another runner, or this one under -a)
+    assert job.complete().look()[1] not in (None, first)
+    edit_record(job, writeId=None)  # an older record without a nonce: named by what it holds
+    a = job.complete().look()[1]
+    assert a and a == job.complete().look()[1]
+    edit_record(job, finishedAt=1.0)  # no clock counts, but another record is another record
+    assert job.complete().look() == (True, job.complete().look()[1]) and job.complete().look()[1] != a
+
+
+def test_doit_asking_about_a_task_it_will_run_leaves_what_it_saw_on_doits_task(job_dir: Path) -> None:
+    job = chunk(job_dir)
+    task = SimpleNamespace()
+    assert chunk_done(task, job) is False and seen(task) is None  # nothing seen: any record found later is another's
+    succeed(job)
+    identity = job.complete().look()[1]
+    task = SimpleNamespace()
+    assert chunk_done(task, job) is True and not hasattr(task, SEEN)  # done: doit skips it, nothing to carry
+    always = dataclasses.replace(job, options=RunOptions(always=True))
+    assert chunk_done(task, always) is True and seen(task) == identity  # -a: the record it chose to redo
 
 
 # -- damaged records read as "not done" --------------------------------------------------------
 
 @pytest.mark.parametrize("damage", [
-    {"inputs": ["a list"]},      # AttributeError
-    {"inputs": "text"},          # AttributeError
-    {"finishedAt": [1]},         # TypeError, with after
+    {"inputs": ["a list"]},      # not a mapping
+    {"inputs": "text"},          # not a mapping
+    {"fingerprint": [1]},        # TypeError
     {"output": "12 34"},
     {"output": [1]},
 ])
@@ -171,17 +192,17 @@ def test_a_damaged_record_reads_as_not_done(job_dir: Path, damage: dict) -> None
     job = chunk(job_dir)
     succeed(job)
     edit_record(job, **damage)
-    assert job.complete().check(after=1.0) is False
+    assert job.complete().check() is False
 
 
 def test_a_record_that_is_garbage_or_not_a_file_reads_as_not_done(job_dir: Path) -> None:
     job = chunk(job_dir)
     succeed(job)
     record_path(job).write_text("{truncat")
-    assert chunk_done(job) is False
+    assert done(job) is False
     record_path(job).unlink()
     record_path(job).mkdir()
-    assert chunk_done(job) is False
+    assert done(job) is False
 
 
 # -- the merge: its inputs' content ------------------------------------------------------------
@@ -265,8 +286,8 @@ def test_complete_looks_at_the_record_of_its_own_task(job_dir: Path) -> None:
     Path(b.output).write_bytes(b"x")
     assert a.complete() == Complete(str(job_dir / ".helios-doit" / "job" / "records" / "chunk-1.json"), "fp-1",
                                     a.output, (), str(job_dir))
-    assert chunk_done(a) is True
-    assert chunk_done(b) is False
+    assert done(a) is True
+    assert done(b) is False
 
 
 def test_a_task_job_is_named_by_its_task(job_dir: Path) -> None:
@@ -389,7 +410,7 @@ def test_clean_deletes_the_vouched_output_and_its_record(job_dir: Path, capfd) -
     assert not record_path(job).exists()
     assert not Path(job.state_root, "aside").exists()
     assert capfd.readouterr().err == ""
-    assert chunk_done(job) is False
+    assert done(job) is False
 
 
 def test_clean_moves_aside_an_output_no_record_vouches_for(job_dir: Path, capfd) -> None:

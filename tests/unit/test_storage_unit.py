@@ -2,6 +2,7 @@
 job's files are, when a record in a bucket vouches for an object, and what a lease allows."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -79,20 +80,40 @@ def test_a_state_object_bigger_than_its_cap_is_refused_not_read(tmp_path):
         store.read("job.json", cap=1024)
 
 
-def test_a_lease_is_held_by_one_runner_until_it_expires_or_its_holder_is_known_dead(tmp_path):
+def test_a_lease_is_held_while_its_holder_renews_it_and_taken_over_a_ttl_after_it_stops(tmp_path):
     store = Store(f"file://{tmp_path}/bucket")
     first = Lease(store, "leases/chunk-0.json", {"tag": "a"}, ttl=0.5)
     assert first.holder() is None  # taken
     second = Lease(store, "leases/chunk-0.json", {"tag": "b"}, ttl=0.5)
     assert second.holder()["tag"] == "a"  # live: wait
-    dead = Lease(store, "leases/chunk-0.json", {"tag": "c"}, ttl=0.5, dead=lambda holder: holder.get("tag") == "a")
-    assert dead.holder() is None  # its holder died on this machine: taken over at once
+    time.sleep(0.35)
+    assert first.confirm()  # renewed: a new version
+    time.sleep(0.35)
+    assert second.holder()["tag"] == "a"  # 0.7 s since it first looked, but renewed meanwhile: still held
     time.sleep(0.6)
-    assert second.holder() is None  # expired: taken over
+    assert second.holder() is None  # the same version for a whole ttl, by its own clock: taken over
+    assert not first.confirm() and first.lost  # the first runner learns it at its next write
     first.release()  # the lease is no longer first's: its release leaves it alone
     assert store.info("leases/chunk-0.json") is not None
     second.release()
     assert store.info("leases/chunk-0.json") is None
+
+
+def test_a_lease_of_a_holder_known_dead_or_damaged_is_taken_at_once_and_no_clock_in_it_counts(tmp_path):
+    store = Store(f"file://{tmp_path}/bucket")
+    first = Lease(store, "leases/chunk-0.json", {"tag": "a"}, ttl=60)
+    assert first.holder() is None
+    dead = Lease(store, "leases/chunk-0.json", {"tag": "c"}, ttl=60, dead=lambda holder: holder.get("tag") == "a")
+    assert dead.holder() is None  # its holder died on this machine: taken over at once
+    store.put("leases/chunk-1.json", b"{not json")
+    assert Lease(store, "leases/chunk-1.json", ttl=60).holder() is None  # damage never blocks a task
+    # A lease written by a clock an hour ahead (an old form, with its holder's "expires") is not
+    # believed for an hour: only renewals count.
+    store.put("leases/chunk-2.json", json.dumps({"host": "h", "ttl": 0.3, "expires": time.time() + 3600}).encode())
+    waiter = Lease(store, "leases/chunk-2.json", ttl=60)
+    assert waiter.holder() is not None
+    time.sleep(0.4)
+    assert waiter.holder() is None
 
 
 def test_a_dask_worker_never_makes_or_runs_anything_through_a_symlink_out_of_its_mirror(tmp_path, monkeypatch):
