@@ -94,7 +94,7 @@ def test_model_final_failure_and_doit_callbacks_do_not_count_twice():
 def test_model_builds_itself_from_a_bare_log():
     progress = Progress(clock=Clock())
     progress.apply(ev("run-start", 999, runId="r9", totalChunks=2, totalFrames=12, merge=False,
-                      chunkFrames={"0": 4, "1": 8}))
+                      chunks=[[0, 0, 4], [1, 1, 8]]))
     progress.apply(ev("task-done", 1000, task="chunk-1", chunkId=1, attempt=1, duration=0.5, frames=8))
     snap = progress.snapshot()
     assert (snap["runId"], snap["totalChunks"], snap["totalFrames"], snap["framesDone"]) == ("r9", 2, 12, 8)

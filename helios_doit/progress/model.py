@@ -110,8 +110,7 @@ class Progress:
         at = float(event.get("at") or self.clock())
         if kind == "run-start":
             if not self.tasks:  # a reader of a bare log: the run says what it covers
-                frames = event.get("chunkFrames") or {}
-                self._set_chunks({int(k): v for k, v in frames.items()}, bool(event.get("merge")))
+                self._set_chunks(chunk_frames_of(event), bool(event.get("merge")))
             self.run_id = self.run_id or event.get("runId")
             self.started = min(self.started, at)
             return True
@@ -331,6 +330,28 @@ def skipped_tasks(event: Event) -> list[str]:
         if isinstance(span, list) and len(span) == 2 and all(isinstance(n, int) for n in span):
             keys += [f"chunk-{n}" for n in range(span[0], min(span[1], span[0] + 10_000_000) + 1)]
     return keys + (["merge"] if event.get("merge") else [])
+
+
+def chunk_frames_of(event: Event) -> dict[int, int]:
+    """A `run-start` event's frames per chunk: `chunks` as [first id, last id, frames] runs of
+    consecutive ids with the same frame count (10,000 equal chunks are one entry), or the older
+    `chunkFrames` ({id: frames})."""
+    found = {int(k): int(v) for k, v in (event.get("chunkFrames") or {}).items()}
+    for span in event.get("chunks") or []:
+        if isinstance(span, list) and len(span) == 3 and all(isinstance(n, int) for n in span):
+            found.update((n, span[2]) for n in range(span[0], min(span[1], span[0] + 10_000_000) + 1))
+    return found
+
+
+def frame_runs(frames: dict[int, int]) -> list[list[int]]:
+    """{id: frames} as [first id, last id, frames] runs (see `chunk_frames_of`)."""
+    spans: list[list[int]] = []
+    for n in sorted(frames):
+        if spans and n == spans[-1][1] + 1 and frames[n] == spans[-1][2]:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n, frames[n]])
+    return spans
 
 
 def compact_chunks(ids: list[int]) -> list[list[int]]:

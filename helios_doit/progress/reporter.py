@@ -38,7 +38,7 @@ from ..state.files import write_json_atomic
 from ..state.folder import StateDir
 from ..state.names import TaskName
 from ..state.outcome import Failure, TaskResult, TaskStopped
-from .model import PROGRESS_ENV, Progress, compact_chunks, first_line, retry_line
+from .model import PROGRESS_ENV, Progress, compact_chunks, first_line, frame_runs, retry_line
 
 #: Set to 0 to get plain lines even in a terminal.
 LIVE_ENV = "HELIOS_DOIT_LIVE"
@@ -134,7 +134,7 @@ class Reporter(ConsoleReporter):
             self.offset = _size(events.log_path(self.state_root, run))
             self._emit("run-start", runId=run, totalChunks=len(frames), totalFrames=sum(frames.values()),
                        pid=os.getpid(), host=socket.gethostname(), merge="merge" in in_run,
-                       chunkFrames={str(k): v for k, v in frames.items()})
+                       chunks=frame_runs(frames))
         if _live_wanted(self.outstream):
             from .live import LiveView
 

@@ -6,7 +6,8 @@ after the run. Each event is one `write(2)` on an O_APPEND file, so lines of par
 workers never mix.
 
 Events (every one has "event", "at" (unix time), "task" where it applies):
-- run-start:   runId, totalChunks, totalFrames, chunkFrames ({id: frames}), merge (bool), pid, host
+- run-start:   runId, totalChunks, totalFrames, chunks ([[first id, last id, frames], ...]: runs of
+               consecutive chunks of one frame count), merge (bool), pid, host
 - task-start:  task ("chunk-3" | "merge"), chunkId, attempt, attempts (allowed), pid, host
 - task-retry:  task, chunkId, attempt, message, delay (seconds before the next attempt)
 - task-done:   task, chunkId, attempt, duration, frames, size
