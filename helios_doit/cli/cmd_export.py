@@ -21,7 +21,7 @@ import yaml
 from ..spec.model import Job
 from ..tasks.refuse import load_or_exit
 from .cmd_worker import EXIT_BAD_INPUT, EXIT_FATAL, EXIT_RETRY
-from .parser import one_line
+from ..core.usage import one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

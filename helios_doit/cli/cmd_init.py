@@ -10,9 +10,9 @@ import argparse
 import os
 from pathlib import Path
 
-from ..spec.errors import os_fault
+from ..core.errors import os_fault
 from ..state.atomic import write_atomic
-from .parser import one_line
+from ..core.usage import one_line
 
 TEMPLATE = '''"""doit entry point written by `helios-doit init`: `doit -n 4` renders {job} (or job=FILE)."""
 import os

@@ -13,7 +13,7 @@ from ..tasks.refuse import load_or_exit, refuse_bad
 from ..tasks.session import namespace
 from .doit_run import EXIT_CODES, Stopped, run_doit
 from .flags import add_option_flags, options_from_flags
-from .parser import Parser, one_line
+from ..core.usage import Parser, one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..video.stitch import StitchError, get_stitcher
-from .parser import one_line
+from ..core.usage import one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

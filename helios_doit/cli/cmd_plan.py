@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..spec.errors import os_fault
+from ..core.errors import os_fault
 from ..video.plan import PlanError, plan_job, write_job
-from .parser import one_line
+from ..core.usage import one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,11 +12,11 @@ import signal
 import traceback
 from typing import Any
 
-from ..spec.errors import os_fault
+from ..core.errors import os_fault
 from ..video.composition import CompositionError
 from ..video.plan import CHUNK_WORK, write_emitted_job
 from ..video.render import RenderError, render
-from .parser import one_line
+from ..core.usage import one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

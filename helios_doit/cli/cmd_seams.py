@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..video import is_video_path
 from ..video.seams import SeamsError, job_report, seams_report
-from .parser import one_line
+from ..core.usage import one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,17 +6,18 @@ from typing import Any
 from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 
+from ..core.errors import HeliosDoitError
 from ..executors import supervise
 
 #: doit's exit codes -> ours: 0 done, 1 a chunk or the merge failed, 2 bad input or arguments.
 EXIT_CODES = {0: 0, 1: 1, 2: 1, 3: 2}
 
 
-class Stopped(Exception):
-    """The run was stopped by a signal; `code` is what the CLI exits with (128+N, or 1)."""
+class Stopped(HeliosDoitError):
+    """The run was stopped by a signal (and said so); `code` is what the CLI exits with (128+N, or 1)."""
 
     def __init__(self, code: int):
-        super().__init__(code)
+        super().__init__("the run was stopped", exit_code=code)
         self.code = code
 
 

@@ -10,7 +10,8 @@ import signal
 import sys
 from typing import Callable
 
-from .parser import Parser
+from ..core.errors import HeliosDoitError
+from ..core.usage import Parser
 
 #: name -> (help, "module" whose `add_arguments(parser)` and `run(args) -> exit code` it is)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     shell reports death by SIGPIPE)."""
     try:
         return _main(sys.argv[1:] if argv is None else argv)
+    except HeliosDoitError as err:  # anything raised to a user: its lines, its exit code
+        for line in err.lines:
+            sys.stderr.write(f"helios-doit: {line}\n")
+        return err.exit_code
     except BrokenPipeError:
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)

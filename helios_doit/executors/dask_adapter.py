@@ -26,6 +26,7 @@ import uuid
 from typing import Any
 
 from ..storage.staging import receive
+from ..storage.store import StorageError
 from . import supervise
 from .base import (
     STOP_GRACE,
@@ -211,7 +212,7 @@ class _Remote:
         if data.get("staged") and self.request.stage is not None and self.request.output:
             try:  # the output came back through the bucket: into the runner's own place for it
                 receive(self.request.stage, data["staged"], self.request.output)
-            except OSError as err:
+            except (OSError, StorageError) as err:
                 return _lost(self.sink, self.started, f"the chunk's output did not come back from the bucket: {err}")
         return CommandResult(data["exit_code"], data["signal"], data["duration"], tuple(data["tail"]), data["timed_out"])
 

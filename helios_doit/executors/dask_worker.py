@@ -20,6 +20,7 @@ from collections import deque
 from typing import Any, Callable
 
 from ..storage.staging import Stage, on_worker, send
+from ..storage.store import StorageError
 from .base import STOP_GRACE
 from .reaper import machine
 
@@ -90,7 +91,7 @@ def _run_remote(command: str, cwd: str, shared: dict[str, str], explicit: dict[s
     if stage is not None:
         try:  # a bucket job: this machine's own mirror of the bucket, inputs fetched
             cwd, output, staged = on_worker(stage, machine())
-        except OSError as err:
+        except (OSError, StorageError) as err:
             return _cannot(box, result, f"helios-doit: cannot prepare Dask worker {me.address} for the chunk: {err}")
     if output:  # a rerun after a lost worker: the first run's partial output must go
         with contextlib.suppress(FileNotFoundError):
@@ -119,7 +120,7 @@ def _run_remote(command: str, cwd: str, shared: dict[str, str], explicit: dict[s
         if staged and code == 0 and output and os.path.isfile(output):
             try:
                 result["staged"] = send(stage, output)  # type: ignore[arg-type]
-            except OSError as err:
+            except (OSError, StorageError) as err:
                 return _cannot(box, result, f"helios-doit: Dask worker {me.address} could not send the output: {err}")
     box.add("end", result, now=True)
     return result

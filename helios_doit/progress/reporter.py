@@ -32,7 +32,7 @@ from doit.reporter import ConsoleReporter
 from doit.runner import MRunner
 
 from ..executors import supervise
-from ..spec.errors import os_fault
+from ..core.errors import os_fault
 from ..state import events
 from ..state.files import write_json_atomic
 from ..state.folder import StateDir

@@ -21,10 +21,12 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+from ..core.errors import EnvironmentFault
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-class PlaceError(Exception):
+class PlaceError(EnvironmentFault):
     """An output place that may not be touched now; one line for the user."""
 
 

@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from ..core.errors import EnvironmentFault
 from .url import SCRATCH_ENV, split_url
 
 #: Bytes a state object (a record, a lease, a job) may have; a bigger one is damage, never read whole.
@@ -24,11 +25,8 @@ MAX_SMALL_BYTES = 64 * 1024 * 1024
 BLOCK = 8 * 2**20
 
 
-class StorageError(OSError):
+class StorageError(EnvironmentFault):
     """The store failed or refused: the message is the one line a user sees."""
-
-    def __str__(self) -> str:
-        return str(self.args[-1]) if self.args else "the store failed"
 
 
 class Exists(StorageError):
@@ -79,9 +77,9 @@ def _guard(url: str) -> Iterator[None]:
     except StorageError:
         raise
     except FileExistsError:
-        raise Exists(errno.EEXIST, f"{url}: already there") from None
+        raise Exists(f"{url}: already there", errno=errno.EEXIST) from None
     except Exception as exc:  # every client library has its own exceptions: all are one line here
-        raise StorageError(errno.EIO, f"{url}: {_reason(exc)}") from None
+        raise StorageError(f"{url}: {_reason(exc)}", errno=errno.EIO) from None
 
 
 def _filesystem(protocol: str) -> Any:
@@ -124,7 +122,7 @@ class Store:
             try:
                 self.fs.ls(self._path(""), detail=False)
             except FileNotFoundError:
-                raise StorageError(errno.ENOENT, f"{self.root}: the bucket does not exist; create it or fix the URL") from None
+                raise StorageError(f"{self.root}: the bucket does not exist; create it or fix the URL", errno=errno.ENOENT) from None
 
     def read(self, key: str, cap: int = MAX_SMALL_BYTES) -> bytes | None:
         """A small object's bytes, or None if there is none."""
@@ -135,7 +133,7 @@ class Store:
             except FileNotFoundError:
                 return None
         if len(data) > cap:
-            raise StorageError(errno.EFBIG, f"{self.url(key)}: more than {cap} bytes; not a file of a job")
+            raise StorageError(f"{self.url(key)}: more than {cap} bytes; not a file of a job", errno=errno.EFBIG)
         return data
 
     def info(self, key: str) -> Identity | None:
@@ -271,8 +269,8 @@ class Store:
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
-            raise StorageError(exc.errno or errno.EIO, f"{folder}: cannot make the scratch folder: "
-                               f"{exc.strerror}; set {SCRATCH_ENV} to a writable folder") from None
+            raise StorageError(f"{folder}: cannot make the scratch folder: {exc.strerror}; set {SCRATCH_ENV} to a "
+                               "writable folder", errno=exc.errno or errno.EIO) from None
         if within is not None:
             inside(folder, within)
         try:
@@ -283,10 +281,8 @@ class Store:
                     shutil.copyfileobj(src, dst, BLOCK)
             os.replace(tmp, local)
         except OSError as exc:
-            if isinstance(exc, StorageError):
-                raise
-            raise StorageError(exc.errno or errno.EIO, f"{local}: cannot write the scratch folder: {exc.strerror}; "
-                               f"set {SCRATCH_ENV} to a writable folder with room") from None
+            raise StorageError(f"{local}: cannot write the scratch folder: {exc.strerror}; set {SCRATCH_ENV} to a "
+                               "writable folder with room", errno=exc.errno or errno.EIO) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -311,7 +307,7 @@ def inside(folder: str, root: str) -> None:
         found = os.path.dirname(found)
     real, top = os.path.realpath(found), os.path.realpath(root)
     if real != top and not real.startswith(top.rstrip(os.sep) + os.sep) and not top.startswith(real.rstrip(os.sep) + os.sep):
-        raise StorageError(errno.ELOOP, f"{folder}: leads out of {root} (a symlink); remove it")
+        raise StorageError(f"{folder}: leads out of {root} (a symlink); remove it", errno=errno.ELOOP)
 
 
 _STORES: dict[tuple[int, str], Store] = {}

@@ -17,7 +17,7 @@ from doit.exceptions import TaskFailed
 
 from ..executors import reaper, supervise
 from ..executors.base import CommandResult
-from ..spec.errors import os_fault
+from ..core.errors import os_fault
 from ..state import events
 from ..state.files import read_json, remove, write_json_atomic
 from ..state.folder import StateDir

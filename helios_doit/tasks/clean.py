@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..spec.errors import os_fault
+from ..core.errors import os_fault
 from ..state import places
 from ..state.files import read_json, remove
 from ..state.folder import StateDir
@@ -35,6 +35,6 @@ def clean_task(job: TaskJob) -> None:
             pass  # no state folder here: nothing was ever done on this machine
         if job.remote is not None:  # and in the bucket, whichever machine did it
             unpublish(job)
-    except (PlaceError, OSError) as exc:
+    except (PlaceError, StorageError, OSError) as exc:
         say(f"{job.label}: {exc if isinstance(exc, (PlaceError, StorageError)) else os_fault(exc)}")
         raise SystemExit(1) from None

@@ -19,7 +19,7 @@ from ..executors.local import command_env
 from ..executors.spawn import FORKABLE, argv_for, own_command
 from ..progress.model import PROGRESS_ENV
 from ..progress.reporter import reporter_for
-from ..spec.errors import os_fault
+from ..core.errors import os_fault
 from ..spec.model import Job
 from ..state import events
 from ..state.content import save_inputs_cache

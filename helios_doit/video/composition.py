@@ -30,11 +30,13 @@ from typing import Any, Callable, Union
 import numpy as np
 from PIL import Image, ImageFont
 
+from ..core.errors import BadInput
+
 Number = Union[int, float, Fraction, str]
 FrameResult = Union[Image.Image, np.ndarray]
 
 
-class CompositionError(ValueError):
+class CompositionError(BadInput):
     """A composition that cannot be loaded or that drew something unusable; one line, for users."""
 
 

@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from ..core.errors import BadInput
 from ..state.atomic import write_atomic
 from .composition import (
     CompositionError,
@@ -30,7 +31,7 @@ TOKENS = ("id", "start", "end", "count", "output")
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
 
-class PlanError(ValueError):
+class PlanError(BadInput):
     """A template or setting that cannot make a job; one line, for users."""
 
 

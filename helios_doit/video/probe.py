@@ -17,12 +17,14 @@ from typing import Any
 
 import av
 
+from ..core.errors import HeliosDoitError
+
 #: Extensions we treat as video containers (lower case, with the dot).
 
 _PCM = re.compile(r"pcm_([suf])(8|16|24|32|64)(le|be)?$")
 
 
-class ProbeError(Exception):
+class ProbeError(HeliosDoitError):
     """A file that cannot be read as media; the message is one line naming the file."""
 
 

@@ -25,6 +25,7 @@ from av.video.reformatter import (
     VideoReformatter,
 )
 
+from ..core.errors import BadInput
 from ..state.atomic import new_file
 from . import THREADS_ENV
 from .composition import (
@@ -38,7 +39,7 @@ from .composition import (
 #: Set to a whole number to pin the encoder's thread count (0 = let the encoder decide).
 
 
-class RenderError(ValueError):
+class RenderError(BadInput):
     """Bad render settings; raised before anything is written. One line, for users."""
 
 

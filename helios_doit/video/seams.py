@@ -19,6 +19,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..core.errors import HeliosDoitError
 from . import is_video_path
 from .probe import ProbeError, probe
 
@@ -32,12 +33,11 @@ MIN_ROW_H = 110
 INK, FAINT, SEAM, BAR, BAND = (30, 30, 30), (150, 150, 150), (214, 39, 40), (76, 120, 168), (253, 226, 226)
 
 
-class SeamsError(Exception):
+class SeamsError(HeliosDoitError):
     """One line; exit_code 2 for bad inputs or arguments, 1 for a failure while reading or writing."""
 
     def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
+        super().__init__(message, exit_code=exit_code)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Protocol, Sequence
 import av
 import numpy as np
 
+from ..core.errors import HeliosDoitError
 from ..state.atomic import NewFile, new_file
 from .probe import MediaInfo, ProbeError, mismatch, open_media, probe
 
@@ -34,12 +35,11 @@ LOSSY_BITRATE_PER_CHANNEL = 96_000
 Verify = Callable[[MediaInfo], "str | None"]  # the merged file, probed: why it is wrong, or None
 
 
-class StitchError(Exception):
+class StitchError(HeliosDoitError):
     """A merge that did not happen, in one line. exit_code 2: bad inputs or arguments; 1: writing failed."""
 
     def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(" ".join(message.split()))
-        self.exit_code = exit_code
+        super().__init__(" ".join(message.split()), exit_code=exit_code)
 
 
 @dataclass(frozen=True)
