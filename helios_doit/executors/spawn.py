@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import io
 import os
 import re
@@ -32,6 +31,8 @@ import time
 import traceback
 import warnings
 from typing import Callable, Mapping
+
+from .own import lookup
 
 SHELL = "/bin/sh"
 
@@ -74,11 +75,6 @@ def exec_failure(argv: list[str], error: OSError) -> tuple[int, str]:
     return 126, f"{argv[0]}: cannot execute: {error.strerror}"
 
 
-#: Subcommands worth forking for: the ones that import PyAV and numpy (module to preload).
-FORKABLE = {"render": "helios_doit.cli.cmd_render", "merge": "helios_doit.cli.cmd_merge"}
-#: What a forked child runs, as `helios-doit ARGS` would: named, not imported, because the command
-#: line sits at the top of the package and this module near its bottom.
-ENTRY = "helios_doit.cli.main:main"
 #: How our own subcommands run: forked from the runner (the default), or with 0, exec'd as
 #: `helios-doit` like any other program.
 FORK_ENV = "HELIOS_DOIT_FORK"
@@ -91,7 +87,7 @@ def forks(env: Mapping[str, str] | None) -> bool:
 
 def own_command(argv: list[str], env: dict[str, str] | None) -> list[str] | None:
     """The arguments of a `helios-doit render|merge ...` that runs this very installation, else None."""
-    if len(argv) < 2 or argv[1] not in FORKABLE or os.path.basename(argv[0]) != "helios-doit":
+    if len(argv) < 2 or lookup(argv[1]) is None or os.path.basename(argv[0]) != "helios-doit":
         return None
     if not forks(env):
         return None
@@ -119,7 +115,10 @@ class Forked:
 
     def __init__(self, args: list[str], cwd: str, env: dict[str, str] | None,
                  on_fork: Callable[[int], None] | None = None):
-        importlib.import_module(FORKABLE[args[0]])  # here, once: every later child has it loaded
+        command = lookup(args[0])
+        if command is None:
+            raise ValueError(f"helios-doit {args[0]}: not one of our own subcommands")
+        command.preload()  # here, once: every later child has it loaded
         if not os.path.isdir(cwd):
             raise FileNotFoundError(2, "No such file or directory", cwd)  # as Popen says it
         self.args = args
@@ -133,7 +132,7 @@ class Forked:
             out_r, out_w, err_r, err_w, ready_r, ready_w, go_r, go_w = fds
             pid = _fork_runner()
             if pid == 0:  # pragma: no cover  (the child; measured through its effects)
-                _child(args, cwd, env, out_w, err_w, ready_w, go_r, held)
+                _child(command.main, args, cwd, env, out_w, err_w, ready_w, go_r, held)
             self.pid = pid
             for fd in (out_w, err_w, ready_w, go_r):
                 os.close(fd)
@@ -196,8 +195,8 @@ def _fork_runner() -> int:
         return os.fork()
 
 
-def _child(args: list[str], cwd: str, env: dict[str, str] | None, out_w: int, err_w: int, ready_w: int,
-           go_r: int, mask: set[signal.Signals]) -> None:
+def _child(main: Callable[[list[str]], int], args: list[str], cwd: str, env: dict[str, str] | None, out_w: int,
+           err_w: int, ready_w: int, go_r: int, mask: set[signal.Signals]) -> None:
     """Become `helios-doit ARGS` as a fresh process would be, run it, and never return."""
     code = 1
     try:
@@ -215,7 +214,7 @@ def _child(args: list[str], cwd: str, env: dict[str, str] | None, out_w: int, er
                 os._exit(1)
             os.close(3)
             _become_child(mask)
-            code = _run_entry(args, cwd, env)
+            code = _run_entry(main, args, cwd, env)
         except KeyboardInterrupt:
             _die_by_sigint()
         except BaseException:
@@ -235,9 +234,10 @@ def _become_child(mask: set[signal.Signals]) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a stop sent meanwhile arrives now
 
 
-def _run_entry(args: list[str], cwd: str, env: dict[str, str] | None) -> int:
-    """Run `helios-doit ARGS` in `cwd` with `env` (None: this process' own) as a fresh process would,
-    on fds 0-2 as they are now; its exit code. KeyboardInterrupt is the caller's to die by."""
+def _run_entry(main: Callable[[list[str]], int], args: list[str], cwd: str, env: dict[str, str] | None) -> int:
+    """Run `helios-doit ARGS` (its registered `main`) in `cwd` with `env` (None: this process' own)
+    as a fresh process would, on fds 0-2 as they are now; its exit code. KeyboardInterrupt is the
+    caller's to die by."""
     os.chdir(cwd)
     if env is not None:
         os.environ.clear()
@@ -247,9 +247,8 @@ def _run_entry(args: list[str], cwd: str, env: dict[str, str] | None) -> int:
         sys.modules["numpy.random"].seed()  # (imported afresh, it seeds itself: no import here)
     _fresh_streams()
     sys.argv = ["helios-doit", *args]
-    module, _, name = ENTRY.partition(":")
     try:
-        return _exit_code(getattr(importlib.import_module(module), name)(args))
+        return _exit_code(main(args[1:]))
     except SystemExit as exc:
         return _exit_code(exc.code)
     finally:

@@ -8,7 +8,6 @@ handlers, the worker watchdog, a local Dask cluster, the progress file's path.
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any
 
 from ..executors import supervise
 from ..executors.local import command_env
-from ..executors.spawn import FORKABLE, argv_for, own_command
+from ..executors.own import lookup
+from ..executors.spawn import argv_for, own_command
 from ..progress.model import PROGRESS_ENV
 from ..progress.reporter import reporter_for
 from ..core.errors import os_fault
@@ -26,6 +26,7 @@ from ..state.content import save_inputs_cache
 from ..state.names import TaskName
 from ..state.places import Place
 from ..video import THREADS_ENV
+from ..video import commands as _own_commands  # noqa: F401  (registers render and merge with the executors)
 from .graph import Graph, TaskDicts, build, chunk_tasks, merge_task
 from .options import RunOptions, from_vars
 from .uptodate import remember
@@ -95,10 +96,10 @@ class RunSession:
         if self.options.executor != "local" or self.options.workers < 2:
             return  # a serial run forks its renders from this process: imported at the first one
         env = command_env()  # as the chunk will run: this installation's bin first on PATH
-        own = own_command(argv_for(first.command, env), env)
-        if own is not None:
-            importlib.import_module(FORKABLE[own[0]])
-            from ..video import verify  # noqa: F401  (what checks each chunk, in the workers)
+        args = own_command(argv_for(first.command, env), env)
+        command = lookup(args[0]) if args else None
+        if command is not None:
+            command.preload()  # the render, and what verifies each chunk in the workers
 
     def _prepare_state(self) -> None:
         """The state folder. One that cannot be written ends the run before anything ran: one
