@@ -1,37 +1,44 @@
-"""The worker seam: what running one chunk command anywhere means, and how a stop reaches it.
+"""The worker seam: what running one chunk command anywhere means.
 
 An adapter (`WorkerAdapter`) runs one command in one folder to its end, streams its output to a
-sink, and stops it and everything it started when asked; `local` runs it on this machine, `dask_adapter`
-on a Dask cluster. Adapters are named in `registry`, so that tasks carry a name, not an object.
-Adapters register a stopper here: a signal that stops the run reaches every command of every
-adapter this process runs.
+sink, and stops it and everything it started when asked; `local` runs it on this machine,
+`dask_adapter` on a Dask cluster. Adapters are named in `registry`, so that tasks carry a name,
+not an object; a stop reaches every adapter's commands through `stops`.
 """
 from __future__ import annotations
 
 import signal
-import threading
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Callable
 
 from ..storage.staging import Stage
-
-#: Seconds a stopped command gets between SIGTERM and SIGKILL (renderers finalise files).
-STOP_GRACE = 3.0
 
 OutputSink = Callable[[str, bytes], None]
 """Receives ("stdout" | "stderr", bytes) as the command writes them."""
 
 
 @dataclass(frozen=True)
+class Elsewhere:
+    """What a command run on another machine needs besides itself: the file it writes (a rerun
+    there removes a lost attempt's partial output first) and, for a job in a bucket, how its
+    inputs come and its output goes back (`Stage`). A local adapter has no use for it."""
+
+    output: str | None = None
+    stage: Stage | None = None
+
+
+@dataclass(frozen=True)
 class CommandRequest:
-    command: str
+    """One command to run to its end."""
+
+    command: str  # shell syntax, run as `/bin/sh -c` would run it
     cwd: str
-    env: dict[str, str] | None = None
-    timeout: float | None = None
-    on_start: Callable[[int, int | None], None] | None = None  # the group and its leader's start time, if told
-    output: str | None = None  # the file the command writes: a remote rerun removes it first
-    should_stop: Callable[[], bool] | None = None  # polled by remote engines: the run was cancelled
-    stage: Stage | None = None  # a bucket job: a machine that shares no disk fetches and returns through the bucket
+    env: dict[str, str] | None = None  # variables added to the runner's environment
+    timeout: float | None = None  # seconds; then the command and all it started are stopped
+    on_start: Callable[[int, int | None], None] | None = None  # told its process group and leader's start time
+    should_stop: Callable[[], bool] | None = None  # polled while it runs: the run was cancelled
+    own: tuple[str, ...] | None = None  # one of our own subcommands, by its arguments: nothing to parse
+    elsewhere: Elsewhere = field(default_factory=Elsewhere)
 
 
 @dataclass(frozen=True)
@@ -54,68 +61,37 @@ class CommandResult:
         return f"exit code {self.exit_code}"
 
 
-class WorkerAdapter(Protocol):
+class WorkerAdapter:
+    """Where chunk commands run: the one seam between the task graph and an execution engine.
+
+    An adapter is made by name (`registry.get_adapter(name, scheduler)`) in the process that runs
+    a task, once per attempt, so making one must be cheap. `execute` runs one command to its end
+    and returns how it ended; it streams what the command writes to `sink` as it comes; on
+    KeyboardInterrupt (a stop of the run) it stops the command and everything it started, then
+    re-raises; and it registers a stopper (`stops.register_stopper`) so that a signal reaches
+    its commands wherever they run. Verification, records, retries and locks stay with the
+    caller: an adapter only runs a command.
+
+    A minimal adapter that runs each command on one other host over ssh (no stop, no timeout):
+
+        class SshAdapter(WorkerAdapter):
+            def __init__(self, scheduler: str | None = None):
+                self.host = scheduler or "render-1"
+
+            def execute(self, request: CommandRequest, sink: OutputSink) -> CommandResult:
+                started = time.monotonic()
+                proc = subprocess.run(["ssh", self.host, f"cd {shlex.quote(request.cwd)} && {request.command}"],
+                                      capture_output=True)
+                sink("stdout", proc.stdout)
+                sink("stderr", proc.stderr)
+                return CommandResult(proc.returncode, None, time.monotonic() - started)
+
+    and its name in `registry.ADAPTERS`: `"ssh": "mypackage.ssh:SshAdapter"`.
+    """
+
+    def __init__(self, scheduler: str | None = None) -> None:
+        self.scheduler = scheduler
+
     def execute(self, request: CommandRequest, sink: OutputSink) -> CommandResult:
         """Run to the end; on KeyboardInterrupt stop the command and everything it started, then re-raise."""
-        ...
-
-
-_stoppers: list[Callable[[int], int]] = []
-
-
-def register_stopper(stop: Callable[[int], int]) -> None:
-    """Let an adapter take part in `signal_running`: `stop(sig)` signals its commands, returns how many."""
-    _stoppers.append(stop)
-
-
-def signal_running(sig: int) -> int:
-    """Send `sig` to every command this process runs, on every adapter; returns how many."""
-    _sent.append(sig)  # first: a command registered from now on sees it (`stop_sent`)
-    return sum(stop(sig) for stop in list(_stoppers))
-
-
-_sent: list[int] = []  # the signals `signal_running` sent in this process
-_holding = threading.local()  # .depth: how many `hold_stops` this thread is inside
-_deferred: list[int] = []  # stops the main thread's handler held back
-
-
-def stop_sent() -> int | None:
-    """The signal a stop last sent to this process' commands, if one did: a command registered
-    after it (from another thread) was missed, and must get it from its adapter."""
-    return _sent[-1] if _sent else None
-
-
-def hold_stops() -> None:
-    """Until `release_stops`: a stop's handler (which runs on the main thread) notes it and returns.
-
-    Not pthread_sigmask: that holds back only what the kernel would deliver to this thread; it
-    then picks another thread (multiprocessing's queue feeder, in every doit worker process), and
-    CPython runs the Python handler on the main thread anyway, in the middle of the held block.
-    And every command started meanwhile would inherit the mask: deaf to SIGTERM and SIGINT.
-    """
-    _holding.depth = getattr(_holding, "depth", 0) + 1
-
-
-def release_stops() -> None:
-    """End a `hold_stops`; a stop held back meanwhile is handled now, on the main thread."""
-    _holding.depth -= 1
-    if not _holding.depth and (signum := take_held()) is not None:
-        signal.raise_signal(signum)
-
-
-def take_held() -> int | None:
-    """The stop held back on this thread, if any, now taken out of the hold (to be handled at once)."""
-    if not _deferred or threading.current_thread() is not threading.main_thread():
-        return None
-    signum = _deferred[0]
-    _deferred.clear()
-    return signum
-
-
-def held_back(signum: int) -> bool:
-    """For a stop's handler: True if the thread it interrupted holds stops (it is noted, to be
-    raised again by `release_stops`)."""
-    if getattr(_holding, "depth", 0):
-        _deferred.append(signum)
-        return True
-    return False
+        raise NotImplementedError

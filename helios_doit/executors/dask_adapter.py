@@ -28,13 +28,8 @@ from typing import Any
 from ..storage.staging import receive
 from ..storage.store import StorageError
 from . import supervise
-from .base import (
-    STOP_GRACE,
-    CommandRequest,
-    CommandResult,
-    OutputSink,
-    register_stopper,
-)
+from .base import CommandRequest, CommandResult, OutputSink, WorkerAdapter
+from .stops import STOP_GRACE, register_stopper
 from .dask_worker import LOST, POLL, _kill_group, _run_remote
 from .local import command_env
 from .reaper import machine
@@ -106,11 +101,8 @@ def _close_all() -> None:
                 each.close(timeout=2)
 
 
-class DaskAdapter:
+class DaskAdapter(WorkerAdapter):
     """Runs each command in a Dask worker; cheap to make (`get_adapter` makes one per attempt)."""
-
-    def __init__(self, scheduler: str | None = None):
-        self.scheduler = scheduler
 
     def execute(self, request: CommandRequest, sink: OutputSink) -> CommandResult:
         started = time.monotonic()
@@ -122,7 +114,8 @@ class DaskAdapter:
             queue = Queue(key, client=dask)
             env = {k: v for k, v in os.environ.items() if k not in WORKER_LOCAL and not k.startswith(WORKER_LOCAL_PREFIXES)}
             future = dask.submit(_run_remote, request.command, request.cwd, env, dict(request.env or {}),
-                                 request.timeout, request.output, command_env()["PATH"], key, request.stage,
+                                 request.timeout, request.elsewhere.output, command_env()["PATH"], key,
+                                 request.elsewhere.stage,
                                  key=key, pure=False)
         except Exception as err:  # a failed attempt, which --retries may redo
             return _lost(sink, started, f"cannot reach the Dask scheduler {self.scheduler or '(local)'}: {err}")
@@ -151,7 +144,7 @@ class _Remote:
         self.final: dict[str, Any] | None = None  # the "end" message
 
     def follow(self) -> CommandResult:
-        should_stop = getattr(self.request, "should_stop", None)  # optional hook: the run's cancel flag
+        should_stop = self.request.should_stop  # the run's cancel flag
         poll = POLL
         while True:
             done = _wait(self.future, poll)  # wakes at once when the task ends
@@ -198,20 +191,18 @@ class _Remote:
                     self.sink("stderr", f"helios-doit: Dask worker {self.where['worker']} was lost; "
                                         f"the command runs again on {data['worker']}\n".encode())
                 self.where = data
-                if data["machine"] == machine():
-                    if self.request.on_start:
-                        self.request.on_start(data["pgid"])  # a pgid means something only on its own machine
-                elif (on_remote_start := getattr(self.request, "on_remote_start", None)) is not None:
-                    on_remote_start(data)  # optional hook: where it runs, for the marker and status
+                if data["machine"] == machine() and self.request.on_start:
+                    self.request.on_start(data["pgid"], None)  # a pgid means something only on its own machine
             elif kind == "end":
                 self.final = data
         return bool(batches)
 
     def _result(self) -> CommandResult:
         data = self.final or {}
-        if data.get("staged") and self.request.stage is not None and self.request.output:
+        elsewhere = self.request.elsewhere
+        if data.get("staged") and elsewhere.stage is not None and elsewhere.output:
             try:  # the output came back through the bucket: into the runner's own place for it
-                receive(self.request.stage, data["staged"], self.request.output)
+                receive(elsewhere.stage, data["staged"], elsewhere.output)
             except (OSError, StorageError) as err:
                 return _lost(self.sink, self.started, f"the chunk's output did not come back from the bucket: {err}")
         return CommandResult(data["exit_code"], data["signal"], data["duration"], tuple(data["tail"]), data["timed_out"])

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from ..storage.staging import Stage, on_worker, send
 from ..storage.store import StorageError
-from .base import STOP_GRACE
+from .stops import STOP_GRACE
 from .reaper import machine
 
 #: Exit code of a command Dask could not run or finish (ssh's code for a lost connection).

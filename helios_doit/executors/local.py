@@ -19,17 +19,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import reaper
-from .base import (
-    STOP_GRACE,
-    CommandRequest,
-    CommandResult,
-    OutputSink,
-    hold_stops,
-    register_stopper,
-    release_stops,
-    stop_sent,
-)
-from .spawn import OWN_THREAD, SHELL, Forked, argv_for, exec_failure, own_command
+from .base import CommandRequest, CommandResult, OutputSink, WorkerAdapter
+from .stops import STOP_GRACE, hold_stops, register_stopper, release_stops, stop_sent
+from .spawn import OWN_THREAD, SHELL, Forked, argv_for, exec_failure, forks, own_command
 
 
 @dataclass
@@ -87,17 +79,14 @@ def _child_env(extra: dict[str, str] | None) -> dict[str, str] | None:
     return None
 
 
-class LocalAdapter:
-    """Runs commands as child processes of this one."""
-
-    def __init__(self, scheduler: str | None = None):
-        pass  # nothing to connect to
+class LocalAdapter(WorkerAdapter):
+    """Runs commands as child processes of this one (nothing to connect to: `scheduler` is unused)."""
 
     def execute(self, request: CommandRequest, sink: OutputSink) -> CommandResult:
         started = time.monotonic()
         env = _child_env(request.env)
         argv = argv_for(request.command, env)
-        own = own_command(argv, env) if _may_fork() else None
+        own = (list(request.own) if request.own and forks(env) else own_command(argv, env)) if _may_fork() else None
         reaper.ensure()  # before anything starts: the guard must exist to be told about it
         # A stop (SIGINT/SIGTERM) waits until the command is known to this process and its guard:
         # one that came between its start and that would leave it running, unknown, unstopped.

@@ -19,4 +19,5 @@ ADAPTERS: dict[str, str] = {
 def get_adapter(name: str, scheduler: str | None = None) -> WorkerAdapter:
     """The adapter called `name`; `scheduler` is the address of a distributed engine, if it has one."""
     module, _, cls = ADAPTERS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)(scheduler)  # type: ignore[no-any-return]
+    adapter: WorkerAdapter = getattr(importlib.import_module(module), cls)(scheduler)
+    return adapter

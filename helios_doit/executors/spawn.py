@@ -85,7 +85,7 @@ def forks(env: Mapping[str, str] | None) -> bool:
     return (env if env is not None else os.environ).get(FORK_ENV, "1").strip().lower() not in ("0", "false", "no")
 
 
-def own_command(argv: list[str], env: dict[str, str] | None) -> list[str] | None:
+def own_command(argv: list[str], env: Mapping[str, str] | None) -> list[str] | None:
     """The arguments of a `helios-doit render|merge ...` that runs this very installation, else None."""
     if len(argv) < 2 or lookup(argv[1]) is None or os.path.basename(argv[0]) != "helios-doit":
         return None

@@ -30,14 +30,7 @@ from ..state.locks import try_lock
 from ..state.names import TaskName
 from ..state.places import Place, PlaceError
 from . import reaper
-from .base import (
-    STOP_GRACE,
-    held_back,
-    hold_stops,
-    release_stops,
-    signal_running,
-    take_held,
-)
+from .stops import STOP_GRACE, held_back, hold_stops, release_stops, signal_running, take_held
 
 _stopped_by: int | None = None
 _active: dict[int, int] = {}  # thread id -> tasks it is running

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..executors import reaper, supervise
-from ..executors.base import CommandRequest, CommandResult
+from ..executors.base import CommandRequest, CommandResult, Elsewhere
 from ..executors.output import LogSink
 from ..executors.registry import get_adapter
 from ..progress.frames import FrameMeter
@@ -75,9 +75,9 @@ def run_once(job: TaskJob, state: StateDir, attempt: int, allowed: int) -> Outco
             events.emit(state.root, "task-start", task=job.name, chunkId=job.chunk_id, attempt=attempt,
                         attempts=allowed, pid=pid, host=host)
             checkpoints.reached("before-command", job.name, state.root, supervise.stop_if_held)
-            request = CommandRequest(job.command, job.cwd, timeout=timeout,
-                                     on_start=on_start, output=job.output,
-                                     should_stop=state.cancel_flag(events.run_id()).exists, stage=stage_of(job))
+            request = CommandRequest(job.command, job.cwd, timeout=timeout, on_start=on_start,
+                                     should_stop=state.cancel_flag(events.run_id()).exists, own=job.own,
+                                     elsewhere=Elsewhere(job.output, stage_of(job)))
             result = get_adapter(job.adapter, job.options.scheduler).execute(request, sink)
             with supervise.held():  # a stop now waits until this attempt's outcome is on disk
                 failure, facts, wrong = _verify(job, result)

@@ -44,7 +44,7 @@ class Graph:
 def build(job: Job, options: RunOptions = RunOptions(), merge: str | None = None) -> Graph:
     """The graph of `job`; `merge` is "builtin" to stitch with our stitcher even when the job has
     a mergeCommand. A bad `merge` value is a JobError."""
-    command = merge_command(job, merge)
+    command, own = merge_command(job, merge)
     state = StateDir(job.state_dir)
     states = inputs_states(state, job.inputs, job.job_dir)
     digest = inputs_digest(states)
@@ -69,7 +69,8 @@ def build(job: Job, options: RunOptions = RunOptions(), merge: str | None = None
                          expect=Expect(meta.total_frames, fps=meta.fps), options=options,
                          roots=job.output_roots, sources=tuple(TaskName(i) for i in job.frame_order),
                          remote=remote, scan=scan,
-                         source_fingerprints=tuple(by_id[i].fingerprint for i in job.frame_order) if remote else ())
+                         source_fingerprints=tuple(by_id[i].fingerprint for i in job.frame_order) if remote else (),
+                         own=own)
     return Graph(job, state, tuple(chunks), merge_work, states)
 
 
@@ -94,18 +95,20 @@ def chunk_fingerprint(chunk: Chunk, digest: str) -> str:
     return fingerprint(entry, digest)
 
 
-def merge_command(job: Job, mode: str | None = None) -> str:
-    """The job's mergeCommand, or the built-in stitcher when there is none or `mode` is "builtin"."""
+def merge_command(job: Job, mode: str | None = None) -> tuple[str, tuple[str, ...] | None]:
+    """The job's mergeCommand, or the built-in stitcher when there is none or `mode` is "builtin":
+    (the command line, for people and the record; our own `merge`'s arguments, which it runs as)."""
     if mode not in (None, "", "auto", "builtin", "command"):
         raise JobError([f"merge={mode}: unknown merge mode; use merge=builtin or merge=command"])
     if job.spec.merge_command and mode != "builtin":
-        return job.spec.merge_command
+        return job.spec.merge_command, None
     if mode == "command":
         raise JobError([f"{job.source}: merge=command, but the job has no mergeCommand"])
     if job.merge_output is None:
         raise JobError([f"{job.source}: merge=builtin needs to know the merged file; add an outputFile"])
     rel = [os.path.relpath(p, job.job_dir) for p in [job.merge_output, *(job.outputs[i] for i in job.frame_order)]]
-    return shlex.join(["helios-doit", "merge", "--", *rel])  # a file named "-x.mov" is never an option
+    args = ("merge", "--", *rel)  # a file named "-x.mov" is never an option
+    return shlex.join(["helios-doit", *args]), args
 
 
 def chunk_tasks(graph: Graph, clean: bool = True) -> TaskDicts:

@@ -46,6 +46,7 @@ class TaskJob:
     remote: Remote | None = None  # the job is in a bucket: done means done there
     scan: str = ""  # the key prefix listed once to decide every task of a bucket job
     source_fingerprints: tuple[str, ...] = ()  # a bucket job's merge: its chunks' fingerprints, in `sources` order
+    own: tuple[str, ...] | None = None  # the built-in merge: our own `merge` subcommand's arguments (`command` says it)
 
     @property
     def name(self) -> str:

@@ -60,7 +60,7 @@ def test_a_stop_in_a_held_block_waits_for_its_end_even_when_another_thread_is_th
     import threading
     import time
 
-    from helios_doit.executors import base
+    from helios_doit.executors import stops as base
 
     got: list[int] = []
 

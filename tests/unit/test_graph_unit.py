@@ -129,7 +129,7 @@ def test_the_builtin_merge_joins_chunks_in_frame_order_and_never_reads_a_name_as
     spec["chunks"].reverse()  # listed last frame first
     spec["chunks"][0]["outputFile"] = "-x.txt"
     job_file.write_text(json.dumps(spec))
-    command = merge_command(load_job(job_file), "builtin")
+    command, _ = merge_command(load_job(job_file), "builtin")
     assert command == "helios-doit merge -- out.txt part_0.txt part_1.txt -x.txt"
 
 
