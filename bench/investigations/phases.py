@@ -191,7 +191,7 @@ WORKER_STEPS = [
     ("doit.task:Task.execute", "fn", ()),
     ("doit.action:PythonAction.execute", "fn", ()),
     ("inspect:getfullargspec", "fn", ()),
-    ("helios_doit.tasks.action:run_task", "fn", ("helios_doit.tasks.graph",)),
+    ("helios_doit.tasks.action:do_task", "fn", ("helios_doit.tasks.graph",)),
     ("helios_doit.executors.supervise:ensure_handlers", "fn", ("helios_doit.tasks.action",)),
     ("helios_doit.tasks.action:task_lock", "cm", ()),
     ("helios_doit.tasks.action:_attempts", "fn", ()),

@@ -1,7 +1,7 @@
 """The `dask` worker adapter: chunk commands run in Dask workers, doit stays the bookkeeper.
 
 Only the shell command leaves this process: checks, records, verification, logs and locks stay
-in `actions.run_task`, so a Dask run means what a local run means. A local job's folder must be
+in `tasks.action.do_task`, so a Dask run means what a local run means. A local job's folder must be
 on shared storage; a job in a bucket needs none (`storage.staging`). Workers need helios-doit
 installed (they import `_run_remote` by name).
 

@@ -27,103 +27,103 @@ from ..state.places import PlaceError
 from ..storage.lease import acquire
 from ..storage.records import lease_key
 from ..storage.store import StorageError
-from .attempt import changed_source, clear_place, run_once
+from .attempt import changed_source, clear_place, one_attempt
 from ..storage.staging import sweep
 from .publish import publish, published_record, pull_sources, remote_state, stage_of, store_of
 from .say import say
 from .uptodate import seen
-from .work import TaskJob
+from .work import Work
 
 
-def run_task(job: TaskJob, task: Any) -> TaskFailed | dict[str, Any]:
+def do_task(work: Work, task: Any) -> TaskFailed | dict[str, Any]:
     """doit's task action: a `TaskResult` as the task's values (so the runner's main process can
     report it without reading the event log), or the failure. `task` is doit's own, which
     carries what the runner saw of the task's record when it decided to run it."""
     supervise.ensure_handlers()
     if supervise.stopping():
         raise supervise.Interrupted(supervise.stopping() or 0)
-    state = StateDir(Path(job.state_root))
+    state = StateDir(Path(work.state_root))
     was = seen(task)
     try:
-        waiting = lambda: events.emit(state.root, "task-wait", task=job.name, chunkId=job.chunk_id)  # noqa: E731
-        with task_lock(state.lock(job.name), supervise.stopping, on_wait=waiting):
+        waiting = lambda: events.emit(state.root, "task-wait", task=work.key, chunkId=work.chunk_id)  # noqa: E731
+        with task_lock(state.lock(work.key), supervise.stopping, on_wait=waiting):
             # Another runner may have finished it since we looked (or while we waited for its lock):
             # a good record other than the one we saw. The one we saw is one this run chose to redo (-a).
-            if job.remote is not None:
-                return _in_bucket(job, state, was)
-            done, identity = job.complete().look()
+            if work.remote is not None:
+                return _in_bucket(work, state, was)
+            done, identity = work.complete().look()
             if done and identity != was:
-                return _elsewhere(job, state)
-            dead = _take_over(job, state)
-            return _attempts(job, state, dead)
+                return _elsewhere(work, state)
+            dead = _take_over(work, state)
+            return _until_done(work, state, dead)
     except StorageError as exc:  # the store's fault, mid-run: one line, the run fails
-        return _refused(job, state, f"{job.label}: {exc}")
+        return _refused(work, state, f"{work.label}: {exc}")
     except PlaceError as exc:
-        return _refused(job, state, f"{job.label}: {exc}; nothing was run or removed there")
+        return _refused(work, state, f"{work.label}: {exc}; nothing was run or removed there")
     except OSError as exc:  # the environment's fault (disk full, permissions): one line, the run fails
-        return _refused(job, state, f"{job.label}: {os_fault(exc)}")
+        return _refused(work, state, f"{work.label}: {os_fault(exc)}")
 
 
-def _elsewhere(job: TaskJob, state: StateDir) -> dict[str, Any]:
-    events.emit(state.root, "task-skip", task=job.name, chunkId=job.chunk_id, reason="done by another runner")
+def _elsewhere(work: Work, state: StateDir) -> dict[str, Any]:
+    events.emit(state.root, "task-skip", task=work.key, chunkId=work.chunk_id, reason="done by another runner")
     return TaskResult(elsewhere=True).values()
 
 
-def _in_bucket(job: TaskJob, state: StateDir, was: str | None) -> TaskFailed | dict[str, Any]:
+def _in_bucket(work: Work, state: StateDir, was: str | None) -> TaskFailed | dict[str, Any]:
     """A task of a job in a bucket: under the task's lease there (other machines), rendered in
     this machine's mirror as any task is, then published. A verified output this machine made
     earlier but did not get to publish (a crash mid-upload: no record in the bucket) is
     published, not rendered again."""
     def waiting(holder: dict[str, Any]) -> None:
-        say(f"{job.label}: waiting for the runner on {holder.get('host')} (pid {holder.get('pid')}) that holds it in the bucket")
-        events.emit(state.root, "task-wait", task=job.name, chunkId=job.chunk_id, host=holder.get("host"), pid=holder.get("pid"))
+        say(f"{work.label}: waiting for the runner on {holder.get('host')} (pid {holder.get('pid')}) that holds it in the bucket")
+        events.emit(state.root, "task-wait", task=work.key, chunkId=work.chunk_id, host=holder.get("host"), pid=holder.get("pid"))
 
     def dead(holder: dict[str, Any]) -> bool:  # a runner of this machine that died: its lease is void
         return holder.get("machine") == reaper.machine() and not reaper.runner_alive(holder.get("tag"))
 
     owner = {"machine": reaper.machine(), "tag": reaper.tag()}
     try:
-        lease = acquire(store_of(job), lease_key(remote_state(job), job.name), supervise.stopping, waiting, owner, dead)
+        lease = acquire(store_of(work), lease_key(remote_state(work), work.key), supervise.stopping, waiting, owner, dead)
     except InterruptedError:
         raise supervise.Interrupted(supervise.stopping() or 0) from None
     try:
-        published = published_record(job)
+        published = published_record(work)
         if published is not None and published != was:
-            return _elsewhere(job, state)
-        if (stage := stage_of(job)) is not None:
+            return _elsewhere(work, state)
+        if (stage := stage_of(work)) is not None:
             sweep(stage.remote, stage.area)  # outputs staged by attempts that died before taking them
-        if job.sources:
-            pull_sources(job, state)
+        if work.sources:
+            pull_sources(work, state)
         result: TaskFailed | dict[str, Any] = TaskResult(0.0, 0).values()
         # Done there as this run saw it: this run chose to redo it (-a), whatever is here.
-        if published is not None or not job.complete().check():
-            result = _attempts(job, state, _take_over(job, state))
+        if published is not None or not work.complete().check():
+            result = _until_done(work, state, _take_over(work, state))
             if isinstance(result, TaskFailed):
                 return result
         with supervise.held():  # a stop waits until the output and its record are both in the bucket, or neither
-            if not publish(job, state, lease, published):
-                return _elsewhere(job, state)
+            if not publish(work, state, lease, published):
+                return _elsewhere(work, state)
         return result
     finally:
         lease.release()
 
 
-def _refused(job: TaskJob, state: StateDir, message: str) -> TaskFailed:
+def _refused(work: Work, state: StateDir, message: str) -> TaskFailed:
     """A task that could not run, or could not finish its bookkeeping: said in one line."""
     try:
-        Failure(job.name, message, at=time.time(), runId=events.run_id()).write(state.failure(job.name))
+        Failure(work.key, message, at=time.time(), runId=events.run_id()).write(state.failure(work.key))
     except OSError:
         pass  # the same fault, most likely; the line below still says it
     return TaskFailed(message)
 
 
-def _take_over(job: TaskJob, state: StateDir) -> str | None:
+def _take_over(work: Work, state: StateDir) -> str | None:
     """A running marker under a lock we now hold was left by a runner that died mid-attempt.
 
     Whatever that attempt still runs on this machine is killed, and waited for, before the
     output is touched: one writer per output. (On another machine, its own guard did that.)
     """
-    path = state.marker(job.name)
+    path = state.marker(work.key)
     if not os.path.lexists(path):
         return None
     marker = read_json(path) or {}
@@ -135,7 +135,7 @@ def _take_over(job: TaskJob, state: StateDir) -> str | None:
             raise PlaceError(f"processes {', '.join(map(str, left))} of an earlier attempt (runner pid "
                              f"{marker.get('pid')}) would not die; stop them, then run again")
     _remove_entry(state, path)
-    events.emit(state.root, "task-takeover", task=job.name, chunkId=job.chunk_id, pid=marker.get("pid"),
+    events.emit(state.root, "task-takeover", task=work.key, chunkId=work.chunk_id, pid=marker.get("pid"),
                 host=marker.get("host"), runId=marker.get("runId"))
     return f"left by the attempt of runner pid {marker.get('pid')} on {marker.get('host')}, which died"
 
@@ -148,57 +148,57 @@ def _remove_entry(state: StateDir, path: Path) -> None:
         say(f"{path} was a folder; moved it to {state.set_aside(path)}")
 
 
-def _attempts(job: TaskJob, state: StateDir, dead: str | None = None) -> TaskFailed | dict[str, Any]:
+def _until_done(work: Work, state: StateDir, dead: str | None = None) -> TaskFailed | dict[str, Any]:
     """Run until success, a final failure, or the run is cancelled; count every attempt.
 
     `dead` says whose attempt died here, if one did: its partial output is not ours to delete."""
-    if job.sources and (changed := changed_source(job)):
-        return _refused(job, state, f"{job.label}: {changed}")
-    vouched = (read_json(state.record(job.name)) or {}).get("output")
-    if job.place is not None:  # the record vouches for its output once, now; then it is dropped
-        clear_place(job, job.place, vouched if isinstance(vouched, list) else None, dead, create=True)
-    _remove_entry(state, state.record(job.name))
-    _remove_entry(state, state.failure(job.name))
-    allowed = job.options.attempts if job.chunk_id is not None else 1
+    if work.sources and (changed := changed_source(work)):
+        return _refused(work, state, f"{work.label}: {changed}")
+    vouched = (read_json(state.record(work.key)) or {}).get("output")
+    if work.place is not None:  # the record vouches for its output once, now; then it is dropped
+        clear_place(work, work.place, vouched if isinstance(vouched, list) else None, dead, create=True)
+    _remove_entry(state, state.record(work.key))
+    _remove_entry(state, state.failure(work.key))
+    allowed = work.options.attempts if work.chunk_id is not None else 1
     cancel = state.cancel_flag(events.run_id())
     for attempt in range(1, allowed + 1):
         if cancel.exists():
-            return TaskStopped(f"{job.label} stopped: {_why_cancelled(cancel)}")
-        outcome = run_once(job, state, attempt, allowed)
+            return TaskStopped(f"{work.label} stopped: {_why_cancelled(cancel)}")
+        outcome = one_attempt(work, state, attempt, allowed)
         failure, result, output = outcome.failure, outcome.result, outcome.output
         if failure is None:
             size = output[0] if output else None
-            events.emit(state.root, "task-done", task=job.name, chunkId=job.chunk_id, attempt=attempt,
-                        duration=round(result.duration, 3), frames=job.expect.frames if job.expect else None, size=size)
+            events.emit(state.root, "task-done", task=work.key, chunkId=work.chunk_id, attempt=attempt,
+                        duration=round(result.duration, 3), frames=work.expect.frames if work.expect else None, size=size)
             return TaskResult(round(result.duration, 3), attempt).values()
         if cancel.exists() and result.signal is not None:
-            return TaskStopped(f"{job.label} stopped: {_why_cancelled(cancel)}")
+            return TaskStopped(f"{work.label} stopped: {_why_cancelled(cancel)}")
         # A death by signal N counts as exit code 128+N too: what a shell would have reported.
         code = result.exit_code if result.signal is None else 128 + result.signal
         # A wrong output is what the renderer makes of this command: another attempt makes it again.
-        fatal = outcome.wrong or (code is not None and code in job.options.fatal_exit_codes)
+        fatal = outcome.wrong or (code is not None and code in work.options.fatal_exit_codes)
         if attempt < allowed and not fatal:
-            delay = job.options.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-            events.emit(state.root, "task-retry", task=job.name, chunkId=job.chunk_id, attempt=attempt,
+            delay = work.options.retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+            events.emit(state.root, "task-retry", task=work.key, chunkId=work.chunk_id, attempt=attempt,
                         message=failure, delay=round(delay, 2))
             _pause(delay)
             continue
-        return _give_up(job, state, attempt, failure, result, cancel)
+        return _give_up(work, state, attempt, failure, result, cancel)
     raise AssertionError("unreachable")
 
 
-def _give_up(job: TaskJob, state: StateDir, attempt: int, failure: str, result: CommandResult, cancel: Path) -> TaskFailed:
-    log = str(state.log(job.name))
-    Failure(job.name, failure, attempt, result.exit_code, result.signal, result.timed_out,
-            list(result.stderr_tail[-10:]), log, time.time(), events.run_id()).write(state.failure(job.name))
-    events.emit(state.root, "task-failed", task=job.name, chunkId=job.chunk_id, attempt=attempt, message=failure,
+def _give_up(work: Work, state: StateDir, attempt: int, failure: str, result: CommandResult, cancel: Path) -> TaskFailed:
+    log = str(state.log(work.key))
+    Failure(work.key, failure, attempt, result.exit_code, result.signal, result.timed_out,
+            list(result.stderr_tail[-10:]), log, time.time(), events.run_id()).write(state.failure(work.key))
+    events.emit(state.root, "task-failed", task=work.key, chunkId=work.chunk_id, attempt=attempt, message=failure,
                 exitCode=result.exit_code, signal=result.signal, stderrTail=list(result.stderr_tail[-5:]), log=log, final=True)
-    if not job.options.keep_going and job.chunk_id is not None:
+    if not work.options.keep_going and work.chunk_id is not None:
         # Without keep-going the first chunk that fails for good stops the others of this run,
         # cleanly: every runner process of the run polls this flag while its commands run.
-        write_json_atomic(cancel, {"reason": f"{job.label} failed"})
+        write_json_atomic(cancel, {"reason": f"{work.label} failed"})
     tries = f" after {attempt} attempts" if attempt > 1 else ""
-    lines = [f"{job.label} failed{tries}: {failure}; log: {log}"]
+    lines = [f"{work.label} failed{tries}: {failure}; log: {log}"]
     lines += [f"  | {line}" for line in result.stderr_tail[-5:]]
     return TaskFailed("\n".join(lines))
 
@@ -219,4 +219,4 @@ def _pause(seconds: float) -> None:
 
 # doit inspects the signature of an action function on every call (for its magic
 # `task`/`values` arguments); a function that carries its signature is answered at once.
-run_task.__signature__ = inspect.signature(run_task)  # type: ignore[attr-defined]
+do_task.__signature__ = inspect.signature(do_task)  # type: ignore[attr-defined]

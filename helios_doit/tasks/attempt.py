@@ -28,7 +28,7 @@ from ..video import is_video_path
 from .complete import relative
 from .publish import stage_of
 from .say import say
-from .work import TaskJob
+from .work import Work
 
 
 @dataclass(frozen=True)
@@ -41,22 +41,22 @@ class Outcome:
     wrong: bool = False  # the command exited 0 but its output is not what the job asked for
 
 
-def run_once(job: TaskJob, state: StateDir, attempt: int, allowed: int) -> Outcome:
+def one_attempt(work: Work, state: StateDir, attempt: int, allowed: int) -> Outcome:
     """One run of the command: never leaves a partial output behind, whatever ends it. On success
     its record is written (and the output's stamp returned) before a stop can interrupt: an output
     is either recorded or removed. A whole output that is wrong (exit 0, failed verification) is
     moved aside as the failure's evidence, never merged."""
-    marker = state.marker(job.name)
-    place = job.place
+    marker = state.marker(work.key)
+    place = work.place
     if place is not None and attempt > 1:  # the first attempt's place was made ready just before
-        clear_place(job, place, None, create=True)  # empty unless something appeared since: moved aside
+        clear_place(work, place, None, create=True)  # empty unless something appeared since: moved aside
     host, pid = socket.gethostname(), os.getpid()
     # Written before the command starts: a runner that dies at any moment leaves the means to
     # find what it started (its tag in every process' environment; the group, once known).
     running: dict[str, Any] = {"pid": pid, "host": host, "machine": reaper.machine(), "startedAt": time.time(),
                                "runId": events.run_id(), "attempt": attempt, "tag": reaper.tag()}
-    sink = LogSink(state.log(job.name), f"{job.label} attempt {attempt}/{allowed} on {host} pid {pid}: {job.command}",
-                   f"[{job.label}] ", _Reports(job, state, attempt, marker, running).output if job.chunk_id is not None else None)
+    sink = LogSink(state.log(work.key), f"{work.label} attempt {attempt}/{allowed} on {host} pid {pid}: {work.command}",
+                   f"[{work.label}] ", _Reports(work, state, attempt, marker, running).output if work.chunk_id is not None else None)
     try:
         write_json_atomic(marker, running)
     except BaseException:
@@ -67,37 +67,37 @@ def run_once(job: TaskJob, state: StateDir, attempt: int, allowed: int) -> Outco
         running.update(pgid=pgid, leaderStart=leader_start)
         write_json_atomic(marker, running)
 
-    timeout = job.options.chunk_timeout if job.chunk_id is not None else None
+    timeout = work.options.chunk_timeout if work.chunk_id is not None else None
     ok = wrong = False
     footer = "interrupted"
     try:
         with supervise.active():
-            events.emit(state.root, "task-start", task=job.name, chunkId=job.chunk_id, attempt=attempt,
+            events.emit(state.root, "task-start", task=work.key, chunkId=work.chunk_id, attempt=attempt,
                         attempts=allowed, pid=pid, host=host)
-            checkpoints.reached("before-command", job.name, state.root, supervise.stop_if_held)
-            request = CommandRequest(job.command, job.cwd, timeout=timeout, on_start=on_start,
-                                     should_stop=state.cancel_flag(events.run_id()).exists, own=job.own,
-                                     elsewhere=Elsewhere(job.output, stage_of(job)))
-            result = get_adapter(job.adapter, job.options.scheduler).execute(request, sink)
+            checkpoints.reached("before-command", work.key, state.root, supervise.stop_if_held)
+            request = CommandRequest(work.command, work.cwd, timeout=timeout, on_start=on_start,
+                                     should_stop=state.cancel_flag(events.run_id()).exists, own=work.own,
+                                     elsewhere=Elsewhere(work.output, stage_of(work)))
+            result = get_adapter(work.adapter, work.options.scheduler).execute(request, sink)
             with supervise.held():  # a stop now waits until this attempt's outcome is on disk
-                failure, facts, wrong = _verify(job, result)
+                failure, facts, wrong = _verify(work, result)
                 footer = f"{result.describe()} after {result.duration:.2f}s" + (f": {failure}" if failure else "")
-                output = stamp(job.output) if job.output and failure is None else None
+                output = stamp(work.output) if work.output and failure is None else None
                 if failure is None:
-                    checkpoints.reached("before-record", job.name, state.root, supervise.stop_if_held)
-                    write_json_atomic(state.record(job.name), _record(job, result, attempt, output, facts))
+                    checkpoints.reached("before-record", work.key, state.root, supervise.stop_if_held)
+                    write_json_atomic(state.record(work.key), _record(work, result, attempt, output, facts))
                     ok = True
-                    checkpoints.reached("after-record", job.name, state.root, supervise.stop_if_held)
+                    checkpoints.reached("after-record", work.key, state.root, supervise.stop_if_held)
     finally:
         sink.close(footer)
         try:
             if not ok and place is not None:
-                note = (places.set_aside(place, job.label, "kept: the evidence of why it failed") if wrong
-                        else places.discard(place, job.label))
+                note = (places.set_aside(place, work.label, "kept: the evidence of why it failed") if wrong
+                        else places.discard(place, work.label))
                 if note:
                     say(note)
         except (PlaceError, OSError) as exc:  # said, never in the way of the marker's removal or a stop
-            say(f"{job.label}: its partial output was not removed: {exc}")
+            say(f"{work.label}: its partial output was not removed: {exc}")
         finally:
             remove(marker)
     return Outcome(failure, result, output, wrong)
@@ -109,9 +109,9 @@ class _Reports:
 
     EVERY = 0.5
 
-    def __init__(self, job: TaskJob, state: StateDir, attempt: int, marker: Path, running: dict[str, Any]):
-        self.job, self.state, self.attempt, self.marker, self.running = job, state, attempt, marker, running
-        self.meter = FrameMeter(job.first_frame, job.expect.frames if job.expect else 0)
+    def __init__(self, work: Work, state: StateDir, attempt: int, marker: Path, running: dict[str, Any]):
+        self.work, self.state, self.attempt, self.marker, self.running = work, state, attempt, marker, running
+        self.meter = FrameMeter(work.first_frame, work.expect.frames if work.expect else 0)
         self.last = 0.0
 
     def output(self, data: bytes) -> None:
@@ -120,7 +120,7 @@ class _Reports:
             return
         self.last = time.monotonic()
         try:
-            events.emit(self.state.root, "task-progress", task=self.job.name, chunkId=self.job.chunk_id,
+            events.emit(self.state.root, "task-progress", task=self.work.key, chunkId=self.work.chunk_id,
                         attempt=self.attempt, frames=frames)
             self.running["frames"] = frames
             write_json_atomic(self.marker, self.running)
@@ -128,63 +128,63 @@ class _Reports:
             pass  # progress is worth no failure: the chunk's own outcome is what counts
 
 
-def changed_source(job: TaskJob) -> str | None:
+def changed_source(work: Work) -> str | None:
     """The merge takes only bytes a record vouches for: the first chunk whose output is no longer
     the file its record describes (another chunk's command, or something it left running, wrote
     to it since), said as one line; None when every chunk output is as recorded. Asked right
     before the merge runs and again right before its record is written."""
-    for task, path in zip(job.sources, job.inputs):
-        record = read_json(record_file(job.state_root, task.key)) or {}
+    for task, path in zip(work.sources, work.inputs):
+        record = read_json(record_file(work.state_root, task.key)) or {}
         if record.get("output") is None or stamp(path) != record.get("output"):
             return (f"{task.label}'s output {os.path.basename(path)} is no longer the file {task.label} recorded "
                     f"(something wrote to it since); nothing was merged from it: run again to render {task.label} again")
     return None
 
 
-def _verify(job: TaskJob, result: CommandResult) -> tuple[str | None, dict[str, Any] | None, bool]:
+def _verify(work: Work, result: CommandResult) -> tuple[str | None, dict[str, Any] | None, bool]:
     """Why the attempt failed (None if it did not), what a verified video chunk holds, and whether
     its output is whole but wrong."""
     if not result.ok:
         return result.describe(), None, False
-    if job.sources and (changed := changed_source(job)):
+    if work.sources and (changed := changed_source(work)):
         return changed, None, False
-    if not job.output:
+    if not work.output:
         return None, None, False
-    if stamp(job.output) is None:
-        return f"the command exited 0 but did not write {job.output}", None, False
-    if job.expect is None or not is_video_path(job.output):
+    if stamp(work.output) is None:
+        return f"the command exited 0 but did not write {work.output}", None, False
+    if work.expect is None or not is_video_path(work.output):
         return None, None, False
-    problem, facts = _check_video(job)
+    problem, facts = _check_video(work)
     if problem:
-        return f"the command exited 0 but its output is wrong: {os.path.basename(job.output)}: {problem}", None, True
+        return f"the command exited 0 but its output is wrong: {os.path.basename(work.output)}: {problem}", None, True
     return None, facts, False
 
 
-def _check_video(job: TaskJob) -> tuple[str | None, dict[str, Any] | None]:
+def _check_video(work: Work) -> tuple[str | None, dict[str, Any] | None]:
     from ..video.verify import ChunkFacts, inspect_chunk, verify_merged
 
-    assert job.output is not None and job.expect is not None
-    expect = job.expect
-    if job.chunk_id is not None:
-        problem, facts = inspect_chunk(job.output, expect.frames, expect.width or 0, expect.height or 0, expect.fps)
+    assert work.output is not None and work.expect is not None
+    expect = work.expect
+    if work.chunk_id is not None:
+        problem, facts = inspect_chunk(work.output, expect.frames, expect.width or 0, expect.height or 0, expect.fps)
         return problem, facts.as_record() if facts else None
     # The merge: checked against the job, and seam by seam against what its chunks' records hold.
-    chunks = [ChunkFacts.from_record((read_json(record_file(job.state_root, task.key)) or {}).get("video"))
-              for task in job.sources]
+    chunks = [ChunkFacts.from_record((read_json(record_file(work.state_root, task.key)) or {}).get("video"))
+              for task in work.sources]
     known = [facts for facts in chunks if facts is not None]
     if len(known) != len(chunks):
         known = []  # some chunk is not a video we verified: the seams cannot be judged
-    labels = [task.label for task in job.sources]
-    return verify_merged(job.output, expect.frames, expect.fps, known, labels), None
+    labels = [task.label for task in work.sources]
+    return verify_merged(work.output, expect.frames, expect.fps, known, labels), None
 
 
-def _record(job: TaskJob, result: CommandResult, attempts: int, output: list[int] | None,
+def _record(work: Work, result: CommandResult, attempts: int, output: list[int] | None,
             video: dict[str, Any] | None) -> dict[str, object]:
     return {
-        "task": job.name,
-        "fingerprint": job.fingerprint,
+        "task": work.key,
+        "fingerprint": work.fingerprint,
         "output": output,  # the stamp the output must keep for the record to be believed
-        "inputs": {relative(p, job.cwd): content_state(p) for p in job.inputs},
+        "inputs": {relative(p, work.cwd): content_state(p) for p in work.inputs},
         "writeId": uuid.uuid4().hex,  # which record this is: what "done since I looked" compares
         "finishedAt": time.time(),  # for people; no runner compares it with its own clock
         "duration": round(result.duration, 3),
@@ -194,9 +194,9 @@ def _record(job: TaskJob, result: CommandResult, attempts: int, output: list[int
     }
 
 
-def clear_place(job: TaskJob, place: Place, vouched: list[int] | None, why: str | None = None,
+def clear_place(work: Work, place: Place, vouched: list[int] | None, why: str | None = None,
                 create: bool = False) -> None:
-    note = places.clear(place, vouched, job.label, why, create)
+    note = places.clear(place, vouched, work.label, why, create)
     if note:
         say(note)
-        events.emit(job.state_root, "task-aside", task=job.name, chunkId=job.chunk_id, message=note)
+        events.emit(work.state_root, "task-aside", task=work.key, chunkId=work.chunk_id, message=note)

@@ -20,11 +20,11 @@ from ..spec.model import Chunk, Job
 from ..state.content import fingerprint, inputs_digest, inputs_states
 from ..state.folder import StateDir
 from ..state.names import CHUNK, MERGE, TaskName
-from .action import run_task
+from .action import do_task
 from .clean import clean_task
 from .options import RunOptions
-from .uptodate import chunk_done
-from .work import Expect, TaskJob
+from .uptodate import task_done
+from .work import Expect, Work
 
 TaskDicts = Iterator[dict[str, Any]]
 _NO_KWARGS: dict[str, Any] = {}  # one for every chunk's uptodate: doit keeps what it is given
@@ -36,8 +36,8 @@ class Graph:
 
     job: Job
     state: StateDir
-    chunks: tuple[TaskJob, ...]  # in the job's order
-    merge: TaskJob
+    chunks: tuple[Work, ...]  # in the job's order
+    merge: Work
     inputs: dict[str, list[Any]]  # the content state of each input: the session caches it for the next run
 
 
@@ -57,13 +57,13 @@ def build(job: Job, options: RunOptions = RunOptions(), merge: str | None = None
         expect = expects.get(chunk.frame_count)
         if expect is None:
             expect = expects[chunk.frame_count] = Expect(chunk.frame_count, meta.width, meta.height, meta.fps)
-        chunks.append(TaskJob(TaskName(chunk.id), chunk.command, str(job.job_dir), job.outputs[chunk.id],
+        chunks.append(Work(TaskName(chunk.id), chunk.command, str(job.job_dir), job.outputs[chunk.id],
                               str(state.root), chunk_fingerprint(chunk, digest), adapter=options.executor,
                               expect=expect, options=options, roots=job.output_roots,
                               first_frame=chunk.start_frame, remote=remote, scan=scan))
     output = str(job.merge_output) if job.merge_output else None
     by_id = {work.chunk_id: work for work in chunks}
-    merge_work = TaskJob(TaskName.merge(), command, str(job.job_dir), output, str(state.root),
+    merge_work = Work(TaskName.merge(), command, str(job.job_dir), output, str(state.root),
                          fingerprint(command, output and os.path.relpath(output, job.job_dir)),
                          tuple(job.outputs[i] for i in job.frame_order), adapter=options.merge_executor,
                          expect=Expect(meta.total_frames, fps=meta.fps), options=options,
@@ -122,12 +122,12 @@ def chunk_tasks(graph: Graph, clean: bool = True) -> TaskDicts:
             "basename": CHUNK,
             "name": str(chunk.id),
             "doc": f"frames {chunk.start_frame}-{last} -> {chunk.output_file}",
-            "actions": [(run_task, [work])],
+            "actions": [(do_task, [work])],
             # doit runs a task whose target file is missing; a bucket job's outputs are objects.
             "targets": [work.output] if work.remote is None else [],
             # Checked when doit gets to the chunk (another runner may have redone it since we
             # loaded); a plain function with its signature attached costs doit no inspection.
-            "uptodate": [(chunk_done, (work,), _NO_KWARGS)],
+            "uptodate": [(task_done, (work,), _NO_KWARGS)],
             # `doit clean` deletes the output only if its record vouches for it, else moves it aside.
             "clean": [(clean_task, [work])] if clean else [],
             "verbosity": 2,
@@ -140,11 +140,11 @@ def merge_task(graph: Graph, clean: bool = True) -> dict[str, Any]:
     return {
         "basename": MERGE,
         "doc": f"stitch the chunks into {os.path.relpath(output, work.cwd) if output else 'the merged output'}",
-        "actions": [(run_task, [work])],
+        "actions": [(do_task, [work])],
         "task_dep": [CHUNK],
         "targets": [output] if output and work.remote is None else [],
         # checked when doit gets to it: the chunks run first
-        "uptodate": [(chunk_done, (work,), _NO_KWARGS)],
+        "uptodate": [(task_done, (work,), _NO_KWARGS)],
         "clean": [(clean_task, [work])] if clean else [],
         "verbosity": 2,
     }

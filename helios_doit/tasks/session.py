@@ -30,7 +30,7 @@ from ..video import commands as _own_commands  # noqa: F401  (registers render a
 from .graph import Graph, TaskDicts, build, chunk_tasks, merge_task
 from .options import RunOptions, from_vars
 from .uptodate import remember
-from .work import TaskJob
+from .work import Work
 from .refuse import load_or_exit, refuse_bad
 
 #: The job `doit` renders when no `job=` is given.
@@ -67,12 +67,12 @@ class RunSession:
             local_cluster()  # one cluster for every doit worker process, which finds it in the environment
         return max(1, len(todo))
 
-    def _to_render(self, in_run: set[str]) -> list[TaskJob]:
+    def _to_render(self, in_run: set[str]) -> list[Work]:
         """The chunks of this run that are not done, as many as it has workers at most: asked in
         the order doit will ask, and each answer kept for doit's own question a moment later
         (`uptodate.remember`), so a no-op run still reads each record once."""
         limit = self.options.workers
-        todo: list[TaskJob] = []
+        todo: list[Work] = []
         for work in self.graph.chunks:
             if work.task.doit not in in_run:
                 continue
@@ -89,7 +89,7 @@ class RunSession:
         if workers > 1 and THREADS_ENV not in os.environ and self.options.executor == "local":
             os.environ[THREADS_ENV] = str(max(1, len(os.sched_getaffinity(0)) // workers))
 
-    def _preload(self, first: TaskJob) -> None:
+    def _preload(self, first: Work) -> None:
         """Chunks that run our own renderer are forked from doit's workers (executors.spawn): import
         what it needs once, here, before doit forks its workers, instead of once in each. Only
         when a render will run: a no-op run never loads PyAV or numpy."""

@@ -35,7 +35,7 @@ from ..state.outcome import Failure
 from .complete import Complete
 from .graph import build
 from .publish import remote_done, remote_size, remote_state
-from .work import TaskJob
+from .work import Work
 
 
 def job_status(job: Job, merge: str | None = None) -> dict[str, Any]:
@@ -56,9 +56,9 @@ def job_status(job: Job, merge: str | None = None) -> dict[str, Any]:
     return {"job": job.source, "stateDir": str(graph.state.root), **({"stateUrl": state_url} if state_url else {}), "chunks": chunks, "merge": merged, "totals": totals}
 
 
-def task_status(state: StateDir, work: TaskJob) -> dict[str, Any]:
+def task_status(state: StateDir, work: Work) -> dict[str, Any]:
     """One task's state from its record, failure record, running marker and lock; reads only."""
-    name, output = work.name, work.output
+    name, output = work.key, work.output
     complete = work.complete()  # its record as of now
     record = read_json(state.record(name))
     failure = Failure.read(state.failure(name))

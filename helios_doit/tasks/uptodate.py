@@ -13,20 +13,20 @@ import inspect
 from typing import Any
 
 from .publish import remote_look
-from .work import TaskJob
+from .work import Work
 
 #: The attribute of doit's task object (carried to its workers with it) that holds what was seen.
 SEEN = "helios_seen"
 
 
-def chunk_done(task: Any, job: TaskJob) -> bool:
+def task_done(task: Any, work: Work) -> bool:
     """A chunk's record matches and its output is the file (or object) recorded; the merge is
     asked the same. `task` is doit's (its first argument, by doit's rule for uptodate callables):
     a task that will run takes what was seen with it (`seen`)."""
-    if _done_at_start and _done_at_start.pop(job.task.key, False):
+    if _done_at_start and _done_at_start.pop(work.task.key, False):
         return True
-    done, identity = look(job)
-    if not done or job.options.always:
+    done, identity = look(work)
+    if not done or work.options.always:
         setattr(task, SEEN, identity)
     return done
 
@@ -36,26 +36,26 @@ def seen(task: Any) -> str | None:
     return getattr(task, SEEN, None)
 
 
-def look(job: TaskJob) -> tuple[bool, str | None]:
+def look(work: Work) -> tuple[bool, str | None]:
     """(done, the identity of the record that decides it) now, in the job's folder or its bucket."""
-    if job.remote is not None:
-        return remote_look(job)
-    return job.complete().look()
+    if work.remote is not None:
+        return remote_look(work)
+    return work.complete().look()
 
 
 _done_at_start: dict[str, bool] = {}  # task key -> done, as the run's start found it, until doit asks
 
 
-def remember(job: TaskJob) -> bool:
+def remember(work: Work) -> bool:
     """Ask now, as the run starts (how many workers it needs), and keep a "done" for doit's own
     question about the task, which comes a moment later: each is answered once. A "not done" is
     asked again then (another runner may have finished it meanwhile: it is skipped)."""
-    done = look(job)[0]
+    done = look(work)[0]
     if done:
-        _done_at_start[job.task.key] = True
+        _done_at_start[work.task.key] = True
     return done
 
 
 # doit inspects the signature of an uptodate function on every call (for its magic arguments);
 # a function that carries its signature is answered at once.
-chunk_done.__signature__ = inspect.signature(chunk_done)  # type: ignore[attr-defined]
+task_done.__signature__ = inspect.signature(task_done)  # type: ignore[attr-defined]

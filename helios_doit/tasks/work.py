@@ -1,4 +1,4 @@
-"""What one chunk or the merge is, as doit's task action receives it: plain, picklable data.
+"""`Work`: what one chunk or the merge is, as doit's task action receives it: plain, picklable data.
 
 Under `-n` doit's worker processes get it by fork (or pickle), so it holds names and paths, never
 open files or adapters.
@@ -27,8 +27,8 @@ class Expect:
 
 
 @dataclass(frozen=True, slots=True)
-class TaskJob:
-    """Everything a worker needs to run one chunk, or the merge."""
+class Work:
+    """Everything a worker needs to run one chunk, or the merge: what doit's task action gets."""
 
     task: TaskName
     command: str
@@ -49,8 +49,8 @@ class TaskJob:
     own: tuple[str, ...] | None = None  # the built-in merge: our own `merge` subcommand's arguments (`command` says it)
 
     @property
-    def name(self) -> str:
-        """Its state key: `chunk-3`, `merge`."""
+    def key(self) -> str:
+        """Its state key (files, events): `chunk-3`, `merge`; doit's name is `task.doit`."""
         return self.task.key
 
     @property
@@ -67,4 +67,4 @@ class TaskJob:
         return Place(self.output, self.roots, os.path.join(self.state_root, "aside")) if self.output else None
 
     def complete(self) -> Complete:
-        return Complete(record_file(self.state_root, self.name), self.fingerprint, self.output, self.inputs, self.cwd)
+        return Complete(record_file(self.state_root, self.key), self.fingerprint, self.output, self.inputs, self.cwd)

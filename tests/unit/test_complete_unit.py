@@ -27,8 +27,8 @@ from helios_doit.tasks.attempt import _check_video, _record, _verify
 from helios_doit.tasks.clean import clean_task
 from helios_doit.tasks.complete import Complete, relative
 from helios_doit.tasks.options import RunOptions
-from helios_doit.tasks.uptodate import SEEN, chunk_done, seen
-from helios_doit.tasks.work import Expect, TaskJob
+from helios_doit.tasks.uptodate import SEEN, task_done, seen
+from helios_doit.tasks.work import Expect, Work
 from helios_doit.video.verify import ChunkFacts
 
 from .conftest import FPS, H, W
@@ -36,9 +36,9 @@ from .conftest import FPS, H, W
 OK = CommandResult(exit_code=0, signal=None, duration=1.25)
 
 
-def done(job: TaskJob) -> bool:
+def done(job: Work) -> bool:
     """doit's question, as doit asks it (its task object first)."""
-    return chunk_done(SimpleNamespace(), job)
+    return task_done(SimpleNamespace(), job)
 
 
 @pytest.fixture
@@ -49,30 +49,30 @@ def job_dir(tmp_path: Path) -> Path:
 
 
 def chunk(job_dir: Path, *, output: str | None = "part_0.mov", fingerprint: str = "fp-1", inputs: tuple[str, ...] = (),
-          expect: Expect | None = None, name: str = "chunk-0", sources: tuple[str, ...] = ()) -> TaskJob:
+          expect: Expect | None = None, name: str = "chunk-0", sources: tuple[str, ...] = ()) -> Work:
     state = job_dir / ".helios-doit" / "job"
     StateDir(state).create()
     task = TaskName.parse(name)
     assert task is not None, name
-    return TaskJob(task=task, command="render", cwd=str(job_dir), output=str(job_dir / output) if output else None,
+    return Work(task=task, command="render", cwd=str(job_dir), output=str(job_dir / output) if output else None,
                    state_root=str(state), fingerprint=fingerprint, inputs=inputs, expect=expect,
                    roots=(str(job_dir),), sources=tuple(TaskName.parse(s) for s in sources))
 
 
-def succeed(job: TaskJob, content: bytes | None = b"frames", facts: dict | None = None) -> dict:
+def succeed(job: Work, content: bytes | None = b"frames", facts: dict | None = None) -> dict:
     """What a successful attempt leaves: its output, then its record (as `_attempt` writes it)."""
     if content is not None and job.output:
         Path(job.output).write_bytes(content)
     record = _record(job, OK, 1, stamp(job.output) if job.output else None, facts)
-    write_json_atomic(StateDir(Path(job.state_root)).record(job.name), record)
+    write_json_atomic(StateDir(Path(job.state_root)).record(job.key), record)
     return record
 
 
-def record_path(job: TaskJob) -> Path:
-    return StateDir(Path(job.state_root)).record(job.name)
+def record_path(job: Work) -> Path:
+    return StateDir(Path(job.state_root)).record(job.key)
 
 
-def edit_record(job: TaskJob, **changes) -> None:
+def edit_record(job: Work, **changes) -> None:
     data = read_json(record_path(job))
     data.update(changes)
     write_json_atomic(record_path(job), data)
@@ -170,13 +170,13 @@ def test_a_look_names_the_record_it_saw_and_a_new_record_has_another_name(job_di
 def test_doit_asking_about_a_task_it_will_run_leaves_what_it_saw_on_doits_task(job_dir: Path) -> None:
     job = chunk(job_dir)
     task = SimpleNamespace()
-    assert chunk_done(task, job) is False and seen(task) is None  # nothing seen: any record found later is another's
+    assert task_done(task, job) is False and seen(task) is None  # nothing seen: any record found later is another's
     succeed(job)
     identity = job.complete().look()[1]
     task = SimpleNamespace()
-    assert chunk_done(task, job) is True and not hasattr(task, SEEN)  # done: doit skips it, nothing to carry
+    assert task_done(task, job) is True and not hasattr(task, SEEN)  # done: doit skips it, nothing to carry
     always = dataclasses.replace(job, options=RunOptions(always=True))
-    assert chunk_done(task, always) is True and seen(task) == identity  # -a: the record it chose to redo
+    assert task_done(task, always) is True and seen(task) == identity  # -a: the record it chose to redo
 
 
 # -- damaged records read as "not done" --------------------------------------------------------
@@ -207,7 +207,7 @@ def test_a_record_that_is_garbage_or_not_a_file_reads_as_not_done(job_dir: Path)
 
 # -- the merge: its inputs' content ------------------------------------------------------------
 
-def merge_of(job_dir: Path, parts: list[Path], output: str | None = "out.mp4") -> TaskJob:
+def merge_of(job_dir: Path, parts: list[Path], output: str | None = "out.mp4") -> Work:
     return chunk(job_dir, name="merge", output=output, inputs=tuple(str(p) for p in parts), fingerprint="merge-fp")
 
 
@@ -292,9 +292,9 @@ def test_complete_looks_at_the_record_of_its_own_task(job_dir: Path) -> None:
 
 def test_a_task_job_is_named_by_its_task(job_dir: Path) -> None:
     job = chunk(job_dir, name="chunk-12")
-    assert (job.task, job.name, job.label, job.chunk_id) == (TaskName.chunk(12), "chunk-12", "chunk 12", 12)
+    assert (job.task, job.key, job.label, job.chunk_id) == (TaskName.chunk(12), "chunk-12", "chunk 12", 12)
     merge = chunk(job_dir, name="merge", sources=("chunk-3", "chunk-1"))
-    assert (merge.name, merge.label, merge.chunk_id) == ("merge", "merge", None)
+    assert (merge.key, merge.label, merge.chunk_id) == ("merge", "merge", None)
     assert merge.sources == (TaskName.chunk(3), TaskName.chunk(1))
     assert merge.complete().record == str(job_dir / ".helios-doit" / "job" / "records" / "merge.json")
 
@@ -366,7 +366,7 @@ def test_a_chunk_expectation_without_size_checks_zero(job_dir: Path, clips) -> N
     assert _check_video(job) == (f"expected 0x0, found {W}x{H}", None)
 
 
-def video_merge(job_dir: Path, clips, merged: Path, sources=("chunk-5", "chunk-6", "chunk-7")) -> TaskJob:
+def video_merge(job_dir: Path, clips, merged: Path, sources=("chunk-5", "chunk-6", "chunk-7")) -> Work:
     chunks = []
     for i, part in zip((5, 6, 7), clips.parts):
         c = chunk(job_dir, name=f"chunk-{i}", output=f"part_{i}.mov", expect=Expect(frames=4, width=W, height=H))
@@ -438,7 +438,7 @@ def test_clean_of_a_damaged_record_moves_the_output_aside(job_dir: Path) -> None
 def test_clean_without_a_state_folder_does_nothing(tmp_path: Path) -> None:
     out = tmp_path / "part_0.mov"
     out.write_bytes(b"x")
-    job = TaskJob(task=TaskName.chunk(0), command="c", cwd=str(tmp_path), output=str(out),
+    job = Work(task=TaskName.chunk(0), command="c", cwd=str(tmp_path), output=str(out),
                   state_root=str(tmp_path / ".helios-doit" / "job"), fingerprint="f", roots=(str(tmp_path),))
     clean_task(job)
     assert out.read_bytes() == b"x"
@@ -447,7 +447,7 @@ def test_clean_without_a_state_folder_does_nothing(tmp_path: Path) -> None:
 def test_clean_leaves_a_task_another_runner_holds(job_dir: Path, capfd) -> None:
     job = chunk(job_dir)
     succeed(job)
-    with try_lock(StateDir(Path(job.state_root)).lock(job.name)) as held:
+    with try_lock(StateDir(Path(job.state_root)).lock(job.key)) as held:
         assert held
         with pytest.raises(SystemExit) as exited:
             clean_task(job)
@@ -480,16 +480,16 @@ def test_clean_of_a_merge_without_a_known_output_drops_its_record(job_dir: Path)
 def test_remove_entry_moves_a_folder_in_a_records_place_aside(job_dir: Path, capfd) -> None:
     job = chunk(job_dir)
     state = StateDir(Path(job.state_root))
-    state.record(job.name).mkdir()
-    (state.record(job.name) / "x").write_text("keep")
-    _remove_entry(state, state.record(job.name))
+    state.record(job.key).mkdir()
+    (state.record(job.key) / "x").write_text("keep")
+    _remove_entry(state, state.record(job.key))
     [moved] = state.aside.iterdir()
     assert (moved / "x").read_text() == "keep"
-    assert capfd.readouterr().err == f"helios-doit: {state.record(job.name)} was a folder; moved it to {moved}\n"
-    state.record(job.name).write_text("{}")
-    _remove_entry(state, state.record(job.name))
-    assert not state.record(job.name).exists()
-    _remove_entry(state, state.record(job.name))  # gone already: fine
+    assert capfd.readouterr().err == f"helios-doit: {state.record(job.key)} was a folder; moved it to {moved}\n"
+    state.record(job.key).write_text("{}")
+    _remove_entry(state, state.record(job.key))
+    assert not state.record(job.key).exists()
+    _remove_entry(state, state.record(job.key))  # gone already: fine
 
 
 def test_clean_in_a_damaged_state_folder_says_what_failed_in_one_line(tmp_path: Path, capfd) -> None:
@@ -498,7 +498,7 @@ def test_clean_in_a_damaged_state_folder_says_what_failed_in_one_line(tmp_path: 
     (state / "locks").write_text("a file where the locks folder belongs")
     out = tmp_path / "part_0.mov"
     out.write_bytes(b"x")
-    job = TaskJob(task=TaskName.chunk(0), command="c", cwd=str(tmp_path), output=str(out), state_root=str(state),
+    job = Work(task=TaskName.chunk(0), command="c", cwd=str(tmp_path), output=str(out), state_root=str(state),
                   fingerprint="f", roots=(str(tmp_path),))
     with pytest.raises(SystemExit) as exited:
         clean_task(job)
