@@ -11,6 +11,7 @@ volume and no shared disk: each pod renders in its own scratch and publishes to 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 import os
 import re
 import shlex
@@ -73,10 +74,10 @@ def _outside(job: Job) -> str | None:
     return next((path for path in paths if not path.startswith(folder)), None)
 
 
-def _store_env(secret: str | None) -> dict:
+def _store_env(secret: str | None) -> dict[str, Any]:
     """What pods need to reach the bucket: the endpoint of an S3-compatible store, if one is set
     here, and credentials from a Secret by name (or the pod's service account), never inline."""
-    env: dict = {}
+    env: dict[str, Any] = {}
     if os.environ.get("AWS_ENDPOINT_URL"):
         env["env"] = [{"name": "AWS_ENDPOINT_URL", "value": os.environ["AWS_ENDPOINT_URL"]}]
     if secret:
@@ -90,10 +91,10 @@ def _dns_name(text: str) -> str:
 
 
 def k8s_manifests(job_path: str, name: str, count: int, parallelism: int, retries: int, image: str,
-                  claim: str | None, mount: str, env: dict | None = None) -> str:
-    def pod(command: list[str]) -> dict:
-        container: dict = {"name": "helios-doit", "image": image, "command": command, **(env or {})}
-        spec: dict = {"restartPolicy": "Never", "containers": [container]}
+                  claim: str | None, mount: str, env: dict[str, Any] | None = None) -> str:
+    def pod(command: list[str]) -> dict[str, Any]:
+        container: dict[str, Any] = {"name": "helios-doit", "image": image, "command": command, **(env or {})}
+        spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
         if claim:
             container["volumeMounts"] = [{"name": "jobs", "mountPath": mount}]
             spec["volumes"] = [{"name": "jobs", "persistentVolumeClaim": {"claimName": claim}}]

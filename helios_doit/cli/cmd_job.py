@@ -6,6 +6,7 @@ own options (`-a`, `-v 2`, `-P thread`...) pass through; anything else is refuse
 from __future__ import annotations
 
 import argparse
+from typing import cast
 
 from ..state.names import CHUNK, MERGE, TaskName
 from ..tasks.options import MAX_WORKERS
@@ -53,7 +54,7 @@ _DOIT_OPTIONS = {"-a": False, "--always-execute": False, "-c": False, "--continu
                  "-s": False, "--single": False, "--failure-verbosity": True, "--auto-delayed-regex": False}
 
 
-def _doit_run_options(parser: Parser, extra: list[str]) -> list[str]:
+def _doit_run_options(parser: argparse.ArgumentParser, extra: list[str]) -> list[str]:
     """`extra`, if it is only `doit run` options that may pass through; else one line and exit 2."""
     index = 0
     while index < len(extra):
@@ -61,14 +62,14 @@ def _doit_run_options(parser: Parser, extra: list[str]) -> list[str]:
         name = word.split("=", 1)[0] if word.startswith("--") else word[:2]
         takes = _DOIT_OPTIONS.get(name)
         if takes is None:
-            parser.unknown(extra[index:], _DOIT_OPTIONS)
+            cast(Parser, parser).unknown(extra[index:], _DOIT_OPTIONS)
         inline = "=" in word if word.startswith("--") else len(word) > 2  # --process=2, -n2
         if takes and not inline:
             if index + 1 >= len(extra) or extra[index + 1].startswith("-"):
                 parser.error(f"option {word} needs a value")
             index += 1
         elif not takes and inline:
-            parser.unknown(extra[index:], _DOIT_OPTIONS)
+            cast(Parser, parser).unknown(extra[index:], _DOIT_OPTIONS)
         index += 1
     return extra
 

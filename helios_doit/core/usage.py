@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from typing import Iterable, NoReturn
+from typing import Any, Iterable, NoReturn
 
 
 class Parser(argparse.ArgumentParser):
-    def __init__(self, *args: object, **kwargs: object):
+    def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")

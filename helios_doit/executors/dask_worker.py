@@ -44,7 +44,8 @@ class _Outbox:
     def __init__(self, name: str):
         from distributed import Queue
 
-        self.queue, self.items, self.size, self.last = Queue(name), [], 0, time.monotonic()
+        self.items: list[tuple[str, Any]] = []
+        self.queue, self.size, self.last = Queue(name), 0, time.monotonic()
 
     def add(self, kind: str, data: Any, now: bool = False) -> None:
         self.items.append((kind, data))
@@ -75,7 +76,7 @@ def _run_remote(command: str, cwd: str, shared: dict[str, str], explicit: dict[s
     from distributed import get_worker
 
     me, started = get_worker(), time.monotonic()
-    box, tail = _Outbox(key), deque(maxlen=20)
+    box, tail = _Outbox(key), deque[str](maxlen=20)
     result: dict[str, Any] = {"exit_code": None, "signal": signal.SIGTERM, "duration": 0.0, "tail": [], "timed_out": False}
     if not _wanted(me, key):
         return result  # cancelled before it started: nothing ran
@@ -117,9 +118,9 @@ def _run_remote(command: str, cwd: str, shared: dict[str, str], explicit: dict[s
         code = proc.returncode
         result.update(exit_code=code if code >= 0 else None, signal=-code if code < 0 else None,
                       duration=time.monotonic() - started, tail=list(tail), timed_out=timed_out)
-        if staged and code == 0 and output and os.path.isfile(output):
+        if staged and stage is not None and code == 0 and output and os.path.isfile(output):
             try:
-                result["staged"] = send(stage, output)  # type: ignore[arg-type]
+                result["staged"] = send(stage, output)
             except (OSError, StorageError) as err:
                 return _cannot(box, result, f"helios-doit: Dask worker {me.address} could not send the output: {err}")
     box.add("end", result, now=True)
@@ -136,7 +137,8 @@ def _cannot(box: _Outbox, result: dict[str, Any], line: str) -> dict[str, Any]:
 
 def _release(watcher: subprocess.Popen[bytes], pgid: int) -> None:
     _kill_group(pgid, signal.SIGKILL)
-    watcher.stdin.close()  # type: ignore[union-attr]
+    if watcher.stdin is not None:
+        watcher.stdin.close()
     watcher.wait()
 
 

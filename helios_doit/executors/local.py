@@ -123,7 +123,7 @@ class LocalAdapter(WorkerAdapter):
         finally:
             with _lock:
                 _running.pop(proc.pid, None)
-        code = proc.returncode
+        code = proc.wait()  # reaped above: its exit status, at once
         return CommandResult(
             exit_code=code if code >= 0 else None,
             signal=-code if code < 0 else None,
@@ -145,8 +145,8 @@ def _start(argv: list[str], own: list[str] | None, request: CommandRequest, env:
         failed = _start_failure(argv, error, own is not None)
         if failed is None:
             raise  # the runner's own trouble (no folder, no processes left), not the command's
-        if failed != ():
-            return failed  # type: ignore[return-value]
+        if failed:
+            return failed
         proc = _popen([SHELL, "-c", request.command], request.cwd, env)  # a script without #!: sh runs it
     reaper.guard(proc.pid)  # exec'd commands carry the runner's tag from their first instant
     return proc

@@ -181,7 +181,8 @@ class Forked:
             if time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired(["helios-doit", *self.args], timeout)
             time.sleep(0.01)
-        return self.returncode  # type: ignore[return-value]
+        assert self.returncode is not None
+        return self.returncode
 
 
 def _fork_runner() -> int:
@@ -196,7 +197,7 @@ def _fork_runner() -> int:
 
 
 def _child(main: Callable[[list[str]], int], args: list[str], cwd: str, env: dict[str, str] | None, out_w: int,
-           err_w: int, ready_w: int, go_r: int, mask: set[signal.Signals]) -> None:
+           err_w: int, ready_w: int, go_r: int, mask: set[signal.Signals | int]) -> None:
     """Become `helios-doit ARGS` as a fresh process would be, run it, and never return."""
     code = 1
     try:
@@ -225,7 +226,7 @@ def _child(main: Callable[[list[str]], int], args: list[str], cwd: str, env: dic
         os._exit(code)  # whatever happened above, never return into the runner's stack
 
 
-def _become_child(mask: set[signal.Signals]) -> None:
+def _become_child(mask: set[signal.Signals | int]) -> None:
     """What every process forked to run our subcommands does once, after it leads its own session."""
     gc.freeze()  # the runner's objects are never collected here: none can close a reused fd
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Callable, Iterator
 
 from ..state import events, places
@@ -130,12 +131,12 @@ def _wait_for_other_threads(timeout: float) -> None:
 _next_hook = sys.excepthook
 
 
-def _excepthook(kind: type[BaseException], exc: BaseException, tb: object) -> None:
+def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
     if issubclass(kind, KeyboardInterrupt):
         report_stop()
         _die_by_signal()
     else:
-        _next_hook(kind, exc, tb)  # type: ignore[arg-type]
+        _next_hook(kind, exc, tb)
 
 
 def report_stop() -> None:

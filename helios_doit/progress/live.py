@@ -43,6 +43,10 @@ class _TerminalConsole(Console):
             columns, lines = 80, 25
         return ConsoleDimensions(columns or 80, lines or 25)
 
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        """rich sets it; this console always asks its terminal instead."""
+
 
 class LiveView:
     """A bar with chunk and frame counts, running chunk ids, elapsed time and ETA, at the bottom."""

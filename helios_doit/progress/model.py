@@ -120,8 +120,8 @@ class Progress:
             return changed
         if kind == "tasks-skip":  # one event for every task a run found up to date
             changed = False
-            for key in skipped_tasks(event):
-                changed |= self.apply({"event": "task-skip", "at": at, "task": key, "reason": event.get("reason")})
+            for skipped in skipped_tasks(event):
+                changed |= self.apply({"event": "task-skip", "at": at, "task": skipped, "reason": event.get("reason")})
             return changed
         key = task_key(event)
         if key is None:
@@ -218,7 +218,8 @@ class Progress:
         return self._chunks
 
     def running(self) -> list[int]:
-        return sorted(t.chunk_id for t in self.chunks().values() if t.state in ("running", "retrying"))
+        return sorted(t.chunk_id for t in self.chunks().values()
+                      if t.chunk_id is not None and t.state in ("running", "retrying"))
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """The progress file's content."""

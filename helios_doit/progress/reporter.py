@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TextIO
+from typing import Any, ClassVar, Protocol, TextIO, cast
 
 from doit.exceptions import BaseFail, TaskFailed
 from doit.reporter import ConsoleReporter
@@ -61,7 +61,7 @@ class RunStart(Protocol):
 
 def reporter_for(run: RunStart) -> type[Reporter]:
     """doit takes a reporter class, and makes it itself: one made for this run."""
-    return _RunReporter("Reporter", (Reporter,), {"run": run})
+    return cast("type[Reporter]", _RunReporter("Reporter", (Reporter,), {"run": run}))
 
 
 class _RunReporter(type):
@@ -74,7 +74,11 @@ def _plain_reporter() -> type[Reporter]:
     return Reporter
 
 
-copyreg.pickle(_RunReporter, lambda cls: (_plain_reporter, ()))
+def _reduce_run_reporter(cls: _RunReporter) -> Any:
+    return _plain_reporter, ()
+
+
+copyreg.pickle(_RunReporter, _reduce_run_reporter)
 
 
 class Reporter(ConsoleReporter):

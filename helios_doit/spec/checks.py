@@ -85,7 +85,7 @@ class _Paths:
     def inputs(self, raws: list[str]) -> list[Path]:
         found_inputs: list[Path] = []
         for index, raw in enumerate(raws):
-            found = self.resolve(raw, f"inputs[{index}]")
+            found = self.resolve(raw, f"inputs[{index}]", True)
             if found is None:
                 continue
             path = Path(found[0])

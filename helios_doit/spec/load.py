@@ -16,7 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from pydantic import ValidationError
@@ -195,7 +195,7 @@ class _JobYamlLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.events.AliasEvent):
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a job",
-                                              self.peek_event().start_mark)
+                                              cast(Any, self).peek_event().start_mark)  # untyped in PyYAML's stubs
         return super().compose_node(parent, index)
 
 
@@ -228,7 +228,7 @@ def _parse_yaml(text: str, name: str) -> Any:
         raise JobError([f"{name}: malformed YAML{where}: {problem}"]) from None
 
 
-def _describe(err: Any, data: dict) -> str:
+def _describe(err: Any, data: dict[str, Any]) -> str:
     """One line for one pydantic error: where (naming the chunk by its id), what, got what."""
     loc = err["loc"]
     where = ""

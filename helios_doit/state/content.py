@@ -42,7 +42,7 @@ def content_changed(path: Path | str, state: list[Any] | None) -> bool:
         return False
     if st.st_size != state[1]:
         return True
-    return get_file_md5(str(path)) != state[2]
+    return bool(get_file_md5(str(path)) != state[2])
 
 
 def inputs_states(state: StateDir, inputs: tuple[Path, ...], job_dir: Path) -> dict[str, list[Any]]:

@@ -134,7 +134,7 @@ class Store:
                 return None
         if len(data) > cap:
             raise StorageError(f"{self.url(key)}: more than {cap} bytes; not a file of a job", errno=errno.EFBIG)
-        return data
+        return bytes(data)
 
     def info(self, key: str) -> Identity | None:
         with _guard(self.url(key)):
@@ -216,7 +216,8 @@ class Store:
         (s3fs says a failed If-Match as EINVAL, a missing key as FileNotFoundError)."""
         bucket, path, _ = self.fs.split_path(self._path(key))
         try:
-            return self.fs.call_s3(method, Bucket=bucket, Key=path, IfMatch=f'"{version}"', **more)
+            reply: dict[str, Any] = self.fs.call_s3(method, Bucket=bucket, Key=path, IfMatch=f'"{version}"', **more)
+            return reply
         except FileNotFoundError:
             return None
         except OSError as exc:

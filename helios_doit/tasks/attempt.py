@@ -175,6 +175,7 @@ def _check_video(work: Work) -> tuple[str | None, dict[str, Any] | None]:
     if len(known) != len(chunks):
         known = []  # some chunk is not a video we verified: the seams cannot be judged
     labels = [task.label for task in work.sources]
+    assert expect.fps is not None  # a merge always knows the job's frame rate
     return verify_merged(work.output, expect.frames, expect.fps, known, labels), None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shlex
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -78,7 +79,8 @@ def scan_prefix(job: Job) -> str:
     """The one key prefix under which a bucket job's records and outputs all are: listed once to
     decide every task (Helios' `../renders` outputs widen it to the project's folder)."""
     assert job.remote is not None
-    keys = [job.remote.key_of(p) or "" for p in [*job.outputs.values(), *([job.merge_output] if job.merge_output else [])]]
+    paths: list[str | Path] = [*job.outputs.values(), *([job.merge_output] if job.merge_output else [])]
+    keys = [job.remote.key_of(p) or "" for p in paths]
     folders = [job.remote.folder, *(posixpath.dirname(key) for key in keys)]
     common = posixpath.commonpath(folders) if all(folders) else ""
     return common
@@ -106,7 +108,8 @@ def merge_command(job: Job, mode: str | None = None) -> tuple[str, tuple[str, ..
         raise JobError([f"{job.source}: merge=command, but the job has no mergeCommand"])
     if job.merge_output is None:
         raise JobError([f"{job.source}: merge=builtin needs to know the merged file; add an outputFile"])
-    rel = [os.path.relpath(p, job.job_dir) for p in [job.merge_output, *(job.outputs[i] for i in job.frame_order)]]
+    paths: list[str | Path] = [job.merge_output, *(job.outputs[i] for i in job.frame_order)]
+    rel = [os.path.relpath(p, job.job_dir) for p in paths]
     args = ("merge", "--", *rel)  # a file named "-x.mov" is never an option
     return shlex.join(["helios-doit", *args]), args
 

@@ -256,6 +256,7 @@ def unpublish(work: Work) -> None:
     listing = store.listing(done_prefix(prefix, work.key))
     for old in records_of(listing, prefix, work.key):
         store.delete(old)
+    assert work.remote is not None
     sweep(work.remote, f"{prefix}/staging/{work.key}/")
     key = output_key(work)
     current = store.info(key) if key is not None else None

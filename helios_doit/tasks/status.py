@@ -65,7 +65,8 @@ def task_status(state: StateDir, work: Work) -> dict[str, Any]:
     marker = read_json(state.marker(name))
     runner = _runner(state, name, marker)
     log = state.log(name)
-    size = (stamp(output) or [None])[0] if output else None
+    found = stamp(output) if output else None
+    size = found[0] if found else None
     entry: dict[str, Any] = {"state": "pending", "attempts": None, "duration": None, "size": size,
                              "log": str(log) if log.exists() else None, "runner": runner, "note": None}
     if runner is not None:
@@ -157,8 +158,11 @@ def _text(value: Any) -> str:
 def _size(size: int | None) -> str:
     if size is None:
         return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
-    return str(size)
+    if size < 1024:
+        return f"{size} B"
+    amount = float(size)
+    for unit in ("KB", "MB", "GB"):
+        amount /= 1024
+        if amount < 1024 or unit == "GB":
+            break
+    return f"{amount:.1f} {unit}"

@@ -66,12 +66,13 @@ def render_command(args: argparse.Namespace) -> int:
             return 0
         if args.concurrency is not None:
             raise RenderError("--concurrency only applies with --emit-job JOB.json")
-        numbers["start_frame"] = numbers["start_frame"] or 0
         _roomy_heap()
         previous = _on_sigterm()
         try:
             stats = render(args.composition, args.output, fps=args.fps, duration=args.duration,
-                           video_codec=args.video_codec, audio_codec=args.audio_codec, **numbers)
+                           video_codec=args.video_codec, audio_codec=args.audio_codec,
+                           start_frame=numbers["start_frame"] or 0, frame_count=numbers["frame_count"],
+                           width=numbers["width"], height=numbers["height"], quality=numbers["quality"])
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

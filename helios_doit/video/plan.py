@@ -57,7 +57,8 @@ def emit_job(composition: str, output: str, *, concurrency: int, fps: Any, width
     count = frame_total(duration_q, fps_q) - start_frame if frame_count is None else frame_count
     chunk_ext = VIDEO_CODECS[video_codec].chunk_extension if video_codec in VIDEO_CODECS else ".mov"
     out = PurePosixPath(output)
-    chunks, parts = [], []
+    chunks: list[dict[str, Any]] = []
+    parts: list[str] = []
     for index, (start, n) in enumerate(split_frames(start_frame, count, concurrency)):
         part = str(out.with_name(f"{out.stem}.part{index}{chunk_ext}"))
         argv = ["helios-doit", "render", composition, "-o", part, "--start-frame", str(start), "--frame-count", str(n),
@@ -115,7 +116,7 @@ def write_emitted_job(job_path: str, composition: str, output_path: str, *, conc
     job = emit_job(_relative(Path(composition).absolute(), job_file.parent), _relative(output, job_file.parent),
                    concurrency=concurrency, fps=s.fps, width=s.width, height=s.height, duration=s.duration,
                    start_frame=s.start_frame, frame_count=s.frame_count, video_codec=s.codec.name, quality=s.quality,
-                   audio_codec=s.audio_codec)
+                   audio_codec=s.audio_codec or "pcm_s16le")
     faults = _job_faults(job, job_file)
     if faults:
         raise RenderError(f"{job_path}: {faults[0]}")
@@ -139,7 +140,8 @@ def plan_job(frames: int, concurrency: int, command_template: str, output_templa
             raise PlanError(f"{name} must be at least 1, got {value}")
     if start < 0:
         raise PlanError(f"--start must be 0 or more, got {start}")
-    chunks, parts = [], []
+    chunks: list[dict[str, Any]] = []
+    parts: list[str] = []
     for index, (first, count) in enumerate(split_frames(start, frames, concurrency)):
         values: dict[str, Any] = {"id": index, "start": first, "end": first + count - 1, "count": count}
         part = fill(output_template, values, "--output-template")

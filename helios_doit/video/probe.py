@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 
@@ -84,6 +84,13 @@ class MediaInfo:
     layout: tuple[str, ...]  # the kind of every stream, in file order ("video", "audio", "data"...)
     size_bytes: int
 
+    @property
+    def picture(self) -> VideoInfo:
+        """Its video stream, for a file known to be a video (a chunk, a merge): else a ProbeError."""
+        if self.video is None:
+            raise ProbeError(f"{self.path.name}: no video stream")
+        return self.video
+
 
 #: Per-stream decoder options for opening a file: libav's stream probing would otherwise decode
 #: a first video frame only to learn the pixel format, and `probe` decodes that frame itself
@@ -94,7 +101,7 @@ _NO_PROBE_DECODE = [{"skip_frame": "all"}] * 32
 def open_media(path: str | Path, **kwargs: Any) -> Any:
     """av.open for reading, without a decode in stream probing: pix_fmt is unknown until a
     frame is decoded, everything else (codecs, sizes, rates, time bases, extradata) is there."""
-    return av.open(str(path), stream_options=_NO_PROBE_DECODE, **kwargs)
+    return av.open(str(path), stream_options=cast(Any, _NO_PROBE_DECODE), **kwargs)  # PyAV's stub says list[str]
 
 
 def pcm_sample_bytes(codec: str) -> int | None:
@@ -253,8 +260,8 @@ class _Marks:
     def see(self, index: int, packet: Any) -> None:
         if index == 0:
             self.first = self.digest(packet)
-        if index in self.wanted:
-            self.found[index] = self.digest(packet)
+        if index in self.wanted and (digest := self.digest(packet)) is not None:
+            self.found[index] = digest
         self.last = packet
 
     @staticmethod
@@ -339,8 +346,8 @@ def mismatch(info: MediaInfo, ref: MediaInfo, ref_name: str) -> str | None:
         if mine != theirs:
             return f"{what} {mine}, but {ref_name} is {theirs}"
     for number, (a, b) in enumerate(zip(info.audio, ref.audio), 1):
-        for what, mine, theirs in (("codec", a.codec, b.codec), ("sample rate", a.sample_rate, b.sample_rate),
+        for part, ours, others in (("codec", a.codec, b.codec), ("sample rate", a.sample_rate, b.sample_rate),
                                    ("channel count", a.channels, b.channels)):
-            if mine != theirs:
-                return f"audio stream {number} {what} is {mine}, but {ref_name} has {theirs}"
+            if ours != others:
+                return f"audio stream {number} {part} is {ours}, but {ref_name} has {others}"
     return None

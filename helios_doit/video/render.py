@@ -213,7 +213,10 @@ def _encode(comp: Any, s: Settings, target: BinaryIO, fmt: str, threads: int | N
     first = sample_at(s.start_frame, s.fps, rate)
     with av.open(target, "w", format=fmt, options=options) as container:
         video = _video_stream(container, s, pix_fmt, fmt, threads)
-        audio = container.add_stream(s.audio_codec, rate=rate, layout=_layout(comp.channels)) if comp.has_audio else None
+        audio: Any = None
+        audio_codec = s.audio_codec or "pcm_s16le"  # resolved: always set when the composition has audio
+        if comp.has_audio:
+            audio = container.add_stream(audio_codec, rate=rate, layout=_layout(comp.channels))
         if audio is not None:
             audio.time_base = Fraction(1, rate)
         last_report = time.monotonic()
@@ -228,7 +231,7 @@ def _encode(comp: Any, s: Settings, target: BinaryIO, fmt: str, threads: int | N
             container.mux(video.encode(frame))
             start, end = sample_at(index, s.fps, rate), sample_at(index + 1, s.fps, rate)
             if audio is not None and end > start:
-                container.mux(audio.encode(_audio_frame(comp.sound(start, end - start), s.audio_codec, rate, start - first)))
+                container.mux(audio.encode(_audio_frame(comp.sound(start, end - start), audio_codec, rate, start - first)))
             if time.monotonic() - last_report > 1 or k + 1 == s.frame_count:  # in Helios' words: runners read it
                 last_report = time.monotonic()
                 print(f"Progress: Rendered {k + 1} / {s.frame_count} frames", flush=True)

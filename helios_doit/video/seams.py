@@ -163,7 +163,7 @@ def _grab(path: Path, wanted: set[int], size: tuple[int, int]) -> dict[int, np.n
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        tb, origin = Fraction(stream.time_base), stream.start_time or 0
+        tb, origin = Fraction(stream.time_base or Fraction(1, 1000)), stream.start_time or 0
         fps = Fraction(stream.average_rate or stream.guessed_rate or 25)
         for low, high in _runs(sorted(wanted)):
             for target in (origin + int(low / fps / tb), origin):  # from the start if the seek overshoots

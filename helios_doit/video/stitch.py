@@ -62,7 +62,7 @@ def check_compatible(inputs: Sequence[Path]) -> list[MediaInfo]:
         raise StitchError("no chunks to merge; give at least one input", 2)
     names = [Path(p).name for p in inputs]
     names = names if len(set(names)) == len(names) else [str(p) for p in inputs]
-    infos = []
+    infos: list[MediaInfo] = []
     for path in inputs:
         try:
             infos.append(_probe_after(infos[0] if infos else None, path))
@@ -72,7 +72,7 @@ def check_compatible(inputs: Sequence[Path]) -> list[MediaInfo]:
         problem = mismatch(info, infos[0], names[0])
         if problem:
             raise StitchError(f"{name}: {problem}; render every chunk with the same settings", 2)
-        if not info.video.first_is_keyframe:  # type: ignore[union-attr]
+        if not info.picture.first_is_keyframe:
             raise StitchError(f"{name}: does not start on a keyframe, so it cannot be stream-copied; render it again", 2)
     return infos
 
@@ -137,7 +137,7 @@ class _AtomicStitcher:
         if output.is_dir() or any(p.resolve() == output.resolve() for p in inputs):
             raise StitchError(f"{output}: is a folder or one of the inputs; give a new path for the merged file", 2)
         infos = check_compatible(inputs)
-        total = sum(info.video.frames for info in infos)  # type: ignore[union-attr]
+        total = sum(info.video.frames for info in infos if info.video is not None)
         if expected_frames is not None and total != expected_frames:
             raise StitchError(f"the chunks hold {total} frames, but the job has {expected_frames}; render the chunks again", 2)
         plans = plan_audio(infos, output, audio_codec)
@@ -159,9 +159,9 @@ class _AtomicStitcher:
         except (av.FFmpegError, OSError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise StitchError(f"{output.name}: writing failed: {reason}") from None
-        fps = infos[0].video.frame_rate  # type: ignore[union-attr]
+        fps = infos[0].picture.frame_rate
         return StitchResult(output, found, float(found / fps), samples or tuple(a.samples for a in merged.audio),
-                            merged.video.codec, tuple(a.codec for a in merged.audio))  # type: ignore[union-attr]
+                            merged.picture.codec, tuple(a.codec for a in merged.audio))
 
     def _write(self, infos: Sequence[MediaInfo], plans: Sequence[str | None], tmp: NewFile,
                fmt: str) -> tuple[int, ...] | None:
@@ -206,7 +206,7 @@ class PyAVStitcher(_AtomicStitcher):
     """The built-in stitcher: a packet-level remux through libav, holding a packet at a time."""
 
     def _write(self, infos: Sequence[MediaInfo], plans: Sequence[str | None], tmp: NewFile, fmt: str) -> tuple[int, ...]:
-        fps = infos[0].video.frame_rate  # type: ignore[union-attr]
+        fps = infos[0].picture.frame_rate
         codecs: list[str | None] = [None, *plans]  # stream 0 is the video, always copied
         starts = [Fraction(0)] * len(codecs)  # per output stream: seconds already written
         last_dts: list[int | None] = [None] * len(codecs)
@@ -223,7 +223,7 @@ class PyAVStitcher(_AtomicStitcher):
                         targets = _add_streams(out, src, plans, info)
                         out.start_encoding()
                     slot = {stream.index: j for j, stream in enumerate(sources)}
-                    keep = [0] + [_chunk_samples(audio, done, info.video.frames, fps) for audio in info.audio]  # type: ignore[union-attr]
+                    keep = [0] + [_chunk_samples(audio, done, info.picture.frames, fps) for audio in info.audio]
                     fed = [0] * len(codecs)
                     for packet in src.demux(sources):
                         if not packet.size:  # PyAV's end-of-stream marker; decoders are flushed below
@@ -238,8 +238,8 @@ class PyAVStitcher(_AtomicStitcher):
                             fed[j] += _encode(out, source.codec_context.decode(None), targets[j], written[j] + fed[j], keep[j] - fed[j])
                             fed[j] += _silence(out, targets[j], written[j] + fed[j], keep[j] - fed[j], source)
                             written[j] += fed[j]
-                    starts[0] += info.video.frames / fps  # type: ignore[union-attr]
-                    done += info.video.frames  # type: ignore[union-attr]
+                    starts[0] += info.picture.frames / fps
+                    done += info.picture.frames
                     for j, audio in enumerate(info.audio, 1):
                         starts[j] += Fraction(audio.samples, audio.sample_rate)
             for j, codec in enumerate(codecs):
@@ -252,8 +252,8 @@ def _chunk_samples(audio: Any, before: int, frames: int, fps: Fraction) -> int:
     """How much of a chunk's decoded audio belongs to it. Compressed audio in a coarse time base
     (AAC in Matroska) hides where the encoder's padding starts; there the chunk's frames decide."""
     if audio.is_pcm or audio.time_base <= Fraction(1, audio.sample_rate):
-        return audio.samples
-    rate = audio.sample_rate
+        return int(audio.samples)
+    rate = int(audio.sample_rate)
     return round((before + frames) * rate / fps) - round(before * rate / fps)
 
 

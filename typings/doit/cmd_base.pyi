@@ -1,0 +1,4 @@
+from typing import Any
+
+class ModuleTaskLoader:
+    def __init__(self, mod_dict: Any) -> None: ...

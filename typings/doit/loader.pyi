@@ -1,0 +1,1 @@
+initial_workdir: str | None

@@ -1,0 +1,2 @@
+class MRunner:
+    num_process: int
