@@ -4,11 +4,12 @@ so running a job of shell commands never loads PyAV or Dask.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import signal
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from ..core.errors import HeliosDoitError
 from ..core.usage import Parser
@@ -25,6 +26,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("write a dodo.py in a job folder, so that plain `doit` runs the job there", "helios_doit.cli.cmd_init"),
     "export": ("print a Kubernetes Indexed Job or a Slurm array script for a job", "helios_doit.cli.cmd_export"),
 }
+
+
+#: name -> (help, a function that imports and returns the module): commands of the layers above
+#: this one (the render service), which register themselves (`register`) before `main` runs.
+REGISTERED: dict[str, tuple[str, Callable[[], Any]]] = {}
+
+
+def register(name: str, text: str, load: Callable[[], Any]) -> None:
+    """A subcommand of a layer above the command line: `load()` gives its `add_arguments` and `run`."""
+    REGISTERED[name] = (text, load)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,14 +62,17 @@ def _main(argv: list[str]) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     chosen: Callable[[argparse.Namespace], int] | None = None
     subs: dict[str, Parser] = {}
-    for name, (text, module_name) in COMMANDS.items():
+    known: dict[str, tuple[str, Callable[[], Any]]] = {
+        **{name: (text, functools.partial(importlib.import_module, module)) for name, (text, module) in COMMANDS.items()},
+        **REGISTERED}
+    for name, (text, load) in known.items():
         sub = subs[name] = commands.add_parser(name, help=text, description=text)
         if argv and argv[0] == name:
-            module = importlib.import_module(module_name)
+            module = load()
             module.add_arguments(sub)
             chosen = module.run
-    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
-        parser.unknown_command(argv[0], list(COMMANDS))
+    if argv and not argv[0].startswith("-") and argv[0] not in known:
+        parser.unknown_command(argv[0], list(known))
     args, extra = parser.parse_known_args(argv)
     accepts = getattr(args, "accept_extra", None)  # `job run` passes doit's own run options on
     if accepts is not None:

@@ -1,0 +1,144 @@
+"""The dashboard: the queue at `/`, one job at `/jobs/{id}` (static files in `static/`, no build
+step, no CDN), and what its pages show of a job besides its status: a chunk's first frame, its
+log, the merged video's seams.
+
+A thumbnail is made once from the verified output (never by rendering again) and kept in the
+data folder under the output's stamp, so a chunk rendered again gets a new one. A log is read
+without following a link, and only its end is sent.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from ..state.files import read_json, stamp
+from ..state.folder import StateDir
+from ..state.names import TaskName
+from ..video import is_video_path
+from .api import COOKIE
+from .service import NotFound, Service
+
+STATIC = Path(__file__).parent / "static"
+#: The end of a log a browser gets, at most.
+LOG_TAIL = 256 * 1024
+#: A thumbnail's width in pixels.
+THUMB_WIDTH = 320
+
+
+def add_dashboard(app: FastAPI, service: Service, guarded: list[Any]) -> None:
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def queue_page(request: Request) -> Response:
+        given = request.query_params.get("token")
+        if given is not None:  # the token once in the URL, then a cookie (the address bar forgets it)
+            response: Response = RedirectResponse("/", 303)
+            response.set_cookie(COOKIE, given, httponly=True, samesite="strict")
+            return response
+        return _page()
+
+    @app.get("/jobs/{job_id}", include_in_schema=False)
+    def job_page(job_id: str) -> Response:
+        return _page()
+
+    @app.get("/api/jobs/{job_id}/chunks/{chunk_id}/thumbnail", dependencies=guarded, tags=["dashboard"],
+             responses={200: {"content": {"image/png": {}}}, 404: {"description": "no verified output yet"}})
+    def thumbnail(job_id: str, chunk_id: int) -> Response:
+        """The chunk's first frame (PNG), from its verified output."""
+        path = _done_output(service, job_id, chunk_id)
+        found = stamp(path)
+        key = hashlib.sha256(f"{path}:{found}".encode()).hexdigest()[:20]
+        thumb = service.queue.data / "thumbs" / job_id / f"{chunk_id}-{key}.png"
+        if not thumb.is_file():
+            _make_thumbnail(Path(path), thumb)
+        return FileResponse(thumb, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.get("/api/jobs/{job_id}/chunks/{chunk_id}/log", dependencies=guarded, tags=["dashboard"],
+             response_class=PlainTextResponse)
+    def log(job_id: str, chunk_id: int) -> Response:
+        """The end of the chunk's log (every attempt, with its outcome)."""
+        job = service.loaded(service.get(job_id))
+        if job is None:
+            raise NotFound(f"job {job_id}: its job file cannot be read now")
+        path = StateDir(job.state_dir).log(TaskName(chunk_id).key)
+        return PlainTextResponse(_tail(path), headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/jobs/{job_id}/seams", dependencies=guarded, tags=["dashboard"],
+             responses={200: {"content": {"image/png": {}}}})
+    def seams(job_id: str) -> Response:
+        """Every seam of the merged video, side by side (PNG): jumps show at a glance."""
+        job = service.loaded(service.get(job_id))
+        output = str(job.merge_output) if job is not None and job.merge_output else None
+        found = stamp(output) if output else None
+        if job is None or output is None or found is None or not is_video_path(output):
+            raise NotFound(f"job {job_id}: no merged video yet")
+        key = hashlib.sha256(f"{output}:{found}".encode()).hexdigest()[:20]
+        picture = service.queue.data / "seams" / f"{job_id}-{key}.png"
+        if not picture.is_file():
+            from ..video.seams import SeamsError, seams_report
+
+            chunks = sorted(job.spec.chunks, key=lambda c: c.start_frame)
+            picture.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                seams_report(Path(output), picture, [c.start_frame - chunks[0].start_frame for c in chunks[1:]], 6)
+            except SeamsError as exc:
+                raise NotFound(f"job {job_id}: {exc}") from None
+        return FileResponse(picture, media_type="image/png")
+
+
+def _page() -> Response:
+    return FileResponse(STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+def _done_output(service: Service, job_id: str, chunk_id: int) -> str:
+    """A chunk's output, if its record vouches for it (a verified video)."""
+    job = service.loaded(service.get(job_id))
+    if job is None or chunk_id not in job.outputs:
+        raise NotFound(f"job {job_id} has no chunk {chunk_id}")
+    path = job.outputs[chunk_id]
+    record = read_json(StateDir(job.state_dir).record(TaskName(chunk_id).key)) or {}
+    if not is_video_path(path) or record.get("output") is None or stamp(path) != record.get("output"):
+        raise NotFound(f"chunk {chunk_id} of job {job_id} has no verified video yet")
+    return path
+
+
+def _make_thumbnail(video: Path, thumb: Path) -> None:
+    import av
+
+    thumb.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with av.open(str(video)) as container:
+            frame = next(container.decode(video=0))
+            height = max(2, round(frame.height * THUMB_WIDTH / frame.width / 2) * 2)
+            image: Any = frame.to_ndarray(format="rgb24")
+        from PIL import Image
+
+        picture = Image.fromarray(image).resize((THUMB_WIDTH, height))
+    except (av.FFmpegError, StopIteration, OSError) as exc:
+        raise NotFound(f"{video.name}: no frame to show ({exc})") from None
+    partial = thumb.with_name(f".{thumb.name}.{os.getpid()}.tmp")
+    picture.save(partial, format="PNG")
+    os.replace(partial, thumb)
+
+
+def _tail(path: Path) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound("no log yet") from None
+    except OSError as exc:
+        raise NotFound(f"the log cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as log:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFound("the log is not a file")
+        log.seek(max(0, st.st_size - LOG_TAIL))
+        return log.read(LOG_TAIL).decode(errors="replace")
+
