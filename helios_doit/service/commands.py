@@ -70,6 +70,7 @@ def serve(args: argparse.Namespace) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((args.host, args.port))
+        sock.listen(128)  # connections queue from now on: the line below may be acted on at once
     except OSError as exc:
         queue.close()
         raise EnvironmentFault(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
