@@ -82,7 +82,9 @@ def serve(args: argparse.Namespace) -> int:
     print(f"helios-doit: serving http://{_url_host(host)}:{port}/ (data {queue.data}; roots {', '.join(roots)})",
           flush=True)
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
+        # Event streams stay open for as long as a dashboard looks: a stop waits for them 2 s at most.
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
+                       ).run(sockets=[sock])
     finally:
         service.stop()
     return 0
