@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 from harness import alive, new_job, run, wait_for
+from buckets import bucket, endpoint  # noqa: F401 (fixtures)
 from serving import CLI, serving, start_server, started
 
 
@@ -164,3 +165,16 @@ def _children(pid):
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return [int(p) for p in out]
 
+
+
+def test_a_job_in_a_bucket_is_served_only_when_its_bucket_is_a_root_and_lands_in_its_bucket(tmp_path, bucket):
+    url = bucket.upload_job(chunks=2)
+    with serving(tmp_path / "data", tmp_path) as server:  # served: a folder, no bucket
+        status, reply = server.call("POST", "/api/jobs", {"job": url})
+        assert status == 403 and "not under a served root" in reply["error"]
+    with serving(tmp_path / "data", tmp_path, "--root", f"s3://{bucket.name}") as server:
+        job_id = server.submit(url, concurrency=2)
+        assert server.wait(job_id, "completed")["completedChunks"] == 2
+    keys = bucket.keys()
+    assert {"shot1/part_0.txt", "shot1/part_1.txt", "shot1/out.txt"} <= set(keys)
+    assert [k for k in keys if k.startswith("shot1/.helios-doit/job.json/done/merge/")]
