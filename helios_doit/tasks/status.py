@@ -68,7 +68,7 @@ def task_status(state: StateDir, work: Work) -> dict[str, Any]:
     found = stamp(output) if output else None
     size = found[0] if found else None
     entry: dict[str, Any] = {"state": "pending", "attempts": None, "duration": None, "size": size,
-                             "log": str(log) if log.exists() else None, "runner": runner, "note": None}
+                             "log": str(log) if log.exists() else None, "runner": runner, "note": None, "retimed": None}
     if runner is not None:
         frames = marker.get("frames") if marker else None
         done = f"{frames}/{work.expect.frames} frames, " if isinstance(frames, int) and work.expect else ""
@@ -76,8 +76,9 @@ def task_status(state: StateDir, work: Work) -> dict[str, Any]:
                      note=f"{done}for {time.time() - float(runner.get('startedAt') or time.time()):.0f}s")
     elif remote_done(work) if work.remote is not None else record is not None and complete():
         record = record or {}
+        retimed = record.get("retimed") if isinstance(record.get("retimed"), str) else None
         entry.update(state="done", attempts=record.get("attempts"), duration=record.get("duration"),
-                     size=size if work.remote is None else remote_size(work))
+                     size=size if work.remote is None else remote_size(work), retimed=retimed, note=retimed)
     elif failure is not None:
         entry.update(state="failed", attempts=failure.attempts, note=failure.how, exitCode=failure.exitCode,
                      signal=failure.signal, message=failure.message, stderrTail=failure.stderrTail)
