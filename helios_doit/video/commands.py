@@ -55,7 +55,7 @@ def render_command(args: argparse.Namespace) -> int:
         if args.emit_job:
             concurrency = _integer(args.concurrency, "--concurrency")
             cores = len(os.sched_getaffinity(0))
-            path, chunks = write_emitted_job(args.emit_job, args.composition, args.output, concurrency=concurrency,
+            path, chunks, note = write_emitted_job(args.emit_job, args.composition, args.output, concurrency=concurrency,
                                              fps=args.fps, duration=args.duration, video_codec=args.video_codec,
                                              audio_codec=args.audio_codec, cores=cores, **numbers)
             why = "" if concurrency is not None else (
@@ -63,6 +63,8 @@ def render_command(args: argparse.Namespace) -> int:
                 "--concurrency N to choose)" if chunks > 1 else
                 " (a small render: one chunk renders it soonest; --concurrency N to split it anyway)")
             print(f"wrote {path}: {chunks} chunk{'s' if chunks > 1 else ''}{why}")
+            if note:
+                print(note)
             return 0
         if args.concurrency is not None:
             raise RenderError("--concurrency only applies with --emit-job JOB.json")
