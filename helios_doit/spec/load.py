@@ -99,6 +99,24 @@ def load_job(
     return Job(spec, source, job_file, job_dir, state_dir, outputs, merge_output, inputs, roots, remote)
 
 
+def locate(source: str | os.PathLike[str], cwd: Path | None = None) -> tuple[Path, Remote | None]:
+    """Where a job keeps its state on this machine, and its bucket if it is in one, without reading
+    or validating the job: what pruning needs, even for a job that no longer loads. Nothing is
+    fetched; a local job file must exist."""
+    source = os.fspath(source)
+    cwd = (cwd or Path.cwd()).resolve()
+    if is_store_url(source):
+        remote = job_remote(source, cwd)
+        return remote.job_dir / STATE_ROOT / remote.name, remote
+    if _is_url(source):
+        return cwd / STATE_ROOT / _state_name(source, None), None
+    path = (cwd / source).resolve()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "no such job file"
+        raise JobError([f"{source}: {what}; give the path of a job file (JSON or YAML)"])
+    return path.parent / STATE_ROOT / _state_name(source, path), None
+
+
 def _project_folder(cwd: Path, job_dir: Path) -> Path | None:
     """Helios' layout: `helios render -o renders/out.mp4 --emit-job jobs/job.json` writes outputs as
     `../renders/...`, and its users run the job from the project folder. Run from a folder that
