@@ -7,8 +7,9 @@ through PyAV, in the job format and with the habits of `@helios-project/cli` 0.4
   `outputFile`.
 - `helios render IN -o OUT --start-frame S --frame-count N --fps F ...` writes N frames of H.264
   in a .mov, printing `Progress: Rendered k / N frames` as it goes (and waiting there while the
-  file HELIOS_FAKE_HOLD names exists). With HELIOS_FAKE_25FPS=1 it has Helios' canvas bug: the
-  file is 25 fps whatever `--fps` says.
+  file HELIOS_FAKE_HOLD names exists). With HELIOS_FAKE_25FPS=1 it has Helios' canvas bug (its
+  WebCodecs path feeds ffmpeg `-f h264 -i -` with no frame rate): in `--mode canvas` (the default)
+  the file is 25 fps whatever `--fps` says, with the right frames; `--mode dom` is not affected.
 - `helios merge OUT PARTS...` joins the parts by stream copy, in the order given.
 """
 from __future__ import annotations
@@ -50,7 +51,8 @@ def render(argv: list[str]) -> int:
     if args.emit_job:
         return emit(args)
     frames = args.frame_count or round(args.duration * args.fps) - args.start_frame
-    rate = Fraction(25) if os.environ.get("HELIOS_FAKE_25FPS") == "1" else Fraction(args.fps).limit_denominator(1001)
+    canvas_bug = os.environ.get("HELIOS_FAKE_25FPS") == "1" and args.mode == "canvas"
+    rate = Fraction(25) if canvas_bug else Fraction(args.fps).limit_denominator(1001)
     import av
     import numpy as np
 

@@ -166,10 +166,20 @@ def several_check_faults(data: dict[str, Any]) -> None:
     data["metadata"]["totalFrames"] = 30
 
 
-def several_schema_faults(data: dict[str, Any]) -> None:
+def several_schema_faults(data: dict[str, Any]) -> None:  # and no other fault: nothing more is said
     del data["chunks"][1]["command"]
     data["chunks"][2]["frameCount"] = "8"
     data["metadata"]["fps"] = 0
+
+
+def schema_and_check_faults(data: dict[str, Any]) -> None:
+    """Faults of both kinds: the schema's (a chunk, metadata) and the checks' (paths, the merge order)."""
+    del data["chunks"][1]["command"]  # chunk 1 does not validate: frames 8-19 may be its own, so no gap is said
+    data["chunks"][2]["startFrame"] = 20  # 20-27 overlaps chunk 3 (24-31): said all the same
+    data["chunks"][3]["outputFile"] = "../x.txt"  # outside the job's folder
+    data["metadata"]["fps"] = "fast"
+    data["inputs"] = ["missing.blend"]
+    data["outputFile"] = "part_2.txt"  # also chunk 2's output
 
 
 def text(name: str, content: str | bytes) -> Callable[[Setup], Path]:
@@ -369,10 +379,17 @@ def test_corpus_starts_from_a_job_that_runs(setup: Setup) -> None:
 
 # -- several faults: one line each --
 
-#: Schema faults and cross-field faults are found in two passes: a job shows one kind at a time.
+#: Every fault in one report: schema faults, then the checks across fields on what did validate
+#: (a check that needs a part that did not, such as the frame total, is skipped).
 MULTI = {
     "checks": (edit(several_check_faults), ["chunk 1 ", "chunk 3 ", "inputs[0]", "metadata.totalFrames"]),
     "schema": (edit(several_schema_faults), ["chunk 1 ", "chunk 2 ", "metadata.fps"]),
+    "both": (edit(schema_and_check_faults), ["chunk 1 (chunks[1].command): required field is missing",
+                                             "metadata.fps: input should be a valid number",
+                                             "inputs[0]: 'missing.blend' is not a file",
+                                             "chunk 2 (chunks[2]).outputFile: 'part_2.txt' is also the merged output",
+                                             "chunk 3 (chunks[3]).outputFile: '../x.txt' resolves to",
+                                             "chunk 3.startFrame: 24 overlaps chunk 2 (frames 20-27)"]),
 }
 
 

@@ -32,6 +32,14 @@ def frames_and_rate(path: Path) -> tuple[int, float]:
         return sum(1 for p in container.demux(stream) if p.size), float(stream.average_rate)
 
 
+def seconds(path: Path) -> float:
+    """How long the video lasts, as a player sees it: from its first frame to the end of its last."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        return float((max(p.pts + p.duration for p in packets) - min(p.pts for p in packets)) * stream.time_base)
+
+
 def test_a_helios_job_runs_from_the_project_folder_unchanged_and_resumes(tmp_path):
     project, env = helios_project(tmp_path)
     job = json.loads((project / "jobs" / "job.json").read_text())
@@ -66,7 +74,8 @@ def test_chunks_at_the_wrong_frame_rate_stop_the_run_at_the_first_one(tmp_path, 
     result = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     out = result.stdout + result.stderr
-    assert "25 fps, expected 30: the renderer ignored the job's frame rate" in out, out
+    assert ("25 fps, expected 30: the renderer ignored the job's frame rate; --retime (retime=1) remuxes such chunks "
+            "to 30 fps without re-encoding") in out, out
     assert "Traceback" not in out
     state = project / "jobs" / ".helios-doit" / "job.json"
     assert not list((state / "records").iterdir())  # never recorded done
@@ -87,6 +96,37 @@ def test_chunks_at_the_wrong_frame_rate_stop_the_run_at_the_first_one(tmp_path, 
                            timeout=120)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert frames_and_rate(project / "renders" / "final.mp4") == (30, 30.0)
+
+
+@pytest.mark.parametrize("runner", ["cli", "doit"])
+def test_retime_remuxes_chunks_at_the_wrong_frame_rate_into_a_correct_30_fps_video(tmp_path, runner):
+    project, env = helios_project(tmp_path, HELIOS_FAKE_25FPS="1")  # Helios' canvas path: always 25 fps
+    argv = ([*CLI, "job", "run", "jobs/job.json", "--concurrency", "2", "--retime"] if runner == "cli"
+            else [*DOIT, "-n", "2", "job=jobs/job.json", "retime=1"])
+    result = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert out.count("retimed from 25 fps to 30 fps (timestamps rewritten, not re-encoded)") == 3, out
+    final = project / "renders" / "final.mp4"
+    assert frames_and_rate(final) == (30, 30.0) and seconds(final) == pytest.approx(1.0, abs=1e-3)
+    for part in (project / "renders").glob("*_part_*.mov"):  # the chunks themselves, in place: 10 frames in 1/3 s
+        assert frames_and_rate(part) == (10, 30.0) and seconds(part) == pytest.approx(1 / 3, abs=1e-3)
+    state = project / "jobs" / ".helios-doit" / "job.json"
+    assert not (state / "aside").exists()
+    record = json.loads((state / "records" / "chunk-0.json").read_text())
+    assert record["retimed"].startswith("retimed from 25 fps to 30 fps")
+    assert "retimed from 25 fps to 30 fps" in (state / "logs" / "chunk-0.log").read_text()
+    report = json.loads(subprocess.run([*CLI, "status", "jobs/job.json", "--json"], cwd=project, env=env,
+                                       capture_output=True, text=True, timeout=60).stdout)
+    assert [c["state"] for c in report["chunks"]] == ["done"] * 3 and report["merge"]["state"] == "done"
+    assert all(c["retimed"].startswith("retimed from 25 fps") for c in report["chunks"])
+    table = subprocess.run([*CLI, "status", "jobs/job.json"], cwd=project, env=env, capture_output=True, text=True,
+                           timeout=60).stdout
+    assert table.count("retimed from 25 fps to 30 fps") == 3, table
+    # Retimed chunks are done like any other: a rerun, with or without the flag, renders nothing.
+    again = subprocess.run([*CLI, "job", "run", "jobs/job.json"], cwd=project, env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 0 and "Progress: Rendered" not in again.stdout + again.stderr, again.stdout + again.stderr
 
 
 def test_frames_of_a_running_chunk_show_in_the_progress_file_and_in_status(tmp_path):

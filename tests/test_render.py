@@ -301,7 +301,7 @@ def test_plan_errors_are_one_line(change: list[str], message: str, capsys: pytes
     (["comp.py", "-o", "out.mp4", "--width", "161"], "needs an even width and height"),
     (["comp.py", "-o", "out.avi"], "unknown container .avi"),
     (["comp.py", "-o", "out.mp4", "--concurrency", "2"], "--concurrency only applies with --emit-job"),
-    (["comp.py", "-o", "../out.mp4", "--emit-job", "job.json"], "outside the job's folder"),
+    (["comp.py", "-o", "/var/tmp/helios-doit-test/out.mp4", "--emit-job", "job.json"], "share no folder but /"),
     (["comp.py", "-o", "out.mp4", "--emit-job", "job.json", "--concurrency", "0"], "--concurrency must be at least 1"),
     (["nested.py", "-o", "out.mp4"], "defines 2 Compositions (a, b)"),
     (["empty.py", "-o", "out.mp4"], "defines no Composition"),
@@ -388,3 +388,45 @@ def test_composition_errors_name_the_fix(tmp_path: Path) -> None:
     nodraw.write_text("from helios_doit.video.composition import Composition\nc = Composition()\n")
     with pytest.raises(CompositionError, match="no frame function; decorate one with @comp.frame"):
         load_composition(nodraw)
+
+
+# --- Helios' own layout, and where a job file goes ---------------------------------------------
+
+def test_helios_layout_is_emitted_and_runs_from_the_project_folder(tmp_path: Path) -> None:
+    """`render -o renders/final.mp4 --emit-job jobs/job.json`: outputs as `../renders/...`, as Helios
+    writes them; one line says where the job runs from."""
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / "renders").mkdir()
+    make_comp(project, duration=1.0)
+    cli_ = [sys.executable, "-m", "helios_doit"]
+    emitted = subprocess.run([*cli_, "render", "comp.py", "-o", "renders/final.mp4", "--emit-job", "jobs/job.json",
+                              "--concurrency", "2"], cwd=project, capture_output=True, text=True, timeout=60)
+    assert emitted.returncode == 0, emitted.stderr
+    assert emitted.stdout.splitlines() == [
+        f"wrote {project / 'jobs' / 'job.json'}: 2 chunks",
+        f"the job's outputs are outside its folder {project / 'jobs'} (Helios' layout): run it from {project}, the folder "
+        f"that holds both (cd {project} && helios-doit job run jobs/job.json), or give --output-root {project}"]
+    job = json.loads((project / "jobs" / "job.json").read_text())
+    assert job["outputFile"] == "../renders/final.mp4" and job["inputs"] == ["../comp.py"]
+    assert [c["outputFile"] for c in job["chunks"]] == ["../renders/final.part0.mov", "../renders/final.part1.mov"]
+    ran = subprocess.run([*cli_, "job", "run", "jobs/job.json", "--concurrency", "2"], cwd=project, capture_output=True,
+                         text=True, timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    with av.open(str(project / "renders" / "final.mp4")) as merged:
+        assert sum(1 for p in merged.demux(merged.streams.video[0]) if p.size) == 24
+
+
+@pytest.mark.parametrize("flag", ["plan", "render"])
+def test_a_job_file_is_written_here_never_to_a_url(tmp_path: Path, flag: str) -> None:
+    make_comp(tmp_path)
+    argv = (["plan", "--frames", "8", "--concurrency", "2", "--command-template", "r {output}", "--output-template",
+             "p{id}.mkv", "-o", "s3://renders/shot1/job.json"] if flag == "plan" else
+            ["render", "comp.py", "-o", "out.mp4", "--emit-job", "s3://renders/shot1/job.json"])
+    result = subprocess.run([sys.executable, "-m", "helios_doit", *argv], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert "s3://renders/shot1/job.json: " in line and "writes a local file" in line, line
+    assert "then upload it (e.g. aws s3 cp job.json s3://renders/shot1/job.json)" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["comp.py"]  # no folder "s3:"

@@ -57,7 +57,7 @@ def test_after_a_run_everything_is_done_and_json_has_its_shape(make_job):
     before = tree(job.state)
     report = status(job)
     assert tree(job.state) == before  # read-only
-    assert set(report) == {"job", "stateDir", "chunks", "merge", "totals"}
+    assert set(report) == {"job", "stateDir", "chunks", "merge", "totals", "aside"}
     assert states(report) == ["done"] * 3 and report["merge"]["state"] == "done"
     assert report["totals"]["complete"] is True and report["totals"]["framesDone"] == 24
     first = report["chunks"][0]

@@ -322,3 +322,44 @@ def test_merge_arguments_follow_helios_order() -> None:
     args = parser.parse_args(["out.mp4", "a.mov", "b.mov", "--stitcher", "ffmpeg", "--audio-codec", "copy"])
     assert (args.output, args.inputs, args.stitcher, args.audio_codec) == ("out.mp4", ["a.mov", "b.mov"], "ffmpeg", "copy")
     assert callable(run_merge)
+
+
+def test_merge_never_writes_over_an_existing_output_without_y(clips: Path, tmp_path: Path) -> None:
+    """`merge out.part0.mov out.part1.mov`, the output forgotten: chunk 0 is not overwritten."""
+    def merge(*args: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "helios_doit", "merge", *map(str, args)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+
+    for k, part in enumerate(parts(clips, "h264")):
+        shutil.copy(part, tmp_path / f"out.part{k}.mov")
+    chunk = (tmp_path / "out.part0.mov").read_bytes()
+    forgot = merge("out.part0.mov", "out.part1.mov", "out.part2.mov")
+    assert (forgot.returncode, forgot.stdout) == (2, "")
+    assert forgot.stderr == ("helios-doit: out.part0.mov exists (a chunk? the merged file comes first: merge OUTPUT "
+                             "INPUT...); give -y to replace it\n")
+    assert (tmp_path / "out.part0.mov").read_bytes() == chunk
+    done = merge("out.mp4", "out.part0.mov", "out.part1.mov", "out.part2.mov")
+    assert done.returncode == 0, done.stderr
+    again = merge("out.mp4", "out.part0.mov", "out.part1.mov", "out.part2.mov")
+    assert again.returncode == 2 and again.stderr == "helios-doit: out.mp4 exists; give -y to replace it\n"
+    for flag in ("-y", "--overwrite"):
+        replaced = merge(flag, "out.mp4", "out.part0.mov", "out.part1.mov", "out.part2.mov")
+        assert replaced.returncode == 0 and "merged 3 chunks into out.mp4: 30 frames" in replaced.stdout, replaced.stderr
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("merge", ["command", "builtin"])
+def test_a_jobs_own_merge_runs_again_over_its_earlier_output(tmp_path: Path, merge: str) -> None:
+    """The runner clears the merged file's place before a merge runs: `-a` (and a changed chunk) merge again
+    through the job's `helios-doit merge OUT ...` or the built-in stitcher, without -y."""
+    comp = Path(__file__).resolve().parent.parent / "examples" / "orbit" / "composition.py"
+    helios_doit = [sys.executable, "-m", "helios_doit"]
+    emitted = subprocess.run([*helios_doit, "render", str(comp), "-o", "out.mp4", "--emit-job", "job.json",
+                              "--concurrency", "2", "--duration", "0.5", "--width", "64", "--height", "36"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert emitted.returncode == 0, emitted.stderr
+    for _ in range(2):
+        ran = subprocess.run([*helios_doit, "job", "run", "job.json", "--merge", merge, "-a"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert probe(tmp_path / "out.mp4").video.frames == 15

@@ -40,27 +40,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.parallelism is not None and args.parallelism < 1:
+        return one_line("helios-doit export", f"--parallelism {args.parallelism}: give how many chunks run at once, "
+                        "at least 1 (default: all of them)")
+    if args.retries < 0:
+        return one_line("helios-doit export", f"--retries {args.retries}: give the attempts after the first, 0 or more")
+    if args.target == "k8s" and not args.image:
+        return one_line("helios-doit export", "k8s needs --image IMAGE (an image with helios-doit installed)")
+    if args.mount and not args.claim:
+        return one_line("helios-doit export", f"--mount {args.mount}: says where pods mount --claim PVC; give the claim too")
     job = load_or_exit(args.file)
     count = len(job.spec.chunks)
     parallelism = min(args.parallelism or count, count)
-    if parallelism < 1 or args.retries < 0:
-        return one_line("helios-doit export", "--parallelism must be at least 1 and --retries at least 0")
     name = _dns_name(args.name or job.spec.id or job.job_dir.name)
     where = str(job.job_file) if job.job_file is not None else args.file  # absolute: pods and nodes start elsewhere
     if args.target == "k8s":
-        if not args.image:
-            return one_line("helios-doit export", "k8s needs --image IMAGE (an image with helios-doit installed)")
-        if job.remote is not None:  # no volume at all: each pod renders in its own scratch
+        if job.remote is not None:  # in a bucket: no volume at all, each pod renders in its own scratch
             if args.claim:
                 return one_line("helios-doit export", f"--claim {args.claim}: the job is in a bucket; pods need no volume")
             sys.stdout.write(k8s_manifests(args.file, name, count, parallelism, args.retries, args.image, None, "",
                                            _store_env(args.secret)))
             return 0
-        if args.claim and (outside := _outside(job)):
+        if not args.claim:  # pods see none of this machine's folders: they would find no job
+            return one_line("helios-doit export", f"{args.file}: pods cannot see this machine's {job.job_dir}; give --claim "
+                            "PVC, a PersistentVolumeClaim whose root holds the job's folder, or put the job in a bucket "
+                            "(helios-doit export k8s s3://bucket/folder/job.json)")
+        if outside := _outside(job):
             return one_line("helios-doit export", f"--claim {args.claim}: the claim holds the job's folder {job.job_dir}, "
                        f"but {outside} is outside it; emit the job into the folder that holds every output")
         mount = args.mount or str(job.job_dir)
-        path = f"{mount.rstrip('/')}/{job.job_file.name}" if job.job_file is not None and args.claim else where
+        path = f"{mount.rstrip('/')}/{job.job_file.name}" if job.job_file is not None else where
         sys.stdout.write(k8s_manifests(path, name, count, parallelism, args.retries, args.image, args.claim, mount))
     else:
         sys.stdout.write(slurm_script(where, name, count, parallelism, args.retries))
@@ -79,10 +88,16 @@ def _store_env(secret: str | None) -> dict[str, Any]:
     here, and credentials from a Secret by name (or the pod's service account), never inline."""
     env: dict[str, Any] = {}
     if os.environ.get("AWS_ENDPOINT_URL"):
-        env["env"] = [{"name": "AWS_ENDPOINT_URL", "value": os.environ["AWS_ENDPOINT_URL"]}]
+        env["env"] = [{"name": "AWS_ENDPOINT_URL", "value": literal(os.environ["AWS_ENDPOINT_URL"])}]
     if secret:
         env["envFrom"] = [{"secretRef": {"name": secret}}]
     return env
+
+
+def literal(text: str) -> str:
+    """`text` as Kubernetes passes it on: it expands `$(VAR)` in a container's command and env values
+    and reads `$$` as `$`, so every `$` is doubled (a path `a$(b)` stays `a$(b)` in the pod)."""
+    return text.replace("$", "$$")
 
 
 def _dns_name(text: str) -> str:
@@ -93,7 +108,8 @@ def _dns_name(text: str) -> str:
 def k8s_manifests(job_path: str, name: str, count: int, parallelism: int, retries: int, image: str,
                   claim: str | None, mount: str, env: dict[str, Any] | None = None) -> str:
     def pod(command: list[str]) -> dict[str, Any]:
-        container: dict[str, Any] = {"name": "helios-doit", "image": image, "command": command, **(env or {})}
+        container: dict[str, Any] = {"name": "helios-doit", "image": image, "command": [literal(word) for word in command],
+                                     **(env or {})}
         spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
         if claim:
             container["volumeMounts"] = [{"name": "jobs", "mountPath": mount}]

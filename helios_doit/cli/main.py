@@ -25,6 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("render the chunk of an array job's index (Kubernetes, Slurm, AWS Batch, Cloud Run)", "helios_doit.cli.cmd_worker"),
     "init": ("write a dodo.py in a job folder, so that plain `doit` runs the job there", "helios_doit.cli.cmd_init"),
     "export": ("print a Kubernetes Indexed Job or a Slurm array script for a job", "helios_doit.cli.cmd_export"),
+    "prune": ("remove what a job's aside/ holds, or its scratch mirror of a bucket: prune JOB [--aside] [--scratch]",
+              "helios_doit.cli.cmd_prune"),
+    "schema": ("print the JobSpec as JSON Schema, for editors and CI", "helios_doit.cli.cmd_schema"),
 }
 
 

@@ -11,7 +11,7 @@ import re
 import shlex
 import stat
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..storage.url import Remote
 from .model import JobSpec
@@ -25,13 +25,16 @@ MERGE_PROGRAMS = ("helios", "helios-doit")
 
 def check_job(
     spec: JobSpec, job_dir: Path, job_file: Path | None, state_dir: Path, output_root: Path | None,
-    remote: Remote | None = None,
+    remote: Remote | None = None, broken: frozenset[str] = frozenset(), positions: Sequence[int] = (),
 ) -> tuple[dict[int, str], Path | None, tuple[Path, ...], list[str]]:
     """Every output resolved and checked; returns (outputs by chunk id, merged output, inputs, faults).
-    `remote`: the job is in a bucket, and its places are said as the bucket's."""
+    `remote`: the job is in a bucket, and its places are said as the bucket's. `broken`: the parts of
+    a job that failed validation (`metadata`, `chunks`, `mergeCommand`...), left out of `spec`:
+    checks that need them are skipped, the others still run, so a job's faults are said at once;
+    `positions` are then the kept chunks' places in the job's own list, for messages."""
     paths = _Paths(job_dir, job_file, state_dir, output_root, remote)
     inputs = paths.inputs(spec.inputs)  # first: an output may not be one of them, or it would be deleted
-    if spec.merge_command is None and spec.output_file is None:
+    if spec.merge_command is None and spec.output_file is None and not broken & {"mergeCommand", "outputFile"}:
         paths.faults.append("mergeCommand: required field is missing; add a mergeCommand, or an outputFile "
                             "to merge with the built-in stitcher")
     merge_raw = spec.output_file or (merge_output_of(spec.merge_command) if spec.merge_command else None)
@@ -39,9 +42,9 @@ def check_job(
     merge_output = paths.output(merge_raw, merge_what) if merge_raw else None
     if merge_output is not None:
         paths.clashes(merge_output, merge_raw or "", merge_what)
-    outputs = paths.chunk_outputs(spec, merge_output)
-    faults = paths.outside_fault() + paths.faults + _check_frames(spec)
-    if spec.merge_command and not faults:
+    outputs = paths.chunk_outputs(spec, merge_output, positions)
+    faults = paths.outside_fault() + paths.faults + _check_frames(spec, broken)
+    if spec.merge_command and not faults and "chunks" not in broken:
         faults += _check_merge_order(spec, outputs, lambda raw: paths.resolve(raw, "mergeCommand", False))
         faults += paths.faults  # what resolving the merge command's paths found (an unusable name)
     return outputs, Path(merge_output) if merge_output else None, tuple(inputs), faults
@@ -127,11 +130,11 @@ class _Paths:
             return False
         return True
 
-    def chunk_outputs(self, spec: JobSpec, merge_output: str | None) -> dict[int, str]:
+    def chunk_outputs(self, spec: JobSpec, merge_output: str | None, positions: Sequence[int] = ()) -> dict[int, str]:
         """Each chunk's output; one chunk per output, none the merged file."""
         outputs: dict[int, str] = {}
         owners: dict[str, int] = {}
-        for index, chunk in enumerate(spec.chunks):
+        for index, chunk in zip(positions or range(len(spec.chunks)), spec.chunks):
             what = f"chunk {chunk.id} (chunks[{index}]).outputFile"
             if chunk.id in outputs:
                 self.faults.append(f"chunk {chunk.id} (chunks[{index}]).id: duplicate chunk id {chunk.id}; "
@@ -194,8 +197,9 @@ def _resolver(job_dir: Path, faults: list[str]) -> Callable[[str, str, bool], tu
     return resolve
 
 
-def _check_frames(spec: JobSpec) -> list[str]:
-    """Chunks must tile one contiguous frame range exactly; it may start past 0."""
+def _check_frames(spec: JobSpec, broken: frozenset[str] = frozenset()) -> list[str]:
+    """Chunks must tile one contiguous frame range exactly; it may start past 0. With a chunk that
+    did not validate (in `broken`), only overlaps are judged: a gap may be that chunk's range."""
     faults: list[str] = []
     if len({c.id for c in spec.chunks}) != len(spec.chunks):
         return faults  # duplicated ids are reported as such; ranges can be judged once they are fixed
@@ -207,14 +211,14 @@ def _check_frames(spec: JobSpec) -> list[str]:
                 f"chunk {after.id}.startFrame: {after.start_frame} overlaps chunk {before.id} "
                 f"(frames {before.start_frame}-{end - 1}); chunk ranges must not overlap"
             )
-        elif after.start_frame > end:
+        elif after.start_frame > end and "chunks" not in broken:
             faults.append(
                 f"chunk {after.id}.startFrame: {after.start_frame} leaves frames {end}-{after.start_frame - 1} "
                 f"after chunk {before.id} unrendered; chunk ranges must be contiguous"
             )
     total = sum(c.frame_count for c in spec.chunks)
     # Only ranges that tile have a meaningful sum: an overlap or gap already explains a mismatch.
-    if not faults and total != spec.metadata.total_frames:
+    if not faults and not broken & {"chunks", "metadata"} and total != spec.metadata.total_frames:
         faults.append(
             f"metadata.totalFrames: {spec.metadata.total_frames}, but the chunks' frameCount add up to {total}; "
             "they must match"

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from ..storage.url import is_store_url
+from ..storage.url import Remote, is_store_url
 from .bucket import (bucket_output_root, check_keys, fetch_assets_of, fetch_inputs, job_remote, read_remote,
                      storage_remote)
 from .checks import check_job
 from .errors import JobError
-from .model import STATE_ROOT, Job, JobSpec
+from .model import STATE_ROOT, Chunk, Job, JobSpec
 
 #: Seconds a job URL may take to arrive, in all (a server that trickles is given up on).
 FETCH_TIMEOUT_ENV = "HELIOS_DOIT_FETCH_TIMEOUT"
@@ -34,6 +34,8 @@ DEFAULT_FETCH_TIMEOUT = 30.0
 
 #: A job file has no business being bigger (10,000 chunks take ~3 MB).
 MAX_JOB_BYTES = 64 * 1024 * 1024
+
+_CHUNK: TypeAdapter[Chunk] = TypeAdapter(Chunk)
 
 def load_job(
     source: str | os.PathLike[str], output_root: str | os.PathLike[str] | None = None, cwd: Path | None = None,
@@ -59,11 +61,22 @@ def load_job(
         remote = storage_remote(storage, remote, job_dir, job_file, text)
     name = source
     data = _parse(text, name)
+    state_dir = job_dir / STATE_ROOT / (remote.name if remote else _state_name(source, job_file))
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise JobError([f"{name}: {_describe(err, data)}" for err in exc.errors()]) from None
-    state_dir = job_dir / STATE_ROOT / (remote.name if remote else _state_name(source, job_file))
+        # Every fault at once: the checks across fields run on what did validate, so a fix does not
+        # reveal the next fault on the next run.
+        faults = [f"{name}: {_describe(err, data)}" for err in exc.errors()]
+        salvaged = _salvage(data, exc.errors())
+        if salvaged is not None:
+            partial, broken, positions = salvaged
+            in_bucket = remote is not None and not storage
+            if in_bucket:  # its inputs are in the bucket, not here yet: checked once the job is valid
+                partial = partial.model_copy(update={"inputs": []})
+            faults += [f"{name}: {fault}" for fault in check_job(partial, job_dir, job_file, state_dir, root,
+                                                                  remote if in_bucket else None, broken, positions)[3]]
+        raise JobError(faults) from None
     if remote is not None:
         remote = dataclasses.replace(remote, state=remote.state_prefix(state_dir.name))
         if (spec.inputs or spec.assets_url) and not storage:  # checked without them first: a bad job fetches nothing
@@ -84,6 +97,24 @@ def load_job(
     if remote is not None:
         check_keys(remote, [*outputs.values(), *([merge_output] if merge_output else [])], name)
     return Job(spec, source, job_file, job_dir, state_dir, outputs, merge_output, inputs, roots, remote)
+
+
+def locate(source: str | os.PathLike[str], cwd: Path | None = None) -> tuple[Path, Remote | None]:
+    """Where a job keeps its state on this machine, and its bucket if it is in one, without reading
+    or validating the job: what pruning needs, even for a job that no longer loads. Nothing is
+    fetched; a local job file must exist."""
+    source = os.fspath(source)
+    cwd = (cwd or Path.cwd()).resolve()
+    if is_store_url(source):
+        remote = job_remote(source, cwd)
+        return remote.job_dir / STATE_ROOT / remote.name, remote
+    if _is_url(source):
+        return cwd / STATE_ROOT / _state_name(source, None), None
+    path = (cwd / source).resolve()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "no such job file"
+        raise JobError([f"{source}: {what}; give the path of a job file (JSON or YAML)"])
+    return path.parent / STATE_ROOT / _state_name(source, path), None
 
 
 def _project_folder(cwd: Path, job_dir: Path) -> Path | None:
@@ -226,6 +257,33 @@ def _parse_yaml(text: str, name: str) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise JobError([f"{name}: malformed YAML{where}: {problem}"]) from None
+
+
+#: Stands in for a part of a job that did not validate, so that the rest can be checked.
+_STAND_IN_METADATA = {"totalFrames": 1, "fps": 1, "width": 1, "height": 1, "duration": 1}
+_STAND_IN_CHUNK = {"id": 0, "startFrame": 0, "frameCount": 1, "outputFile": "-", "command": "-"}
+
+
+def _salvage(data: dict[str, Any], errors: list[Any]) -> tuple[JobSpec, frozenset[str], tuple[int, ...]] | None:
+    """What of an invalid job did validate: the top-level fields without a fault, and each chunk
+    validated on its own (the valid ones kept, with their places in the job's list), with the names
+    of the parts that did not (`metadata`, `chunks`, `mergeCommand`...): checks needing them are skipped."""
+    broken = frozenset(str(err["loc"][0]) for err in errors if err["loc"])
+    kept = {key: value for key, value in data.items() if key not in broken}
+    raw_chunks = data.get("chunks")
+    chunks, positions = [], []
+    for index, raw in enumerate(raw_chunks if isinstance(raw_chunks, list) else []):
+        try:
+            chunks.append(_CHUNK.validate_python(raw))
+        except ValidationError:
+            continue
+        positions.append(index)
+    try:
+        spec = JobSpec.model_validate({**kept, "metadata": kept.get("metadata", _STAND_IN_METADATA),
+                                       "chunks": [_STAND_IN_CHUNK]})
+    except ValidationError:
+        return None  # nothing sound to check across
+    return spec.model_copy(update={"chunks": chunks}), broken, tuple(positions)
 
 
 def _describe(err: Any, data: dict[str, Any]) -> str:

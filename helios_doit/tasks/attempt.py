@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..executors import reaper, supervise
 from ..executors.base import CommandRequest, CommandResult, Elsewhere
@@ -28,7 +28,10 @@ from ..video import is_video_path
 from .complete import relative
 from .publish import stage_of
 from .say import say
-from .work import Work
+from .work import Expect, Work
+
+if TYPE_CHECKING:
+    from ..video.verify import Verdict
 
 
 @dataclass(frozen=True)
@@ -80,13 +83,16 @@ def one_attempt(work: Work, state: StateDir, attempt: int, allowed: int) -> Outc
                                      elsewhere=Elsewhere(work.output, stage_of(work)))
             result = get_adapter(work.adapter, work.options.scheduler).execute(request, sink)
             with supervise.held():  # a stop now waits until this attempt's outcome is on disk
-                failure, facts, wrong = _verify(work, result)
+                failure, facts, wrong, retimed = _verify(work, result)
                 footer = f"{result.describe()} after {result.duration:.2f}s" + (f": {failure}" if failure else "")
+                footer += f"; {retimed}" if retimed else ""
                 output = stamp(work.output) if work.output and failure is None else None
                 if failure is None:
                     checkpoints.reached("before-record", work.key, state.root, supervise.stop_if_held)
-                    write_json_atomic(state.record(work.key), _record(work, result, attempt, output, facts))
+                    write_json_atomic(state.record(work.key), _record(work, result, attempt, output, facts, retimed))
                     ok = True
+                    if retimed:
+                        say(f"{work.label}: {retimed}")
                     checkpoints.reached("after-record", work.key, state.root, supervise.stop_if_held)
     finally:
         sink.close(footer)
@@ -141,33 +147,32 @@ def changed_source(work: Work) -> str | None:
     return None
 
 
-def _verify(work: Work, result: CommandResult) -> tuple[str | None, dict[str, Any] | None, bool]:
-    """Why the attempt failed (None if it did not), what a verified video chunk holds, and whether
-    its output is whole but wrong."""
+def _verify(work: Work, result: CommandResult) -> tuple[str | None, dict[str, Any] | None, bool, str | None]:
+    """Why the attempt failed (None if it did not), what a verified video chunk holds, whether
+    its output is whole but wrong, and how it was retimed (`--retime`), if it was."""
     if not result.ok:
-        return result.describe(), None, False
+        return result.describe(), None, False, None
     if work.sources and (changed := changed_source(work)):
-        return changed, None, False
+        return changed, None, False, None
     if not work.output:
-        return None, None, False
+        return None, None, False, None
     if stamp(work.output) is None:
-        return f"the command exited 0 but did not write {work.output}", None, False
+        return f"the command exited 0 but did not write {work.output}", None, False, None
     if work.expect is None or not is_video_path(work.output):
-        return None, None, False
-    problem, facts = _check_video(work)
+        return None, None, False, None
+    problem, facts, retimed = _check_video(work)
     if problem:
-        return f"the command exited 0 but its output is wrong: {os.path.basename(work.output)}: {problem}", None, True
-    return None, facts, False
+        return f"the command exited 0 but its output is wrong: {os.path.basename(work.output)}: {problem}", None, True, None
+    return None, facts, False, retimed
 
 
-def _check_video(work: Work) -> tuple[str | None, dict[str, Any] | None]:
-    from ..video.verify import ChunkFacts, inspect_chunk, verify_merged
+def _check_video(work: Work) -> tuple[str | None, dict[str, Any] | None, str | None]:
+    from ..video.verify import ChunkFacts, verify_merged
 
     assert work.output is not None and work.expect is not None
     expect = work.expect
     if work.chunk_id is not None:
-        problem, facts = inspect_chunk(work.output, expect.frames, expect.width or 0, expect.height or 0, expect.fps)
-        return problem, facts.as_record() if facts else None
+        return _check_chunk(work.output, expect, work.options.retime)
     # The merge: checked against the job, and seam by seam against what its chunks' records hold.
     chunks = [ChunkFacts.from_record((read_json(record_file(work.state_root, task.key)) or {}).get("video"))
               for task in work.sources]
@@ -176,11 +181,38 @@ def _check_video(work: Work) -> tuple[str | None, dict[str, Any] | None]:
         known = []  # some chunk is not a video we verified: the seams cannot be judged
     labels = [task.label for task in work.sources]
     assert expect.fps is not None  # a merge always knows the job's frame rate
-    return verify_merged(work.output, expect.frames, expect.fps, known, labels), None
+    return verify_merged(work.output, expect.frames, expect.fps, known, labels), None, None
+
+
+def _check_chunk(output: str, expect: Expect, retime: bool) -> tuple[str | None, dict[str, Any] | None, str | None]:
+    """A chunk's video against the job; with `retime`, a chunk whose frame rate is all that is
+    wrong is remuxed to the job's rate in place (no re-encoding) and verified again."""
+    from ..video.retime import RetimeError, retime_chunk
+    from ..video.verify import judge_chunk
+
+    def judge() -> Verdict:
+        return judge_chunk(output, expect.frames, expect.width or 0, expect.height or 0, expect.fps)
+
+    verdict = judge()
+    if verdict.rate is not None and expect.fps is not None:
+        if not retime:
+            return (f"{verdict.problem}; --retime (retime=1) remuxes such chunks to {expect.fps:g} fps without "
+                    "re-encoding"), None, None
+        try:
+            note = retime_chunk(output, expect.fps)
+        except RetimeError as exc:
+            return f"{verdict.problem}; --retime could not fix it: {exc}", None, None
+        verdict = judge()
+        if verdict.problem is not None:
+            return f"retimed, but still wrong: {verdict.problem}", None, None
+        return None, verdict.facts.as_record() if verdict.facts else None, note
+    if verdict.not_retimable is not None and retime:
+        return f"{verdict.problem}; --retime cannot fix it: {verdict.not_retimable}", None, None
+    return verdict.problem, verdict.facts.as_record() if verdict.facts else None, None
 
 
 def _record(work: Work, result: CommandResult, attempts: int, output: list[int] | None,
-            video: dict[str, Any] | None) -> dict[str, object]:
+            video: dict[str, Any] | None, retimed: str | None = None) -> dict[str, object]:
     return {
         "task": work.key,
         "fingerprint": work.fingerprint,
@@ -192,6 +224,7 @@ def _record(work: Work, result: CommandResult, attempts: int, output: list[int] 
         "host": socket.gethostname(),
         "attempts": attempts,
         **({"video": video} if video else {}),  # what the merge checks its seams against
+        **({"retimed": retimed} if retimed else {}),  # `--retime` gave it the job's frame rate: said by `status`
     }
 
 

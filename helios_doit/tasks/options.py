@@ -27,6 +27,7 @@ class RunOptions:
     merge_executor: str = "local"  # the merge runs here, never on the chunk executor unless asked
     workers: int = 1  # chunks doit runs at once here (its -n): each render gets its share of the cores
     always: bool = False  # doit's -a: redo every selected task, done or not
+    retime: bool = False  # a chunk whose frame rate is all that is wrong is remuxed to the job's (no re-encoding)
 
     @property
     def attempts(self) -> int:
@@ -97,6 +98,9 @@ OPTIONS: tuple[Option, ...] = (
            "the executor's scheduler, e.g. tcp://HOST:8786", "ADDRESS"),
     Option("merge_executor", "--merge-executor", "merge_executor", _executor, "local", "local or dask",
            "where the merge runs (default local)", "NAME"),
+    Option("retime", "--retime", "retime", _flag, "1", "1 or 0",
+           "remux chunks whose frame rate is all that is wrong (Helios' canvas path: 25 fps) to the job's rate, "
+           "without re-encoding", switch=True),
 )
 
 

@@ -17,11 +17,16 @@ States:
   `pending`: the chunk did render once, and the note says why it will render again).
 - `pending`: never done (or cleaned); the next run renders it.
 
+A chunk that `--retime` remuxed to the job's frame rate says so in its note (and `retimed`).
+The state folder's `aside/` (files found in outputs' places, kept as evidence) is summed up,
+with the command that prunes it: nothing else tells a user it grows.
+
 Exit code: 0 whatever the states (it is a report, not a check); 2 for a bad job.
 """
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import time
 from pathlib import Path
@@ -53,7 +58,39 @@ def job_status(job: Job, merge: str | None = None) -> dict[str, Any]:
         "complete": counts["done"] == len(chunks) and merged["state"] == "done",
     }
     state_url = job.remote.url_of(remote_state(graph.merge)) if job.remote else None
-    return {"job": job.source, "stateDir": str(graph.state.root), **({"stateUrl": state_url} if state_url else {}), "chunks": chunks, "merge": merged, "totals": totals}
+    return {"job": job.source, "stateDir": str(graph.state.root), **({"stateUrl": state_url} if state_url else {}),
+            "chunks": chunks, "merge": merged, "totals": totals, "aside": aside_summary(graph.state.aside)}
+
+
+def aside_summary(aside: Path) -> dict[str, Any]:
+    """What aside/ holds: its entries (each a file, link or folder moved there) and their bytes."""
+    entries, size = 0, 0
+    try:
+        found = list(os.scandir(aside))
+    except OSError:  # none yet (or not a folder we can read): nothing to show
+        found = []
+    for entry in found:
+        entries += 1
+        size += _bytes_of(entry.path)
+    return {"path": str(aside), "entries": entries, "bytes": size}
+
+
+def _bytes_of(path: str) -> int:
+    """Bytes under `path`, links not followed (a link counts as itself)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0
+    if not os.path.isdir(path) or os.path.islink(path):
+        return st.st_size
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def task_status(state: StateDir, work: Work) -> dict[str, Any]:
@@ -68,7 +105,7 @@ def task_status(state: StateDir, work: Work) -> dict[str, Any]:
     found = stamp(output) if output else None
     size = found[0] if found else None
     entry: dict[str, Any] = {"state": "pending", "attempts": None, "duration": None, "size": size,
-                             "log": str(log) if log.exists() else None, "runner": runner, "note": None}
+                             "log": str(log) if log.exists() else None, "runner": runner, "note": None, "retimed": None}
     if runner is not None:
         frames = marker.get("frames") if marker else None
         done = f"{frames}/{work.expect.frames} frames, " if isinstance(frames, int) and work.expect else ""
@@ -76,8 +113,9 @@ def task_status(state: StateDir, work: Work) -> dict[str, Any]:
                      note=f"{done}for {time.time() - float(runner.get('startedAt') or time.time()):.0f}s")
     elif remote_done(work) if work.remote is not None else record is not None and complete():
         record = record or {}
+        retimed = record.get("retimed") if isinstance(record.get("retimed"), str) else None
         entry.update(state="done", attempts=record.get("attempts"), duration=record.get("duration"),
-                     size=size if work.remote is None else remote_size(work))
+                     size=size if work.remote is None else remote_size(work), retimed=retimed, note=retimed)
     elif failure is not None:
         entry.update(state="failed", attempts=failure.attempts, note=failure.how, exitCode=failure.exitCode,
                      signal=failure.signal, message=failure.message, stderrTail=failure.stderrTail)
@@ -141,13 +179,19 @@ def render_table(report: dict[str, Any]) -> str:
         runner = entry["runner"]
         rows.append((str(entry["id"]), entry["state"], _text(entry["attempts"]),
                      f"{entry['duration']:.2f}s" if entry["duration"] is not None else "-",
-                     _size(entry["size"]), f"{runner['host']} pid {runner['pid']}" if runner else "-", entry["note"] or ""))
+                     human_size(entry["size"]), f"{runner['host']} pid {runner['pid']}" if runner else "-", entry["note"] or ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.append(f"logs: {report['stateUrl']}/logs" if report.get("stateUrl") else f"logs: {Path(report['stateDir']) / 'logs'}")
     for entry in report["chunks"] + [report["merge"]]:
         if entry["state"] == "failed" and entry["log"]:
             lines.append(f"  {entry.get('id', 'merge')}: {entry['log']}")
+    aside = report.get("aside") or {}
+    if aside.get("entries"):
+        count = aside["entries"]
+        lines.append(f"aside: {count} entr{'y' if count == 1 else 'ies'}, {human_size(aside['bytes'])} in {aside['path']} "
+                     f"(found in outputs' places, kept as evidence); when you have looked: "
+                     f"helios-doit prune {shlex.quote(report['job'])} --aside")
     return "\n".join(lines)
 
 
@@ -155,7 +199,7 @@ def _text(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _size(size: int | None) -> str:
+def human_size(size: int | None) -> str:
     if size is None:
         return "-"
     if size < 1024:

@@ -55,7 +55,7 @@ def render_command(args: argparse.Namespace) -> int:
         if args.emit_job:
             concurrency = _integer(args.concurrency, "--concurrency")
             cores = len(os.sched_getaffinity(0))
-            path, chunks = write_emitted_job(args.emit_job, args.composition, args.output, concurrency=concurrency,
+            path, chunks, note = write_emitted_job(args.emit_job, args.composition, args.output, concurrency=concurrency,
                                              fps=args.fps, duration=args.duration, video_codec=args.video_codec,
                                              audio_codec=args.audio_codec, cores=cores, **numbers)
             why = "" if concurrency is not None else (
@@ -63,6 +63,8 @@ def render_command(args: argparse.Namespace) -> int:
                 "--concurrency N to choose)" if chunks > 1 else
                 " (a small render: one chunk renders it soonest; --concurrency N to split it anyway)")
             print(f"wrote {path}: {chunks} chunk{'s' if chunks > 1 else ''}{why}")
+            if note:
+                print(note)
             return 0
         if args.concurrency is not None:
             raise RenderError("--concurrency only applies with --emit-job JOB.json")
@@ -137,12 +139,17 @@ def add_merge_arguments(parser: argparse.ArgumentParser) -> None:
                         help="builtin: PyAV remux (default); ffmpeg: the concat demuxer of an ffmpeg on PATH")
     parser.add_argument("--audio-codec", metavar="CODEC",
                         help="copy, aac, pcm_s16le...; default: copy PCM where the container plays it, else encode AAC once")
+    parser.add_argument("-y", "--overwrite", action="store_true", help="replace OUTPUT if it exists (as ffmpeg's -y)")
 
 
 def merge_command(args: argparse.Namespace) -> int:
-    """`helios-doit merge`: 0 merged and verified; the stitcher's exit code otherwise."""
+    """`helios-doit merge`: 0 merged and verified; the stitcher's exit code otherwise. An existing
+    OUTPUT is replaced only with -y: `merge out.part0.mov out.part1.mov` (the output forgotten) would
+    otherwise write over chunk 0. A job's own merge finds its output's place cleared by the runner."""
     from .stitch import StitchError, get_stitcher
 
+    if not args.overwrite and os.path.lexists(args.output) and not os.path.isdir(args.output):
+        return one_line("helios-doit", _exists(args.output, args.inputs))
     try:
         result = get_stitcher(args.stitcher).stitch([Path(p) for p in args.inputs], Path(args.output), audio_codec=args.audio_codec)
     except StitchError as exc:
@@ -151,6 +158,13 @@ def merge_command(args: argparse.Namespace) -> int:
     print(f"merged {len(args.inputs)} chunks into {args.output}: {result.frames} frames, {result.duration:.3f} s"
           + (f"; audio {audio}" if audio else ""))
     return 0
+
+
+def _exists(output: str, inputs: list[str]) -> str:
+    """An existing OUTPUT, said with what was probably meant: a chunk given where the merged file goes."""
+    chunk_like = any(os.path.splitext(p)[1].lower() == os.path.splitext(output)[1].lower() for p in inputs)
+    hint = " (a chunk? the merged file comes first: merge OUTPUT INPUT...)" if chunk_like else ""
+    return f"{output} exists{hint}; give -y to replace it"
 
 
 def _main(name: str, add: Callable[[argparse.ArgumentParser], None],

@@ -30,6 +30,20 @@ from .render import VIDEO_CODECS, RenderError, resolve
 TOKENS = ("id", "start", "end", "count", "output")
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
+#: `scheme://...`: a URL (s3://, https://), where a job file is never written.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(text: str) -> bool:
+    return bool(_URL.match(text))
+
+
+def upload_hint(url: str) -> str:
+    """How a local job file gets to `url`, said as an example."""
+    tools = {"s3": "aws s3 cp", "gs": "gcloud storage cp", "az": "az storage blob upload"}
+    tool = tools.get(url.split("://", 1)[0].lower())
+    return f"e.g. {tool} job.json {url}" if tool else "with your store's own tools"
+
 
 class PlanError(BadInput):
     """A template or setting that cannot make a job; one line, for users."""
@@ -95,19 +109,27 @@ def auto_chunks(frames: int, width: int, height: int, cores: int) -> int:
 def write_emitted_job(job_path: str, composition: str, output_path: str, *, concurrency: int | None, fps: str | None,
                       duration: str | None, video_codec: str, audio_codec: str, start_frame: int | None,
                       frame_count: int | None, width: int | None, height: int | None, quality: int | None,
-                      cores: int = 1) -> tuple[Path, int]:
+                      cores: int = 1) -> tuple[Path, int, str | None]:
     """`helios-doit render ... --emit-job JOB.json`: check everything, then write the job (and only
-    then); returns it and its number of chunks (`concurrency`, else `auto_chunks` for `cores`)."""
+    then); returns it, its number of chunks (`concurrency`, else `auto_chunks` for `cores`) and, for
+    outputs outside the job's folder (Helios' layout), a line saying how to run it."""
     if concurrency is not None and concurrency < 1:
         raise RenderError(f"--concurrency must be at least 1, got {concurrency}")
+    if is_url(job_path):
+        raise RenderError(f"--emit-job {job_path}: writes a local file; write it here (--emit-job job.json), then upload "
+                          f"it ({upload_hint(job_path)})")
     job_file = Path(job_path).absolute()
     if not job_file.parent.is_dir():
         raise RenderError(f"{job_path}: folder {job_file.parent} does not exist; create it first")
     comp = load_composition(composition)
     output = Path(output_path).absolute()
-    if not output.resolve().is_relative_to(job_file.parent.resolve()):
-        raise RenderError(f"{output_path}: is outside the job's folder {job_file.parent}; "
-                          "put the job file in the output's folder or above it")
+    # Helios' own layout (`-o renders/final.mp4 --emit-job jobs/job.json`): outputs as ../renders/...,
+    # which a run allows from the folder that holds both, or with an output root.
+    holder = Path(os.path.commonpath([job_file.parent.resolve(), output.parent.resolve()]))
+    root = holder if not output.resolve().is_relative_to(job_file.parent.resolve()) else None
+    if root is not None and holder in (Path("/"), Path.home().resolve()):  # no project folder: a run would need it all
+        raise RenderError(f"{output_path}: is outside the job's folder {job_file.parent}, and they share no folder but "
+                          f"{holder}; put the job file in the output's folder or above it")
     s = resolve(comp, output, start_frame=start_frame or 0, frame_count=frame_count, width=width, height=height,
                 fps=fps, duration=duration, video_codec=video_codec, quality=quality,
                 audio_codec=audio_codec)
@@ -117,11 +139,19 @@ def write_emitted_job(job_path: str, composition: str, output_path: str, *, conc
                    concurrency=concurrency, fps=s.fps, width=s.width, height=s.height, duration=s.duration,
                    start_frame=s.start_frame, frame_count=s.frame_count, video_codec=s.codec.name, quality=s.quality,
                    audio_codec=s.audio_codec or "pcm_s16le")
-    faults = _job_faults(job, job_file)
+    faults = _job_faults(job, job_file, root)
     if faults:
         raise RenderError(f"{job_path}: {faults[0]}")
     write_job(job_file, job)
-    return job_file, len(job["chunks"])
+    return job_file, len(job["chunks"]), _layout_note(job_file, holder) if root is not None else None
+
+
+def _layout_note(job_file: Path, holder: Path) -> str:
+    """How to run a job whose outputs lie outside its folder: from the folder that holds both, or
+    with an output root."""
+    return (f"the job's outputs are outside its folder {job_file.parent} (Helios' layout): run it from {holder}, the "
+            f"folder that holds both (cd {shlex.quote(str(holder))} && helios-doit job run "
+            f"{shlex.quote(_relative(job_file, holder))}), or give --output-root {shlex.quote(str(holder))}")
 
 
 def plan_job(frames: int, concurrency: int, command_template: str, output_template: str, start: int = 0,
@@ -210,7 +240,7 @@ def _relative(path: Path, folder: Path) -> str:
     return Path(os.path.relpath(path, folder)).as_posix()
 
 
-def _job_faults(job: dict[str, Any], job_file: Path) -> list[str]:
+def _job_faults(job: dict[str, Any], job_file: Path, root: Path | None = None) -> list[str]:
     """The runner's own checks, run before the file exists, so a refused job is never written."""
     from pydantic import ValidationError
 
@@ -222,7 +252,7 @@ def _job_faults(job: dict[str, Any], job_file: Path) -> list[str]:
     except ValidationError as exc:
         return [str(exc).splitlines()[0]]
     state_dir = job_file.parent / STATE_ROOT / job_file.name
-    return check_job(spec, job_file.parent, job_file, state_dir, None)[3]
+    return check_job(spec, job_file.parent, job_file, state_dir, root)[3]
 
 
 def write_job(path: Path, job: dict[str, Any]) -> None:

@@ -45,10 +45,28 @@ class ChunkFacts:
             return None
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What verifying a chunk found: the problem (None: it is what the job asked for), its facts,
+    and, when the frame rate is the only thing wrong and a remux can fix it, the file's rate."""
+
+    problem: str | None
+    facts: ChunkFacts | None = None
+    rate: Fraction | None = None  # set only when the chunk can be retimed to the job's rate
+    not_retimable: str | None = None  # the rate is wrong, and this is why a remux cannot fix it
+
+
 def inspect_chunk(path: str | Path, frame_count: int, width: int, height: int, fps: float | None = None
                   ) -> tuple[str | None, ChunkFacts | None]:
     """Why a chunk's output is not what the job asked for (None if it is), and its facts. Given the
     job's `fps`, the chunk must have that frame rate, and so last `frame_count / fps` seconds."""
+    verdict = judge_chunk(path, frame_count, width, height, fps)
+    return verdict.problem, verdict.facts
+
+
+def judge_chunk(path: str | Path, frame_count: int, width: int, height: int, fps: float | None = None) -> Verdict:
+    """`inspect_chunk`, and whether a wrong frame rate is all that is wrong (Helios' canvas path
+    writes 25 fps whatever the job says, with the right frames): then `rate` is the file's own."""
     try:
         info = probe(path)
     except ProbeError as exc:
@@ -56,20 +74,46 @@ def inspect_chunk(path: str | Path, frame_count: int, width: int, height: int, f
         prefix = f"{Path(path).name}: "
         message = message[len(prefix):] if message.startswith(prefix) else message
         if message.startswith("no such file"):
-            return "was not written", None
-        return (message if message.startswith("does not decode") else f"does not decode: {message}"), None
+            return Verdict("was not written")
+        return Verdict(message if message.startswith("does not decode") else f"does not decode: {message}")
     video = info.video
     if video is None:
-        return "has no video stream", None
+        return Verdict("has no video stream")
     if (video.width, video.height) != (width, height):
-        return f"expected {width}x{height}, found {video.width}x{video.height}", None
+        return Verdict(f"expected {width}x{height}, found {video.width}x{video.height}")
     if video.frames != frame_count:
-        return f"expected {frame_count} frames, found {video.frames}", None
+        return Verdict(f"expected {frame_count} frames, found {video.frames}")
     if fps is not None and (problem := check_timing(video.frame_rate, video.span, frame_count, fps)):
-        return problem, None
+        if not wrong_rate(video.frame_rate, fps):
+            return Verdict(problem)
+        why = _not_retimable(info, frame_count, fps)
+        if why is not None:
+            return Verdict(problem, not_retimable=why)
+        return Verdict(f"{float(video.frame_rate):g} fps, expected {fps:g}: the renderer ignored the job's frame rate",
+                       rate=video.frame_rate)
     if not video.first_is_keyframe:
-        return "does not start on a keyframe, so it cannot be stitched without re-encoding", None
-    return None, ChunkFacts(video.frames, video.frames, video.first_packet, video.last_packet, video.signature)
+        return Verdict("does not start on a keyframe, so it cannot be stitched without re-encoding")
+    return Verdict(None, ChunkFacts(video.frames, video.frames, video.first_packet, video.last_packet, video.signature))
+
+
+def wrong_rate(rate: Fraction, fps: float) -> bool:
+    """A frame rate other than the job's: compared to a thousandth (29.97 is 30000/1001 in a file)."""
+    return abs(float(rate) - fps) > fps / 1000
+
+
+def _not_retimable(info: MediaInfo, frames: int, fps: float) -> str | None:
+    """Why new timestamps alone cannot give this chunk the job's frame rate, or None if they can."""
+    video = info.picture
+    if not video.first_is_keyframe:
+        return "it does not start on a keyframe"
+    if abs(video.span - frames / float(video.frame_rate)) > 0.5 / float(video.frame_rate):
+        return f"its frames are not evenly spaced at {float(video.frame_rate):g} fps (they last {video.span:.3f} s)"
+    expected = frames / fps
+    for audio in info.audio:
+        if abs(audio.duration - expected) > 0.5 / fps:
+            return (f"its audio lasts {audio.duration:.3f} s, not the {expected:.3f} s of {frames} frames at {fps:g} fps, "
+                    "and audio cannot be retimed without re-encoding")
+    return None
 
 
 def check_chunk(path: str | Path, frame_count: int, width: int, height: int, fps: float | None = None) -> str | None:
@@ -80,7 +124,7 @@ def check_chunk(path: str | Path, frame_count: int, width: int, height: int, fps
 def check_timing(rate: Fraction, span: float, frames: int, fps: float) -> str | None:
     """A chunk's frame rate and duration against the job's. Rates are compared to a thousandth
     (29.97 in a job is the 30000/1001 of a file); the duration to half a frame."""
-    if abs(float(rate) - fps) > fps / 1000:
+    if wrong_rate(rate, fps):
         return (f"{float(rate):g} fps, expected {fps:g}: the renderer ignored the job's frame rate "
                 f"({frames} frames last {frames / float(rate):.3f} s instead of {frames / fps:.3f} s)")
     expected = frames / fps

@@ -313,14 +313,14 @@ def test_task_labels_and_places(job_dir: Path) -> None:
 def test_a_failed_command_is_a_failure_whatever_it_wrote(job_dir: Path) -> None:
     job = chunk(job_dir)
     Path(job.output).write_bytes(b"x")
-    assert _verify(job, CommandResult(3, None, 0.1)) == ("exit code 3", None, False)
-    assert _verify(job, CommandResult(None, 9, 0.1)) == ("killed by SIGKILL", None, False)
-    assert _verify(job, CommandResult(None, 15, 0.1, timed_out=True)) == ("timed out", None, False)
+    assert _verify(job, CommandResult(3, None, 0.1)) == ("exit code 3", None, False, None)
+    assert _verify(job, CommandResult(None, 9, 0.1)) == ("killed by SIGKILL", None, False, None)
+    assert _verify(job, CommandResult(None, 15, 0.1, timed_out=True)) == ("timed out", None, False, None)
 
 
 def test_exit_0_without_the_output_is_a_failure(job_dir: Path) -> None:
     job = chunk(job_dir)
-    assert _verify(job, OK) == (f"the command exited 0 but did not write {job.output}", None, False)
+    assert _verify(job, OK) == (f"the command exited 0 but did not write {job.output}", None, False, None)
     Path(job.output).mkdir()
     assert _verify(job, OK)[0] == f"the command exited 0 but did not write {job.output}"
 
@@ -328,21 +328,21 @@ def test_exit_0_without_the_output_is_a_failure(job_dir: Path) -> None:
 def test_exit_0_with_a_non_video_output_or_no_expectation_is_done(job_dir: Path) -> None:
     txt = chunk(job_dir, output="part_0.txt", expect=Expect(frames=4, width=W, height=H))
     Path(txt.output).write_text("not probed")
-    assert _verify(txt, OK) == (None, None, False)
+    assert _verify(txt, OK) == (None, None, False, None)
     mov = chunk(job_dir, output="part_0.mov")
     Path(mov.output).write_text("not probed either: nothing expected")
-    assert _verify(mov, OK) == (None, None, False)
-    assert _verify(chunk(job_dir, name="merge", output=None), OK) == (None, None, False)
+    assert _verify(mov, OK) == (None, None, False, None)
+    assert _verify(chunk(job_dir, name="merge", output=None), OK) == (None, None, False, None)
 
 
 def test_a_video_chunk_is_verified_and_its_facts_kept(job_dir: Path, clips) -> None:
     job = chunk(job_dir, output="part_0.mov", expect=Expect(frames=4, width=W, height=H))
     shutil.copy(clips.parts[0], job.output)
-    problem, facts, wrong = _verify(job, OK)
+    problem, facts, wrong, _ = _verify(job, OK)
     assert problem is None and wrong is False
     assert ChunkFacts.from_record(facts) is not None and facts["frames"] == 4 and facts["packets"] == 4
     wrong = chunk(job_dir, output="part_0.mov", expect=Expect(frames=5, width=W, height=H))
-    assert _verify(wrong, OK) == ("the command exited 0 but its output is wrong: part_0.mov: expected 5 frames, found 4", None, True)
+    assert _verify(wrong, OK) == ("the command exited 0 but its output is wrong: part_0.mov: expected 5 frames, found 4", None, True, None)
     # a suffix in capitals is a video too
     upper = chunk(job_dir, output="PART.MOV", expect=Expect(frames=5, width=W, height=H))
     shutil.copy(clips.parts[0], upper.output)
@@ -353,17 +353,17 @@ def test_a_video_chunk_at_another_frame_rate_is_wrong(job_dir: Path, clips) -> N
     job = chunk(job_dir, output="part_0.mov", expect=Expect(frames=4, width=W, height=H, fps=30))
     shutil.copy(clips.parts[0], job.output)
     assert _verify(job, OK) == ("the command exited 0 but its output is wrong: part_0.mov: 24 fps, expected 30: the "
-                                "renderer ignored the job's frame rate (4 frames last 0.167 s instead of 0.133 s)",
-                                None, True)
+                                "renderer ignored the job's frame rate; --retime (retime=1) remuxes such chunks to 30 fps "
+                                "without re-encoding", None, True, None)
     right = chunk(job_dir, output="part_0.mov", expect=Expect(frames=4, width=W, height=H, fps=FPS))
-    problem, facts, wrong = _verify(right, OK)
+    problem, facts, wrong, _ = _verify(right, OK)
     assert (problem, wrong) == (None, False) and facts["frames"] == 4
 
 
 def test_a_chunk_expectation_without_size_checks_zero(job_dir: Path, clips) -> None:
     job = chunk(job_dir, output="part_0.mov", expect=Expect(frames=4))
     shutil.copy(clips.parts[0], job.output)
-    assert _check_video(job) == (f"expected 0x0, found {W}x{H}", None)
+    assert _check_video(job) == (f"expected 0x0, found {W}x{H}", None, None)
 
 
 def video_merge(job_dir: Path, clips, merged: Path, sources=("chunk-5", "chunk-6", "chunk-7")) -> Work:
@@ -371,7 +371,7 @@ def video_merge(job_dir: Path, clips, merged: Path, sources=("chunk-5", "chunk-6
     for i, part in zip((5, 6, 7), clips.parts):
         c = chunk(job_dir, name=f"chunk-{i}", output=f"part_{i}.mov", expect=Expect(frames=4, width=W, height=H))
         shutil.copy(part, c.output)
-        failure, facts, _ = _verify(c, OK)
+        failure, facts, _, _ = _verify(c, OK)
         assert failure is None
         succeed(c, content=None, facts=facts)
         chunks.append(c)
@@ -382,20 +382,20 @@ def video_merge(job_dir: Path, clips, merged: Path, sources=("chunk-5", "chunk-6
 
 
 def test_a_merge_is_verified_seam_by_seam_against_its_chunks_records(job_dir: Path, clips) -> None:
-    assert _verify(video_merge(job_dir, clips, clips.merged), OK) == (None, None, False)
+    assert _verify(video_merge(job_dir, clips, clips.merged), OK) == (None, None, False, None)
 
 
 def test_a_merge_out_of_frame_order_is_a_failure(job_dir: Path, clips) -> None:
     merge = video_merge(job_dir, clips, clips.swapped)
     assert _verify(merge, OK) == (
         "the command exited 0 but its output is wrong: out.mov: the merged file's frames 0-3 are not chunk 5's: "
-        "the chunks were joined out of frame order, or a wrong file was taken", None, True)
+        "the chunks were joined out of frame order, or a wrong file was taken", None, True, None)
 
 
 def test_seams_are_not_judged_when_a_chunk_record_has_no_facts(job_dir: Path, clips) -> None:
     merge = video_merge(job_dir, clips, clips.swapped)
     edit_record(chunk(job_dir, name="chunk-7", output="part_7.mov"), video=None)
-    assert _verify(merge, OK) == (None, None, False)  # frames and duration are right; seams unknown
+    assert _verify(merge, OK) == (None, None, False, None)  # frames and duration are right; seams unknown
     merge = chunk(job_dir, name="merge", output="out.mov", expect=Expect(frames=13, fps=FPS), sources=("chunk-5",))
     assert _verify(merge, OK)[0] == "the command exited 0 but its output is wrong: out.mov: expected 13 frames, found 12"
 

@@ -15,8 +15,8 @@ from helios_doit.video.probe import probe, signature
 from fractions import Fraction
 
 from helios_doit.video.verify import (
-    SAME_PICTURE, ChunkFacts, _seam_packets, check_chunk, check_merged, check_seams, check_timing, inspect_chunk,
-    signature_distance, verify_merged,
+    SAME_PICTURE, ChunkFacts, Verdict, _seam_packets, check_chunk, check_merged, check_seams, check_timing, inspect_chunk,
+    judge_chunk, signature_distance, verify_merged,
 )
 
 from .conftest import FPS, H, W
@@ -61,13 +61,29 @@ def test_a_chunk_at_the_jobs_frame_rate_passes(clips) -> None:
 
 
 def test_a_chunk_at_another_frame_rate_fails(clips) -> None:
-    assert inspect_chunk(clips.parts[0], 4, W, H, 30) == (
-        "24 fps, expected 30: the renderer ignored the job's frame rate (4 frames last 0.167 s instead of 0.133 s)", None)
+    # All else right: the frame rate is the fault, and a remux can fix it (`--retime`): its rate is said.
+    assert inspect_chunk(clips.parts[0], 4, W, H, 30) == ("24 fps, expected 30: the renderer ignored the job's frame rate", None)
+    assert judge_chunk(clips.parts[0], 4, W, H, 30) == Verdict(
+        "24 fps, expected 30: the renderer ignored the job's frame rate", None, Fraction(24))
     assert check_chunk(clips.parts[0], 4, W, H, 30).startswith("24 fps, expected 30: ")
     assert inspect_chunk(clips.parts[0], 4, W, H) == inspect_chunk(clips.parts[0], 4, W, H, None)  # no fps: not checked
     # the frame count is said first; the rate before the keyframe
     assert inspect_chunk(clips.parts[0], 5, W, H, 30) == ("expected 5 frames, found 4", None)
-    assert inspect_chunk(clips.no_keyframe, 4, W, H, 30)[0].startswith("24 fps, expected 30: ")
+    assert judge_chunk(clips.parts[0], 5, W, H, 30).rate is None
+    late = judge_chunk(clips.no_keyframe, 4, W, H, 30)  # no keyframe first: new timestamps cannot make it right
+    assert late == Verdict("24 fps, expected 30: the renderer ignored the job's frame rate (4 frames last 0.167 s "
+                           "instead of 0.133 s)", None, None, "it does not start on a keyframe")
+
+
+def test_a_chunk_whose_audio_followed_the_wrong_rate_cannot_be_retimed(tmp_path) -> None:
+    from media import encode_clip
+
+    wrong = encode_clip(tmp_path / "wrong.mov", frames=4, width=W, height=H, fps=24)  # 4/24 s of audio
+    verdict = judge_chunk(wrong, 4, W, H, 30)
+    assert verdict.rate is None and verdict.problem.startswith("24 fps, expected 30: ")
+    assert verdict.not_retimable == ("its audio lasts 0.167 s, not the 0.133 s of 4 frames at 30 fps, and audio cannot "
+                                     "be retimed without re-encoding")
+    assert judge_chunk(wrong, 4, W, H, 24) == Verdict(None, inspect_chunk(wrong, 4, W, H)[1])
 
 
 def test_check_timing_rate_to_a_thousandth() -> None:
