@@ -58,3 +58,28 @@ def test_doits_database_commands_say_what_to_use_instead(make_job, command):
                         "(helios-doit job run JOB --chunk 0 --chunk 2)")
     assert sorted((job.state / "runs").iterdir()) == runs  # no run started
     assert job.doit().returncode == 0 and job.runs() == []
+
+
+def test_doit_info_reads_well(make_job):
+    job = make_job(chunks=2)
+    info = job.doit("info", "chunk:1")
+    assert info.returncode == 1  # doit's code for a task that would run
+    assert "chunk 1: sh render.sh part_1.txt 1 8 8 -> part_1.txt" in info.stdout
+    assert "Work(" not in info.stdout and "state_root" not in info.stdout and "RunOptions" not in info.stdout
+
+
+def test_doit_clean_says_what_it_removed_and_what_it_moved_aside(make_job):
+    job = make_job(chunks=3)
+    assert job.doit("chunk").returncode == 0
+    job.output(1).write_text("edited by hand\n")
+    job.output(2).unlink()
+    result = job.doit("clean", "chunk:0", "chunk:1", "chunk:2", "merge")
+    assert result.returncode == 0, result.stderr
+    [moved] = (job.state / "aside").iterdir()
+    assert sorted(result.stderr.splitlines()) == [
+        "helios-doit: chunk 0: removed part_0.txt and its record",
+        f"helios-doit: chunk 1: moved the file in its output's place {job.output(1)} to {moved} "
+        "(no record of ours vouches for it); removed its record",
+        "helios-doit: chunk 2: removed its record (part_2.txt was not there)",
+        "helios-doit: merge: nothing to clean (no out.txt, no record)",
+    ]
