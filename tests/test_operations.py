@@ -39,6 +39,16 @@ def test_a_flaky_chunk_is_retried_and_its_attempts_are_counted(make_job):
     assert [(e["chunkId"], e["attempt"]) for e in retries] == [(1, 1), (1, 2)]
 
 
+def test_a_retry_delay_of_0_retries_at_once(make_job):
+    job = make_job(chunks=1)
+    flaky(job, 0, fails=2)
+    result = job.cli("--retries", "2", "--retry-delay", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert record(job, 0)["attempts"] == 3
+    assert "R  chunk:0 attempt 1 failed: exit code 5; retrying in 0.0s" in result.stdout
+    assert job.doit("-a", "retry_delay=0").returncode == 0
+
+
 def test_death_by_signal_is_retried_too(make_job):
     job = make_job(chunks=1)
     flaky(job, 0, fails=1, how="kill -9 $$")
