@@ -11,8 +11,9 @@ fed to the same `Progress` model (it ignores what it already knows), so progress
 even for a task whose worker wrote no event.
 
 Output: in a terminal, a rich live display (see `live.LiveView` for how chunk commands'
-own output stays readable); otherwise plain lines: doit's `.  chunk:3` and `-- chunk:3`,
-plus `ok`, `R` (retry) and `F` (failure) lines. With `HELIOS_DOIT_PROGRESS_JSON` set, a JSON
+own output stays readable), its view made again whenever events come in or a line is printed
+above it, so that it never lags the lines; otherwise plain lines: doit's `.  chunk:3` and `--
+chunk:3`, plus `ok`, `R` (retry) and `F` (failure) lines. With `HELIOS_DOIT_PROGRESS_JSON` set, a JSON
 progress file is kept current (at most every 0.2 s, and always at the end).
 """
 from __future__ import annotations
@@ -38,7 +39,8 @@ from ..state.files import write_json_atomic
 from ..state.folder import StateDir
 from ..state.names import TaskName
 from ..state.outcome import Failure, TaskResult, TaskStopped
-from .model import PROGRESS_ENV, Progress, compact_chunks, first_line, frame_runs, retry_line
+from .model import PROGRESS_ENV, Progress, first_line, retry_line
+from .spans import compact_chunks, frame_runs
 
 #: Set to 0 to get plain lines even in a terminal.
 LIVE_ENV = "HELIOS_DOIT_LIVE"
@@ -107,6 +109,7 @@ class Reporter(ConsoleReporter):
             if self.skip_lines:  # doit's "-- chunk:3" lines, held back to go out in one write
                 text, self.skip_lines = "".join(self.skip_lines) + text, []
             if self.live is not None:
+                self.live.update()  # what is drawn under the line is as new as the line
                 self.live.print(text)
                 return
             # Chunk output reaches the terminal by write(2); flush so that lines stay in order.
@@ -231,11 +234,15 @@ class Reporter(ConsoleReporter):
         if self.state_root is None:
             return
         found, self.offset = events.read(events.log_path(self.state_root, self.progress.run_id), self.offset)
+        changed = False
         for event in found:
-            self.json_dirty |= self.progress.apply(event)
+            changed |= self.progress.apply(event)
             line = retry_line(event)
             if line and self.live is None:
                 self.write(line + "\n")
+        self.json_dirty |= changed
+        if changed and self.live is not None:
+            self.live.update()
 
     def _flush_skipped(self) -> None:
         if self.skipped:
@@ -287,7 +294,7 @@ class Reporter(ConsoleReporter):
         other = [f for f in self.failures if not isinstance(f["exception"], TaskFailed)]
         if failed:
             chunks = [f for f in failed if _name(f["task"]).chunk_id is not None]
-            what = f"{len(chunks)} chunk(s)" if chunks else ""
+            what = f"{len(chunks)} chunk{'' if len(chunks) == 1 else 's'}" if chunks else ""
             if len(chunks) != len(failed):
                 what = f"{what} and the merge" if what else "the merge"
             self.write(f"helios-doit: {what} failed; rerun to retry what is not done:\n")
