@@ -123,6 +123,7 @@ def test_without_keep_going_a_failure_stops_the_running_chunks(make_job):
     assert time.monotonic() - started < 5, "the slow chunks should have been stopped"
     assert "chunk 0 failed: exit code 7" in result.stdout
     assert "stopped because of that (their partial outputs removed): chunk:1, chunk:2" in result.stdout
+    assert result.stdout.splitlines()[-1].endswith(": 0 chunks rendered, 0 already done, 1 failed, 2 stopped; not merged")
     pids = [int(line.split()[3]) for line in job.started() if " start " in line]
     assert len(pids) == 2 and not any(alive(pid) for pid in pids)
     assert not job.output(1).exists() and not job.output(2).exists()

@@ -230,7 +230,7 @@ def test_the_live_display_keeps_up_with_the_lines_and_says_when_it_merges(make_j
     for line in finished:
         done = line.split("[")[-1].split()[0]
         assert f" {done} chunks, " in drawn_after[line], (line, drawn_after[line])  # never behind the line above it
-    assert "merge pending" not in text
+    assert "merge pending" not in text and "helios-doit: done in " in text
 
 
 def test_frames_still_rendering_are_not_said_to_be_done():

@@ -47,6 +47,7 @@ class RunSession:
         self.options = options
         self.state_root = graph.state.root
         self.chunk_frames = {chunk.id: chunk.frame_count for chunk in graph.job.spec.chunks}
+        self.merged = _merged_as_said(graph.job)
 
     def start(self, in_run: set[str]) -> int:
         """Called once, in the runner's main process, as the run starts (`in_run`: the doit names of
@@ -130,6 +131,18 @@ class RunSession:
         else:
             path = job.outputs.get(name.chunk_id)
         return Place(path, job.output_roots, str(self.graph.state.aside)) if path else None
+
+
+def _merged_as_said(job: Job) -> str | None:
+    """The merged output as the end of a run names it: its URL for a job in a bucket, else its
+    path from where the user stands when it is under it."""
+    if job.merge_output is None:
+        return None
+    if job.remote is not None and (key := job.remote.key_of(job.merge_output)) is not None:
+        return job.remote.url_of(key)
+    from doit import loader
+
+    return _shown(job.merge_output, loader.initial_workdir or os.getcwd())
 
 
 def dodo(default_job: str | os.PathLike[str]) -> dict[str, Any]:
