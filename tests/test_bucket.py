@@ -32,7 +32,9 @@ def test_a_job_in_a_bucket_runs_from_an_empty_folder_and_a_rerun_uploads_nothing
     again = job_run(bucket, "a", url, "--concurrency", "2")
     assert again.returncode == 0, again.stderr
     assert bucket.keys() == keys  # not one object written again
-    assert sorted(again.stdout.split()) == sorted("-- chunk:0 -- chunk:1 -- chunk:2 -- merge".split())
+    *skipped, summary = again.stdout.splitlines()
+    assert sorted(skipped) == ["-- chunk:0", "-- chunk:1", "-- chunk:2", "-- merge"]
+    assert summary == f"helios-doit: nothing to do: 3 chunks and the merge were done already ({url.rsplit('/', 1)[0]}/out.txt)"
 
 
 def test_a_deleted_chunk_object_reruns_that_chunk_only_and_doit_clean_works_from_any_machine(bucket, finished):

@@ -74,3 +74,12 @@ def test_plain_doit_refuses_options_that_would_undo_the_run_in_one_line(tmp_path
     [line] = result.stderr.splitlines()
     assert line.startswith(f"helios-doit: {name}: not with helios-doit (") and line.endswith("; leave it out")
     assert not job.state.exists() and job.runs() == []  # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize("delay", ["-1", "nan", "inf", "-0.5", "soon"])
+def test_a_retry_delay_that_is_no_wait_is_refused(tmp_path, delay, capsys):
+    job = new_job(tmp_path, chunks=1, frames=1)
+    code, err, out = cli(["job", "run", str(job.file), "--retry-delay", delay], capsys)
+    assert code == 2 and out == ""
+    assert err == [f"helios-doit: --retry-delay {delay}: not valid; give seconds, 0 or more, e.g. --retry-delay 1.5"]
+    assert not job.state.exists()

@@ -39,6 +39,16 @@ def test_a_flaky_chunk_is_retried_and_its_attempts_are_counted(make_job):
     assert [(e["chunkId"], e["attempt"]) for e in retries] == [(1, 1), (1, 2)]
 
 
+def test_a_retry_delay_of_0_retries_at_once(make_job):
+    job = make_job(chunks=1)
+    flaky(job, 0, fails=2)
+    result = job.cli("--retries", "2", "--retry-delay", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert record(job, 0)["attempts"] == 3
+    assert "R  chunk:0 attempt 1 failed: exit code 5; retrying in 0.0s" in result.stdout
+    assert job.doit("-a", "retry_delay=0").returncode == 0
+
+
 def test_death_by_signal_is_retried_too(make_job):
     job = make_job(chunks=1)
     flaky(job, 0, fails=1, how="kill -9 $$")
@@ -113,6 +123,7 @@ def test_without_keep_going_a_failure_stops_the_running_chunks(make_job):
     assert time.monotonic() - started < 5, "the slow chunks should have been stopped"
     assert "chunk 0 failed: exit code 7" in result.stdout
     assert "stopped because of that (their partial outputs removed): chunk:1, chunk:2" in result.stdout
+    assert result.stdout.splitlines()[-1].endswith(": 0 chunks rendered, 0 already done, 1 failed, 2 stopped; not merged")
     pids = [int(line.split()[3]) for line in job.started() if " start " in line]
     assert len(pids) == 2 and not any(alive(pid) for pid in pids)
     assert not job.output(1).exists() and not job.output(2).exists()

@@ -37,7 +37,8 @@ def test_model_counts_frames_of_finished_chunks_and_holds_below_1_until_the_merg
     snap = progress.snapshot()
     assert (snap["chunksDone"], snap["framesDone"], snap["totalFrames"]) == (1, 30, 40)
     assert snap["overallProgress"] == 0.75 and snap["running"] == [0]
-    assert snap["timeToFinish"] == 0.7  # 30 frames in 2 s -> 10 frames left take 0.67 s
+    # chunk 1 took 2 s for 30 frames: chunk 0's 10 frames, 2 s in, are due any moment
+    assert snap["timeToFinish"] == 0.0
     progress.apply(ev("task-done", 1004, task="chunk-0", chunkId=0, attempt=1, duration=3.0))
     assert progress.snapshot()["overallProgress"] == 0.99 and progress.snapshot()["stage"] == "rendering"
     progress.apply(ev("task-start", 1004, task="merge", attempt=1))
@@ -166,16 +167,16 @@ def test_retry_and_failure_reach_the_file_the_console_and_the_summary(make_job):
     assert ".  chunk:0\n" in out and "ok chunk:0 in " in out
     assert "R  chunk:2 attempt 1 failed: exit code 3; retrying in " in out
     assert "F  chunk:2 failed after 2 attempts: exit code 3\n" in out
-    summary = out[out.index("helios-doit: 1 chunk(s) failed"):]
+    summary = out[out.index("helios-doit: 1 chunk failed; rerun to retry what is not done:\n"):]
     log = job.state / "logs" / "chunk-2.log"
     assert f"  chunk 2 failed after 2 attempts: exit code 3; log: {log}\n" \
            "    | chunk 2: renderer crashed at frame 16\n" in summary
 
 
-def test_terminal_gets_a_live_display_and_whole_command_lines(make_job):
-    job = make_job(chunks=3)
+def in_terminal(argv: list[str]) -> tuple[int, str]:
+    """`argv` run in a terminal (a pty): its exit code, and everything the terminal got."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([*DOIT, "-n", "3", f"job={job.file}"], cwd=REPO, stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL,
                             stdout=slave, stderr=slave, env=_env({"TERM": "xterm", "COLUMNS": "120"}))
     os.close(slave)
     data = b""
@@ -197,9 +198,14 @@ def test_terminal_gets_a_live_display_and_whole_command_lines(make_job):
             if time.monotonic() - quiet_since > 1.0:
                 break
     os.close(master)
-    assert proc.wait(10) == 0
-    text = data.decode(errors="replace")
-    assert "chunks 3/3" in text and "merge done" in text  # the display's last drawing
+    return proc.wait(10), data.decode(errors="replace")
+
+
+def test_terminal_gets_a_live_display_and_whole_command_lines(make_job):
+    job = make_job(chunks=3)
+    code, text = in_terminal([*DOIT, "-n", "3", f"job={job.file}"])
+    assert code == 0
+    assert "3/3 chunks, 24/24 frames  100%  merge done" in text  # the display's last drawing
     for cid in range(3):  # each command line arrives whole, at the start of a line
         line = f"[chunk {cid}] chunk {cid}: wrote frames {cid * 8}-{cid * 8 + 7}\r\n"
         assert line in text
@@ -207,3 +213,58 @@ def test_terminal_gets_a_live_display_and_whole_command_lines(make_job):
         assert before.endswith("\x1b[2K") or before.endswith("\r\n")
     assert text.rstrip().endswith("\x1b[?25h") or "\x1b[?25h" in text[-200:]  # the cursor is back
     assert job.merged.read_text() == job.expected_merge()
+
+
+def test_the_live_display_keeps_up_with_the_lines_and_says_when_it_merges(make_job):
+    job = make_job(chunks=3)
+    job.data["mergeCommand"] = "sleep 1; " + job.data["mergeCommand"]
+    job.save()
+    code, text = in_terminal([*DOIT, "-n", "2", f"job={job.file}"])
+    assert code == 0
+    lines = text.split("\r\n")
+    drawn_after = {line: lines[i + 1] for i, line in enumerate(lines[:-1])}  # the display drawn under a line
+    merging = [line for line in drawn_after if line.endswith(".  merge")]
+    assert merging and "merging" in drawn_after[merging[0]], drawn_after[merging[0]]
+    finished = [line for line in drawn_after if "ok chunk:" in line]  # `ok chunk:2 in 0.01s [2/3 chunks, 16/24 frames]`
+    assert len(finished) == 3
+    for line in finished:
+        done = line.split("[")[-1].split()[0]
+        assert f" {done} chunks, " in drawn_after[line], (line, drawn_after[line])  # never behind the line above it
+    assert "merge pending" not in text and "helios-doit: done in " in text
+
+
+def test_frames_still_rendering_are_not_said_to_be_done():
+    """Helios says `Rendered 30 / 30 frames` before its file is finished: those frames are shown
+    apart from the frames of finished chunks."""
+    progress = Progress({0: 30, 1: 30, 2: 30, 3: 30}, merge=True, clock=Clock())
+    for cid in range(4):
+        progress.apply(ev("task-start", 1000, task=f"chunk-{cid}", chunkId=cid, attempt=1, attempts=1))
+    for cid in (1, 2, 3):
+        progress.apply(ev("task-progress", 1004, task=f"chunk-{cid}", chunkId=cid, attempt=1, frames=30))
+    progress.apply(ev("task-done", 1005, task="chunk-0", chunkId=0, attempt=1, duration=5.0, frames=30))
+    assert progress.done_line("chunk-0") == "ok chunk:0 in 5.00s [1/4 chunks, 30/120 frames, 90 rendering]"
+    assert progress.display_lines(1005)[0] == "1/4 chunks, 30/120 frames, 90 rendering  99%  then the merge"
+    assert progress.progress_line(1005).startswith(".. 1/4 chunks, 30/120 frames, 90 rendering; running 1, 2, 3")
+    snap = progress.snapshot(1005)
+    assert (snap["framesDone"], snap["framesFinished"], snap["framesRendering"]) == (120, 30, 90)
+
+
+def test_the_eta_shrinks_as_chunks_that_start_slowly_then_burst_go_on():
+    """Each chunk's renderer takes 4 s to start, then makes its 30 frames at once (Helios: a
+    browser, then every frame); two render at a time. The ETA comes from the finished chunks'
+    time, not from a rate of frames that drops while the next ones start up."""
+    clock = Clock(1000)
+    progress = Progress({i: 30 for i in range(4)}, clock=clock)
+    etas = []
+    for pair, start in ((0, 1000), (2, 1004.5)):
+        for cid in (pair, pair + 1):
+            progress.apply(ev("task-start", start, task=f"chunk-{cid}", chunkId=cid, attempt=1, attempts=1))
+        if pair == 2:
+            for clock.now in (1005.5, 1006.5, 1007.5):  # chunks 2 and 3 starting up: no frame yet
+                etas.append(progress.snapshot()["timeToFinish"])
+            break
+        for cid in (pair, pair + 1):
+            progress.apply(ev("task-progress", start + 4, task=f"chunk-{cid}", chunkId=cid, attempt=1, frames=30))
+            progress.apply(ev("task-done", start + 4.5, task=f"chunk-{cid}", chunkId=cid, attempt=1, duration=4.5,
+                              frames=30))
+    assert etas == [3.5, 2.5, 1.5]  # 4.5 s a chunk, two at a time

@@ -117,6 +117,19 @@ def test_cli_unknown_chunk_is_bad_input(make_job):
     assert job.runs() == [] and not (job.state / "records").exists()
 
 
+def test_cli_chunk_is_repeatable_and_each_id_is_checked(make_job):
+    job = make_job()
+    result = job.cli("--chunk", "1", "--chunk", "2", "--concurrency", "2")
+    assert result.returncode == 0, result.stderr
+    assert sorted(job.runs()) == ["chunk 1", "chunk 2"]
+    assert job.recorded() == {"chunk 1", "chunk 2"} and not job.merged.exists()
+    result = job.cli("--chunk", "0", "--chunk", "7", "--chunk", "9")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"helios-doit: {job.file}: no chunks with ids 7, 9; the job has chunks 0, 1, 2, 3"]
+    assert job.runs() == []
+
+
 def test_cli_passes_other_options_to_doit(make_job):
     job = make_job(chunks=2)
     job.cli()

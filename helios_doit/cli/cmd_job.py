@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Render a job's chunks and merge them. doit run's own options (-a, -v 2, -P thread ...) pass through.",
     )
     run.add_argument("file", metavar="FILE", help="job file (JSON or YAML), or an http(s) URL")
-    run.add_argument("--chunk", type=int, metavar="ID", help="render only this chunk; never merges")
+    run.add_argument("--chunk", type=int, action="append", metavar="ID",
+                     help="render only this chunk; repeat it for more (--chunk 1 --chunk 2); never merges")
     run.add_argument("--concurrency", type=int, default=1, metavar="N", help="chunks rendered at once (doit -n)")
     run.add_argument("--no-merge", action="store_true", help="render the chunks but do not merge")
     run.add_argument("--merge", choices=["builtin", "command"], help="merge with the built-in stitcher, or the job's mergeCommand")
@@ -85,11 +86,14 @@ def run(args: argparse.Namespace) -> int:
                       f"(--executor dask); for {here}")
     job = load_or_exit(args.file, args.output_root, storage=args.storage)
     run_options = refuse_bad(lambda: options_from_flags(args, ["-n", str(args.concurrency), *args.doit_args]))
-    if args.chunk is not None and args.chunk not in job.chunk_ids:
+    chunks = list(dict.fromkeys(args.chunk or []))  # as given, each once
+    ids = set(job.chunk_ids)
+    if unknown := [chunk_id for chunk_id in chunks if chunk_id not in ids]:
         known = ", ".join(map(str, job.chunk_ids[:20])) + (", ..." if len(job.chunk_ids) > 20 else "")
-        return one_line("helios-doit", f"{args.file}: no chunk with id {args.chunk}; the job has chunks {known}")
-    if args.chunk is not None:
-        targets = [TaskName(args.chunk).doit]
+        which = f"chunk with id {unknown[0]}" if len(unknown) == 1 else f"chunks with ids {', '.join(map(str, unknown))}"
+        return one_line("helios-doit", f"{args.file}: no {which}; the job has chunks {known}")
+    if chunks:
+        targets = [TaskName(chunk_id).doit for chunk_id in chunks]
     else:
         targets = [CHUNK] if args.no_merge else [CHUNK, MERGE]
     concurrency = ["-n", str(args.concurrency)] if args.concurrency > 1 else []

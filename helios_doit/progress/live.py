@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from rich.console import Console, ConsoleDimensions, Group, RenderableType
+from rich.console import Console, ConsoleDimensions, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -53,7 +53,7 @@ class LiveView:
 
     def __init__(self, progress: Progress):
         self.progress = progress
-        self.view: tuple[dict[str, Any], list[str]] = (progress.snapshot(), progress.display_lines())
+        self.view: tuple[tuple[int, int, bool], list[str]] = (progress.bar(), progress.display_lines())
         self.saved: dict[int, int] = {}  # fd -> a copy of what it was (the terminal)
         self.readers: list[int] = []
         self.terminal = -1
@@ -77,13 +77,17 @@ class LiveView:
         self.reader.start()
         # Drawn from the reporter's ticker (`update`), not from a thread of rich's own: a runner
         # whose threads are all its own forks its renders instead of exec'ing a new Python.
-        self.live = Live(get_renderable=self._render, console=self.console, auto_refresh=False,
+        # The drawing is made from the view each time rich renders it: when it redraws, and under
+        # every line printed above it (rich would otherwise reprint what it drew last).
+        self.live = Live(_Drawing(self), console=self.console, auto_refresh=False,
                          redirect_stdout=False, redirect_stderr=False, transient=False)
         self.live.start(refresh=True)
 
     def update(self) -> None:
-        """Called with the reporter's lock held, 10 times a second: take a copy, draw 4 times a second."""
-        self.view = (self.progress.snapshot(), self.progress.display_lines())
+        """Called with the reporter's lock held, 10 times a second, whenever events came in and
+        before a line is printed above the display: take a copy (cheap: no chunk is walked), so
+        that whatever draws next shows it; draw at most 4 times a second."""
+        self.view = (self.progress.bar(), self.progress.display_lines())
         now = time.monotonic()
         if self.live is not None and now - self.drawn >= 0.25:
             self.drawn = now
@@ -132,12 +136,21 @@ class LiveView:
         selector.close()
 
     def _render(self) -> RenderableType:
-        snap, lines = self.view
-        bar = ProgressBar(total=max(snap["totalFrames"], 1), completed=snap["framesDone"], width=30,
-                          complete_style="red" if snap["fatalErrorEncountered"] else "green")
+        (total, made, fatal), lines = self.view
+        bar = ProgressBar(total=max(total, 1), completed=made, width=30, complete_style="red" if fatal else "green")
         grid = Table.grid(padding=(0, 1))
         grid.add_row(bar, Text(lines[0]))
         return Group(grid, *(Text(line, no_wrap=True, overflow="ellipsis") for line in lines[1:]))
+
+
+class _Drawing:
+    """The display, as rich renders it: from the view at that moment."""
+
+    def __init__(self, view: LiveView):
+        self.view = view
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.view._render()
 
 
 def _whole_lines(data: bytes) -> tuple[bytes, bytes]:

@@ -8,8 +8,16 @@ a doit callback after the worker's own event for the same thing, changes nothing
 reporter may feed both sources without double counting.
 
 `overallProgress` counts frames of finished chunks (chunks that were already up to date
-count as finished). When the run also merges, it stays at most 0.99 until the merge is
-done, so that 1.0 always means the output exists.
+count as finished) and the frames running chunks' renderers said they made. When the run
+also merges, it stays at most 0.99 until the merge is done, so that 1.0 always means the
+output exists. What a person reads keeps those apart: frames of a chunk still rendering are
+not done (a renderer says "30 / 30" before it has finished its file).
+
+The ETA comes from the chunks this run finished, once there are some: their time per frame,
+start-up included, for what is left, spread over as many chunks as ran at once. A renderer
+that starts slowly then makes every frame in a burst (Helios: a browser, then all frames)
+would otherwise make a rate of frames that drops while the next chunks start up, and an ETA
+that grows as time passes.
 """
 from __future__ import annotations
 
@@ -18,6 +26,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..state.names import TaskName
+from .spans import chunk_frames_of, skipped_tasks
+from .words import clock_text, first_line, label, retry_line, task_key
+
+__all__ = ["PROGRESS_ENV", "Progress", "TaskState", "clock_text", "first_line", "label", "retry_line", "task_key"]
 
 #: Where the runner keeps the progress file current: set from `--progress-json PATH` / `progress=PATH`.
 PROGRESS_ENV = "HELIOS_DOIT_PROGRESS_JSON"
@@ -43,23 +55,6 @@ class TaskState:
         return self.state in ("done", "skipped")
 
 
-def task_key(event: Event) -> str | None:
-    """"chunk-3" / "merge" from an event (or a doit name "chunk:3")."""
-    task = event.get("task")
-    if isinstance(task, str) and task:
-        name = TaskName.parse(task)
-        return name.key if name is not None else task
-    if isinstance(event.get("chunkId"), int):
-        return TaskName(event["chunkId"]).key
-    return None
-
-
-def label(task: str) -> str:
-    """doit's name for a state key: "chunk-3" -> "chunk:3"."""
-    name = TaskName.parse(task)
-    return name.doit if name is not None else task
-
-
 class Progress:
     """The state of one run, built from its events."""
 
@@ -76,8 +71,12 @@ class Progress:
         self.code: int | None = None
         # Kept up to date event by event: a 10,000-chunk run must not recount every chunk per event.
         self._chunks: dict[str, TaskState] = {}
-        # chunks finished, frames finished, frames rendered, frames in all, frames of running attempts
-        self._sums = [0, 0, 0, 0, 0]
+        # chunks finished, frames finished, frames rendered, frames in all, frames of running
+        # attempts, frames of chunks that failed or were not run
+        self._sums = [0, 0, 0, 0, 0, 0]
+        self._timed = [0.0, 0]  # seconds and frames of the chunks this run rendered, for the ETA
+        self._active: dict[str, TaskState] = {}  # chunks running, or waiting for their next attempt
+        self.peak = 0  # the most chunks that ran at once
         self._set_chunks(chunk_frames or {}, merge)
 
     def _set_chunks(self, chunk_frames: Mapping[int, int], merge: bool) -> None:
@@ -91,17 +90,26 @@ class Progress:
             self.tasks[key] = task
             if task.chunk_id is not None:
                 self._chunks[key] = task
-                self._count(task, 1)
+                self._count(key, task, 1)
         return self.tasks[key]
 
-    def _count(self, task: TaskState, sign: int) -> None:
+    def _count(self, key: str, task: TaskState, sign: int) -> None:
         if task.chunk_id is None:
             return
         finished = task.finished
         for i, value in enumerate((int(finished), task.frames if finished else 0,
                                    task.frames if task.state == "done" else 0, task.frames,
-                                   task.progress if task.state == "running" else 0)):
+                                   task.progress if task.state == "running" else 0,
+                                   task.frames if task.state in ("failed", "not run") else 0)):
             self._sums[i] += sign * value
+        if task.state == "done" and task.duration is not None:
+            self._timed[0] += sign * task.duration
+            self._timed[1] += sign * task.frames
+        if sign < 0:
+            self._active.pop(key, None)
+        elif task.state in ("running", "retrying"):
+            self._active[key] = task
+            self.peak = max(self.peak, len(self._active))
 
     # -- feeding ------------------------------------------------------------------------
     def apply(self, event: Event) -> bool:
@@ -133,11 +141,11 @@ class Progress:
         handler = _HANDLERS.get(str(kind))
         if handler is None:
             return False
-        self._count(task, -1)
+        self._count(key, task, -1)
         try:
             return handler(self, task, key, event, at)
         finally:
-            self._count(task, 1)
+            self._count(key, task, 1)
 
     def _start(self, task: TaskState, key: str, event: Event, at: float) -> bool:
         attempt = event.get("attempt")
@@ -218,25 +226,47 @@ class Progress:
         return self._chunks
 
     def running(self) -> list[int]:
-        return sorted(t.chunk_id for t in self.chunks().values()
-                      if t.chunk_id is not None and t.state in ("running", "retrying"))
+        return sorted(t.chunk_id for t in self._active.values() if t.chunk_id is not None)
+
+    def counts(self) -> str:
+        """Where the chunks stand, frames still rendering apart from frames done:
+        `1/4 chunks, 30/120 frames, 90 rendering`."""
+        chunks_done, frames_done, _, total_frames, partial, _ = self._sums
+        rendering = f", {partial} rendering" if partial else ""
+        return f"{chunks_done}/{len(self._chunks)} chunks, {frames_done}/{total_frames} frames{rendering}"
+
+    def eta(self, now: float) -> float | None:
+        """Seconds until the last chunk is done; None when nothing tells yet (or the run is over)."""
+        _, finished, _, total_frames, partial, lost = self._sums
+        seconds, frames = self._timed
+        if seconds > 0 and frames > 0:  # chunks this run finished: their time per frame, start-up included
+            per_frame = seconds / frames
+            running = [max(0.0, t.frames * per_frame - (now - (t.started or now))) for t in self._active.values()]
+            waiting = total_frames - finished - lost - sum(t.frames for t in self._active.values())
+            if not self._active and waiting <= 0:
+                return None  # no chunk left to render (the merge, if any, is not foretold)
+            work = sum(running) + max(0, waiting) * per_frame
+            return round(max(max(running, default=0.0), work / max(1, self.peak)), 1)
+        rendered = self._sums[2] + partial
+        left = total_frames - finished - partial
+        if rendered and left and self.first_start is not None and now > self.first_start:
+            return round(left / (rendered / (now - self.first_start)), 1)  # only a rate of frames, so far
+        return None
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """The progress file's content."""
         now = self.clock() if now is None else now
         chunks = self._chunks.values()
-        chunks_done, frames_done, rendered, total_frames, partial = self._sums
-        frames_done, rendered = frames_done + partial, rendered + partial
+        chunks_done, finished, rendered, total_frames, partial, _ = self._sums
+        frames_done, rendered = finished + partial, rendered + partial
         merge = self.tasks.get("merge")
         overall = frames_done / total_frames if total_frames else (1.0 if self.ended else 0.0)
         if merge is not None and not merge.finished:
             overall = min(overall, 0.99)
-        eta = None
         if self.ended:
             eta = 0.0 if not self.fatal and all(t.finished for t in self.tasks.values()) else None
-        elif rendered and self.first_start is not None and now > self.first_start:
-            left = total_frames - frames_done
-            eta = round(left / (rendered / (now - self.first_start)), 1) if left else None
+        else:
+            eta = self.eta(now)
         slowest = sorted((t for t in chunks if t.state == "done" and t.duration is not None),
                          key=lambda t: -(t.duration or 0))[:3]
         return {
@@ -247,13 +277,15 @@ class Progress:
             "framesDone": frames_done,
             "totalFrames": total_frames,
             "framesRendered": rendered,
+            "framesFinished": finished,  # of finished chunks only
+            "framesRendering": partial,  # what running chunks' renderers said they made
             "errors": [{k: e[k] for k in ("chunkId", "attempt", "willRetry", "message")} for e in self.errors],
             "fatalErrorEncountered": self.fatal,
             "timeToFinish": eta,
             "elapsed": round(now - self.started, 2),
             "running": self.running(),
             "runningChunks": [{"chunkId": t.chunk_id, "framesDone": t.progress, "frames": t.frames}
-                              for t in chunks if t.state == "running"][:100],
+                              for t in sorted(self._active.values(), key=_by_id) if t.state == "running"][:100],
             "slowestChunks": [{"chunkId": t.chunk_id, "duration": t.duration} for t in slowest],
             "merge": merge.state if merge else None,
             "stage": self._stage(),
@@ -267,17 +299,30 @@ class Progress:
         merge = self.tasks.get("merge")
         return "merging" if merge is not None and merge.state == "running" else "rendering"
 
+    def bar(self) -> tuple[int, int, bool]:
+        """The live bar: frames in all, frames made (finished chunks and what running ones said),
+        whether a task failed for good."""
+        return self._sums[3], self._sums[1] + self._sums[4], self.fatal
+
     def display_lines(self, now: float | None = None) -> list[str]:
-        """What the live display shows under its bar: counts, running chunks, time, trouble."""
-        snap = self.snapshot(now)
-        head = (f"chunks {snap['chunksDone']}/{snap['totalChunks']}  frames {snap['framesDone']}/{snap['totalFrames']}"
-                f"  {snap['overallProgress'] * 100:.0f}%")
-        if snap["merge"] is not None:
-            head += f"  merge {snap['merge']}"
-        running = ", ".join(map(str, snap["running"][:12])) + (" ..." if len(snap["running"]) > 12 else "")
-        timing = f"elapsed {clock_text(snap['elapsed'])}"
-        if snap["timeToFinish"] is not None and not snap["done"]:
-            timing += f"  ETA {clock_text(snap['timeToFinish'])}"
+        """What the live display shows under its bar: counts, running chunks, time, trouble.
+        Made whenever the display is drawn or a line is printed above it, so it never walks
+        every chunk: counts are kept event by event."""
+        now = self.clock() if now is None else now
+        total_frames = self._sums[3]
+        shown = (self._sums[1] + self._sums[4]) / total_frames if total_frames else 1.0 if self.ended else 0.0
+        merge = self.tasks.get("merge")
+        if merge is not None and not merge.finished:
+            shown = min(shown, 0.99)
+        head = f"{self.counts()}  {shown * 100:.0f}%"
+        if merge is not None:
+            head += f"  {_MERGE_WORDS.get(merge.state, 'merge ' + merge.state)}"
+        ids = self.running()
+        running = ", ".join(map(str, ids[:12])) + (" ..." if len(ids) > 12 else "")
+        timing = f"elapsed {clock_text(now - self.started)}"
+        eta = None if self.ended else self.eta(now)
+        if eta is not None:
+            timing += f"  ETA {clock_text(eta)}"
         lines = [head, f"running: {running or '-'}  {timing}"]
         for error in self.errors[-3:]:
             then = ", retrying" if error["willRetry"] else ""
@@ -286,23 +331,20 @@ class Progress:
 
     def progress_line(self, now: float | None = None) -> str:
         """The plain line that says, now and then, where a run stands while chunks render."""
-        snap = self.snapshot(now)
-        running = ", ".join(map(str, snap["running"][:8])) + (" ..." if len(snap["running"]) > 8 else "")
-        eta = f"; ETA {clock_text(snap['timeToFinish'])}" if snap["timeToFinish"] is not None else ""
-        return (f".. {snap['framesDone']}/{snap['totalFrames']} frames, {snap['chunksDone']}/{snap['totalChunks']} "
-                f"chunks; rendering {running or '-'}{eta}")
+        now = self.clock() if now is None else now
+        ids = self.running()
+        running = ", ".join(map(str, ids[:8])) + (" ..." if len(ids) > 8 else "")
+        eta = self.eta(now)
+        return f".. {self.counts()}; running {running or '-'}" + (f"; ETA {clock_text(eta)}" if eta is not None else "")
 
     def done_line(self, key: str) -> str:
         """The plain line for a task doit reports finished: how long, and where the run stands."""
         task = self.tasks.get(key)
-        chunks_done, frames_done, _, total_frames, partial = self._sums
-        frames_done += partial
-        counts = f"{chunks_done}/{len(self._chunks)} chunks, {frames_done}/{total_frames} frames"
         if task is not None and task.state == "skipped":
-            return f"-- {label(key)} (done by another runner) [{counts}]"
+            return f"-- {label(key)} (done by another runner) [{self.counts()}]"
         took = f" in {task.duration:.2f}s" if task is not None and task.duration is not None else ""
         tries = f" after {task.attempt} attempts" if task is not None and task.attempt > 1 else ""
-        return f"ok {label(key)}{took}{tries} [{counts}]"
+        return f"ok {label(key)}{took}{tries} [{self.counts()}]"
 
     def failed_line(self, key: str) -> str:
         """The plain line for a task that failed for good."""
@@ -313,6 +355,15 @@ class Progress:
         return f"F  {label(key)} failed{tries}: {why}"
 
 
+#: The merge as the live display says it, by its state.
+_MERGE_WORDS = {"pending": "then the merge", "running": "merging", "retrying": "merging", "done": "merge done",
+                "skipped": "merge done already", "failed": "merge failed", "not run": "merge not run"}
+
+
+def _by_id(task: TaskState) -> int:
+    return task.chunk_id if task.chunk_id is not None else -1
+
+
 _HANDLERS: dict[str, Callable[[Progress, TaskState, str, Event, float], bool]] = {
     "task-start": Progress._start,
     "task-retry": Progress._retry,
@@ -321,66 +372,3 @@ _HANDLERS: dict[str, Callable[[Progress, TaskState, str, Event, float], bool]] =
     "task-skip": Progress._skip,
     "task-progress": Progress._progress,
 }
-
-
-def skipped_tasks(event: Event) -> list[str]:
-    """The task keys of a `tasks-skip` event: chunk ids as ranges (`[[0, 9999]]`: a no-op run of
-    10,000 chunks is a few bytes in the log, not a megabyte), and the merge."""
-    keys = [str(key) for key in event.get("tasks") or []]  # the older form: every key
-    for span in event.get("chunks") or []:
-        if isinstance(span, list) and len(span) == 2 and all(isinstance(n, int) for n in span):
-            keys += [f"chunk-{n}" for n in range(span[0], min(span[1], span[0] + 10_000_000) + 1)]
-    return keys + (["merge"] if event.get("merge") else [])
-
-
-def chunk_frames_of(event: Event) -> dict[int, int]:
-    """A `run-start` event's frames per chunk: `chunks` as [first id, last id, frames] runs of
-    consecutive ids with the same frame count (10,000 equal chunks are one entry), or the older
-    `chunkFrames` ({id: frames})."""
-    found = {int(k): int(v) for k, v in (event.get("chunkFrames") or {}).items()}
-    for span in event.get("chunks") or []:
-        if isinstance(span, list) and len(span) == 3 and all(isinstance(n, int) for n in span):
-            found.update((n, span[2]) for n in range(span[0], min(span[1], span[0] + 10_000_000) + 1))
-    return found
-
-
-def frame_runs(frames: dict[int, int]) -> list[list[int]]:
-    """{id: frames} as [first id, last id, frames] runs (see `chunk_frames_of`)."""
-    spans: list[list[int]] = []
-    for n in sorted(frames):
-        if spans and n == spans[-1][1] + 1 and frames[n] == spans[-1][2]:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n, frames[n]])
-    return spans
-
-
-def compact_chunks(ids: list[int]) -> list[list[int]]:
-    """Chunk ids as [first, last] ranges of consecutive ids."""
-    spans: list[list[int]] = []
-    for n in sorted(set(ids)):
-        if spans and n == spans[-1][1] + 1:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n])
-    return spans
-
-
-def retry_line(event: Event) -> str | None:
-    """The plain line for a worker's retry: which attempt failed, why, and when the next one starts."""
-    if event.get("event") != "task-retry" or task_key(event) is None:
-        return None
-    delay = event.get("delay")
-    when = f" in {float(delay):.1f}s" if delay is not None else ""
-    return f"R  {label(task_key(event) or '')} attempt {event.get('attempt', '?')} failed: {first_line(event.get('message'))}; retrying{when}"
-
-
-def first_line(message: Any) -> str:
-    text = str(message or "failed").strip()
-    return text.splitlines()[0] if text else "failed"
-
-
-def clock_text(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"

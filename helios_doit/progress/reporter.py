@@ -11,9 +11,12 @@ fed to the same `Progress` model (it ignores what it already knows), so progress
 even for a task whose worker wrote no event.
 
 Output: in a terminal, a rich live display (see `live.LiveView` for how chunk commands'
-own output stays readable); otherwise plain lines: doit's `.  chunk:3` and `-- chunk:3`,
-plus `ok`, `R` (retry) and `F` (failure) lines. With `HELIOS_DOIT_PROGRESS_JSON` set, a JSON
-progress file is kept current (at most every 0.2 s, and always at the end).
+own output stays readable), its view made again whenever events come in or a line is printed
+above it, so that it never lags the lines; otherwise plain lines: doit's `.  chunk:3` and `--
+chunk:3`, plus `ok`, `R` (retry) and `F` (failure) lines. Either way a run ends with what went
+wrong, if anything, and one line saying what it did (`summary`). With
+`HELIOS_DOIT_PROGRESS_JSON` set, a JSON progress file is kept current (at most every 0.2 s,
+and always at the end).
 """
 from __future__ import annotations
 
@@ -35,10 +38,11 @@ from ..executors import supervise
 from ..core.errors import os_fault
 from ..state import events
 from ..state.files import write_json_atomic
-from ..state.folder import StateDir
 from ..state.names import TaskName
-from ..state.outcome import Failure, TaskResult, TaskStopped
-from .model import PROGRESS_ENV, Progress, compact_chunks, first_line, frame_runs, retry_line
+from ..state.outcome import TaskResult
+from .model import PROGRESS_ENV, Progress, retry_line
+from .spans import compact_chunks, frame_runs
+from .summary import end_line, failure_lines
 
 #: Set to 0 to get plain lines even in a terminal.
 LIVE_ENV = "HELIOS_DOIT_LIVE"
@@ -50,11 +54,13 @@ _PLAIN_EVERY = 10.0  # without the live display: a line on where the run stands,
 
 class RunStart(Protocol):
     """A run of one job, as the reporter sees it: where its state is, the frames of each chunk
-    (so that it never looks inside 10,000 doit tasks), and what to do as the run starts (given
-    the doit names of the tasks it may execute; it says how many workers it needs at most)."""
+    (so that it never looks inside 10,000 doit tasks), the merged output as a user names it (None
+    if it cannot be known), and what to do as the run starts (given the doit names of the tasks
+    it may execute; it says how many workers it needs at most)."""
 
     state_root: Path
     chunk_frames: dict[int, int]
+    merged: str | None
 
     def start(self, in_run: set[str]) -> int: ...
 
@@ -107,6 +113,7 @@ class Reporter(ConsoleReporter):
             if self.skip_lines:  # doit's "-- chunk:3" lines, held back to go out in one write
                 text, self.skip_lines = "".join(self.skip_lines) + text, []
             if self.live is not None:
+                self.live.update()  # what is drawn under the line is as new as the line
                 self.live.print(text)
                 return
             # Chunk output reaches the terminal by write(2); flush so that lines stay in order.
@@ -202,7 +209,12 @@ class Reporter(ConsoleReporter):
             if self.live is not None:
                 live, self.live = self.live, None
                 live.close()  # the terminal is ours again before the summary
-        self._summary()
+        for line in failure_lines(self.failures, self.runtime_errors, self.state_root, self.progress.run_id):
+            self.write(line + "\n")
+        if self.progress.chunks() or "merge" in self.progress.tasks:
+            merged = self.run.merged if self.run is not None else None
+            self.write(end_line(self.progress, self.failures, supervise.stopping() is not None,
+                                time.time() - self.progress.started, merged) + "\n")
         self.write("")  # what is still held back
         if isinstance(fault, OSError):
             sys.stderr.write(f"helios-doit: the run could not go on: {os_fault(fault)}; finished chunks are kept\n")
@@ -231,11 +243,15 @@ class Reporter(ConsoleReporter):
         if self.state_root is None:
             return
         found, self.offset = events.read(events.log_path(self.state_root, self.progress.run_id), self.offset)
+        changed = False
         for event in found:
-            self.json_dirty |= self.progress.apply(event)
+            changed |= self.progress.apply(event)
             line = retry_line(event)
             if line and self.live is None:
                 self.write(line + "\n")
+        self.json_dirty |= changed
+        if changed and self.live is not None:
+            self.live.update()
 
     def _flush_skipped(self) -> None:
         if self.skipped:
@@ -278,42 +294,6 @@ class Reporter(ConsoleReporter):
         if self.runtime_errors:
             return 2
         return 1 if self.failures else 0
-
-    # -- the summary --------------------------------------------------------------------
-    def _summary(self) -> None:
-        ours = [f for f in self.failures if isinstance(f["exception"], TaskFailed)]
-        stopped = [f for f in ours if isinstance(f["exception"], TaskStopped)]
-        failed = [f for f in ours if f not in stopped]
-        other = [f for f in self.failures if not isinstance(f["exception"], TaskFailed)]
-        if failed:
-            chunks = [f for f in failed if _name(f["task"]).chunk_id is not None]
-            what = f"{len(chunks)} chunk(s)" if chunks else ""
-            if len(chunks) != len(failed):
-                what = f"{what} and the merge" if what else "the merge"
-            self.write(f"helios-doit: {what} failed; rerun to retry what is not done:\n")
-            for result in failed:
-                self.write(self._describe(result["task"], result["exception"]))
-        if stopped:
-            names = ", ".join(sorted((f["task"].name for f in stopped), key=lambda n: (len(n), n)))
-            self.write(f"helios-doit: stopped because of that (their partial outputs removed): {names}\n")
-        for result in other:
-            exc = result["exception"]
-            self.write(f"helios-doit: {result['task'].name}: {exc.get_name()}: {exc.get_msg().strip()}\n")
-        if self.runtime_errors:
-            self.write("helios-doit: run aborted: " + "\n".join(self.runtime_errors) + "\n")
-
-    def _describe(self, task: Any, fail: TaskFailed) -> str:
-        """A failed task from its failure record (this run's), else from doit's message."""
-        record = Failure.read(StateDir(self.state_root).failure(_key(task))) if self.state_root else None
-        if record is None or record.runId not in (None, self.progress.run_id):
-            return "".join(f"  {line}\n" for line in fail.message.splitlines())
-        tries = f" after {record.attempts} attempts" if record.attempts > 1 else ""
-        log = f"; log: {record.log}" if record.log else ""
-        lines = [f"  {_name(task).label} failed{tries}: {first_line(record.message or record.how)}{log}"]
-        lines += [f"    | {line}" for line in record.stderrTail[-5:]]
-        return "".join(line + "\n" for line in lines)
-
-
 
 
 def _bound_workers(limit: int) -> None:

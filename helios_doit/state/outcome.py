@@ -61,6 +61,7 @@ class Failure:
     log: str | None = None
     at: float = 0.0
     runId: str | None = None
+    wrong: bool = False  # exit 0, but its output is not what the job asked for: running it again makes it again
 
     def write(self, path: Path) -> None:
         write_json_atomic(path, asdict(self))

@@ -183,16 +183,18 @@ def _until_done(work: Work, state: StateDir, dead: str | None = None) -> TaskFai
                         message=failure, delay=round(delay, 2))
             _pause(delay)
             continue
-        return _give_up(work, state, attempt, failure, result, cancel)
+        return _give_up(work, state, attempt, failure, result, cancel, outcome.wrong)
     raise AssertionError("unreachable")
 
 
-def _give_up(work: Work, state: StateDir, attempt: int, failure: str, result: CommandResult, cancel: Path) -> TaskFailed:
+def _give_up(work: Work, state: StateDir, attempt: int, failure: str, result: CommandResult, cancel: Path,
+             wrong: bool = False) -> TaskFailed:
     log = str(state.log(work.key))
     Failure(work.key, failure, attempt, result.exit_code, result.signal, result.timed_out,
-            list(result.stderr_tail[-10:]), log, time.time(), events.run_id()).write(state.failure(work.key))
+            list(result.stderr_tail[-10:]), log, time.time(), events.run_id(), wrong).write(state.failure(work.key))
     events.emit(state.root, "task-failed", task=work.key, chunkId=work.chunk_id, attempt=attempt, message=failure,
-                exitCode=result.exit_code, signal=result.signal, stderrTail=list(result.stderr_tail[-5:]), log=log, final=True)
+                exitCode=result.exit_code, signal=result.signal, stderrTail=list(result.stderr_tail[-5:]), log=log,
+                final=True, wrong=wrong)
     if not work.options.keep_going and work.chunk_id is not None:
         # Without keep-going the first chunk that fails for good stops the others of this run,
         # cleanly: every runner process of the run polls this flag while its commands run.

@@ -48,6 +48,14 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _delay(text: str) -> float:
+    """A wait: 0 means at once; a negative, nan or infinite one is no wait anyone means."""
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError
+    return value
+
+
 def _codes(text: str) -> tuple[int, ...]:
     return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
 
@@ -82,8 +90,8 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("retries", "--retries", "retries", _count, "2", "a whole number of extra attempts",
            "extra attempts for a chunk that fails (default 0)", "N"),
-    Option("retry_delay", "--retry-delay", "retry_delay", _seconds, "1.5", "seconds greater than 0",
-           "base delay of the exponential backoff (default 1)", "SECONDS"),
+    Option("retry_delay", "--retry-delay", "retry_delay", _delay, "1.5", "seconds, 0 or more",
+           "base delay of the exponential backoff (default 1; 0: retry at once)", "SECONDS"),
     Option("fatal_exit_codes", "--fatal-exit-codes", "fatal_exit_codes", _codes, "2,64", "exit codes separated by commas",
            "exit codes never retried, e.g. 2,64", "CODES"),
     Option("chunk_timeout", "--chunk-timeout", "chunk_timeout", _seconds, "600", "seconds greater than 0",

@@ -7,6 +7,7 @@ handlers, the worker watchdog, a local Dask cluster, the progress file's path.
 """
 from __future__ import annotations
 
+import difflib
 import gc
 import os
 import sys
@@ -20,6 +21,7 @@ from ..executors.spawn import argv_for, own_command
 from ..progress.model import PROGRESS_ENV
 from ..progress.reporter import reporter_for
 from ..core.errors import os_fault
+from ..spec.errors import JobError
 from ..spec.model import Job
 from ..state import events
 from ..state.content import save_inputs_cache
@@ -28,7 +30,7 @@ from ..state.places import Place
 from ..video import THREADS_ENV
 from ..video import commands as _own_commands  # noqa: F401  (registers render and merge with the executors)
 from .graph import Graph, TaskDicts, build, chunk_tasks, merge_task
-from .options import RunOptions, from_vars
+from .options import OPTIONS, RunOptions, from_vars
 from .uptodate import remember
 from .work import Work
 from .refuse import load_or_exit, refuse_bad
@@ -45,6 +47,7 @@ class RunSession:
         self.options = options
         self.state_root = graph.state.root
         self.chunk_frames = {chunk.id: chunk.frame_count for chunk in graph.job.spec.chunks}
+        self.merged = _merged_as_said(graph.job)
 
     def start(self, in_run: set[str]) -> int:
         """Called once, in the runner's main process, as the run starts (`in_run`: the doit names of
@@ -130,16 +133,92 @@ class RunSession:
         return Place(path, job.output_roots, str(self.graph.state.aside)) if path else None
 
 
+def _merged_as_said(job: Job) -> str | None:
+    """The merged output as the end of a run names it: its URL for a job in a bucket, else its
+    path from where the user stands when it is under it."""
+    if job.merge_output is None:
+        return None
+    if job.remote is not None and (key := job.remote.key_of(job.merge_output)) is not None:
+        return job.remote.url_of(key)
+    from doit import loader
+
+    return _shown(job.merge_output, loader.initial_workdir or os.getcwd())
+
+
 def dodo(default_job: str | os.PathLike[str]) -> dict[str, Any]:
     """Everything a dodo file holds, from doit's variables: `job=` (else `default_job`),
     `output_root=`, `merge=` and the run options. The repository's dodo.py and the one
     `helios-doit init` writes are this one call."""
     from doit import get_var, loader
 
+    # Before anything is loaded: a typo in a variable would otherwise be ignored (`jobb=` renders
+    # the default job), and doit's database commands would act on a database that is not there.
+    command, variables = doit_words(sys.argv[1:])
+    given = get_var("job") or _shown(default_job, loader.initial_workdir or os.getcwd())
+    refuse_bad(lambda: check_command_line(command, variables, given))
     # doit has changed into the dodo file's folder; the user's paths are relative to where they started.
     job = load_or_exit(get_var("job") or default_job, get_var("output_root"), loader.initial_workdir, get_var("storage"))
     options = refuse_bad(lambda: from_vars(get_var, sys.argv))
-    return namespace(job, merge=get_var("merge"), options=options, clean="clean" in sys.argv[1:])
+    return namespace(job, merge=get_var("merge"), options=options, clean=command == "clean")
+
+
+#: The variables a dodo file reads, besides the run options' (`OPTIONS`).
+JOB_VARIABLES = ("job", "output_root", "storage", "merge")
+
+#: doit 0.37's own commands: the first word after its loader options that is one of these is the command.
+DOIT_COMMANDS = frozenset({"help", "run", "list", "info", "clean", "forget", "ignore", "dumpdb", "strace",
+                           "tabcompletion", "reset-dep"})
+
+#: doit's options that may come before its command and take a value (`-f dodo.py`, `-d DIR`).
+_LOADER_VALUES = frozenset({"-f", "--file", "-d", "--dir"})
+
+_IN_MEMORY = "helios-doit keeps doit's database in memory"
+
+#: doit's commands that act on its own database, which a run keeps in memory: they would mean nothing.
+REFUSED_COMMANDS = {
+    "dumpdb": _IN_MEMORY + ", there is none to dump; to see where tasks stand: helios-doit status {job}",
+    "ignore": _IN_MEMORY + ", the next run would render the task anyway; to render some chunks only, name them: "
+              "doit chunk:0 chunk:2 (helios-doit job run JOB --chunk 0 --chunk 2)",
+    "reset-dep": _IN_MEMORY + " and what is done lives in its own records: there is nothing to reset; to render a "
+                 "chunk again: doit clean chunk:3 (or -a to render everything again)",
+}
+
+
+def doit_words(argv: list[str]) -> tuple[str, list[str]]:
+    """doit's command and its variables in its command line, by doit's rules: a word without a
+    leading `-` that holds `=` is a variable; the first other word after the loader's options
+    (`-f dodo.py`, `-k`) is the command if it names one, else the command is `run`."""
+    index = 0
+    while index < len(argv) and argv[index].startswith("-") and argv[index] != "-":
+        index += 2 if argv[index] in _LOADER_VALUES else 1
+    words = argv[min(index, len(argv)):]
+    variables = [word for word in words if not word.startswith("-") and "=" in word]
+    rest = [word for word in words if word.startswith("-") or "=" not in word]
+    return (rest[0] if rest and rest[0] in DOIT_COMMANDS else "run"), variables
+
+
+def check_command_line(command: str, variables: list[str], job: str) -> None:
+    """A JobError (one line each) for every variable helios-doit does not know, naming the one
+    probably meant, and for a doit command that cannot mean anything here."""
+    known = [*JOB_VARIABLES, *(option.variable for option in OPTIONS)]
+    lines = []
+    for word in variables:
+        name = word.split("=", 1)[0]
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}=?" if close else "known: " + ", ".join(f"{each}=" for each in known)
+        lines.append(f"{word}: unknown variable; {hint}")
+    if command in REFUSED_COMMANDS:
+        lines.append(f"doit {command}: " + REFUSED_COMMANDS[command].format(job=job))
+    if lines:
+        raise JobError(lines)
+
+
+def _shown(path: str | os.PathLike[str], cwd: str) -> str:
+    """A path as a user would type it from `cwd`: relative when it is under it."""
+    relative = os.path.relpath(path, cwd)
+    return str(path) if relative.startswith("..") else relative
 
 
 def namespace(job: Job, merge: str | None = None, options: RunOptions = RunOptions(), clean: bool = False) -> dict[str, Any]:

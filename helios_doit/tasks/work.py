@@ -16,6 +16,10 @@ from .complete import Complete
 from .options import RunOptions
 
 
+#: A command longer than this is cut in `Work`'s repr (a merge of 10,000 chunks names every one).
+_SHOWN = 160
+
+
 @dataclass(frozen=True, slots=True)
 class Expect:
     """A video output's expected contents: a chunk's frames and size, or the merge's frames and fps."""
@@ -26,7 +30,7 @@ class Expect:
     fps: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Work:
     """Everything a worker needs to run one chunk, or the merge: what doit's task action gets."""
 
@@ -61,6 +65,20 @@ class Work:
     @property
     def chunk_id(self) -> int | None:
         return self.task.chunk_id
+
+    @property
+    def shown_output(self) -> str:
+        """The output as a user names it: from the job's folder when it is inside it."""
+        if self.output is None:
+            return "(an output helios-doit cannot know)"
+        relative = os.path.relpath(self.output, self.cwd)
+        return self.output if relative.startswith("..") else relative
+
+    def __repr__(self) -> str:
+        """What `doit info` shows of a task (its uptodate check's argument): the task, its command
+        and its output, in one line a person reads; never the whole plain data."""
+        command = self.command if len(self.command) <= _SHOWN else self.command[:_SHOWN - 3] + "..."
+        return f"{self.label}: {command} -> {self.shown_output}"
 
     @property
     def place(self) -> Place | None:

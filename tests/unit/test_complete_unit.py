@@ -409,7 +409,7 @@ def test_clean_deletes_the_vouched_output_and_its_record(job_dir: Path, capfd) -
     assert not Path(job.output).exists()
     assert not record_path(job).exists()
     assert not Path(job.state_root, "aside").exists()
-    assert capfd.readouterr().err == ""
+    assert capfd.readouterr().err == "helios-doit: chunk 0: removed part_0.mov and its record\n"
     assert done(job) is False
 
 
@@ -423,7 +423,7 @@ def test_clean_moves_aside_an_output_no_record_vouches_for(job_dir: Path, capfd)
     assert not record_path(job).exists()
     err = capfd.readouterr().err
     assert err == (f"helios-doit: chunk 0: moved the file in its output's place {job.output} to {moved} "
-                   "(no record of ours vouches for it)\n")
+                   "(no record of ours vouches for it); removed its record\n")
 
 
 def test_clean_of_a_damaged_record_moves_the_output_aside(job_dir: Path) -> None:

@@ -26,7 +26,7 @@ def test_running_chunks_frames_count_in_the_run_and_restart_with_a_new_attempt()
     snap = progress.snapshot()
     assert snap["framesDone"] == 12 and snap["chunksDone"] == 0
     assert snap["runningChunks"] == [{"chunkId": 0, "framesDone": 12, "frames": 30}]
-    assert progress.progress_line().startswith(".. 12/60 frames, 0/2 chunks; rendering 0")
+    assert progress.progress_line().startswith(".. 0/2 chunks, 0/60 frames, 12 rendering; running 0")
     progress.apply({"event": "task-progress", "task": "chunk-0", "chunkId": 0, "attempt": 0, "frames": 29})  # stale
     assert progress.snapshot()["framesDone"] == 12
     progress.apply({"event": "task-retry", "task": "chunk-0", "chunkId": 0, "attempt": 1, "message": "x"})

@@ -37,7 +37,7 @@ def test_doits_continue_flag_means_keep_going():
 
 
 @pytest.mark.parametrize("name, text", [
-    ("retries", "-1"), ("retries", "two"), ("retry_delay", "0"), ("retry_delay", "inf"), ("chunk_timeout", "-5"),
+    ("retries", "-1"), ("retries", "two"), ("retry_delay", "-0.5"), ("retry_delay", "nan"), ("retry_delay", "inf"), ("chunk_timeout", "-5"),
     ("chunk_timeout", "nan"), ("keep_going", "maybe"), ("executor", "slurm"), ("merge_executor", "k8s"),
     ("fatal_exit_codes", "2,x"),
 ])
@@ -55,7 +55,7 @@ def test_cli_flags_are_the_same_options_and_name_the_flag_when_bad():
     assert options_from_flags(args, []) == RunOptions(retries=1, keep_going=True, chunk_timeout=9.0, progress_json="x.json")
     with pytest.raises(JobError) as err:
         options_from_flags(parser.parse_args(["--retry-delay", "-1"]), [])
-    assert err.value.lines == ["--retry-delay -1: not valid; give seconds greater than 0, e.g. --retry-delay 1.5"]
+    assert err.value.lines == ["--retry-delay -1: not valid; give seconds, 0 or more, e.g. --retry-delay 1.5"]
 
 
 # -- task names ------------------------------------------------------------------------------
