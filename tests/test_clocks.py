@@ -80,10 +80,19 @@ def test_bucket_a_lease_holds_while_renewed_whatever_its_holders_clock_says(buck
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     scratch = bucket.root / "a" / "scratch"
     wait_for(lambda: any(scratch.rglob("part_0.txt")), 60, "the first runner's chunk")
-    second = job_run(bucket, "b", url)
+    hold = next(scratch.rglob("part_0.txt")).parent / "pause-0"
+    hold.touch()  # the first runner's chunk waits after its frame: it holds the lease however slow the machine
+    cwd_b, env_b = bucket.machine("b")
+    second = subprocess.Popen([*CLI, "job", "run", url], cwd=cwd_b, env=env_b, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    waits = bucket.root / "b" / "scratch"
+    wait_for(lambda: any("task-wait" in log.read_text() for log in waits.rglob("runs/*.jsonl")), 60,
+             "the second runner to wait for the lease")
+    hold.unlink()
     out, err = behind.communicate(timeout=60)
-    assert behind.returncode == 0 and second.returncode == 0, err + second.stderr
-    assert "waiting for the runner" in second.stdout + second.stderr  # held, though its clock says an hour ago
+    out_b, err_b = second.communicate(timeout=60)
+    assert behind.returncode == 0 and second.returncode == 0, err + err_b
+    assert "waiting for the runner" in out_b + err_b  # held, though its clock says an hour ago
     assert "chunk 0" not in bucket.runs("b")
 
 
