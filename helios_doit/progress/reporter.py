@@ -137,6 +137,7 @@ class Reporter(ConsoleReporter):
         state_root = self.run.state_root if self.run is not None else None
         chunk_frames = self.run.chunk_frames if self.run is not None else {}
         self.json_path = _progress_path()
+        os.environ.pop(PROGRESS_ENV, None)  # the chunks' commands have no business knowing where it is
         frames = {chunk_id: count for chunk_id, count in chunk_frames.items() if TaskName(chunk_id).doit in in_run}
         run = events.run_id()
         self.progress = Progress(frames, "merge" in in_run and "merge" in tasks, run)

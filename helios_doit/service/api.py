@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from typing import Any, AsyncIterator, Literal
+import sqlite3
+from typing import Annotated, Any, AsyncIterator, Literal
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..core.errors import BadInput
 from ..spec.errors import JobError
@@ -24,24 +26,36 @@ from .service import Forbidden, NotFound, Service
 COOKIE = "helios_doit_token"
 #: Seconds between keep-alive comments on an idle event stream (proxies close silent ones).
 KEEPALIVE = 15.0
+#: Changes an event stream may be behind before it is ended (a client that does not read).
+MAX_BEHIND = 1000
+
+
+def _plain(text: str | None) -> str | None:
+    if text is not None and "\x00" in text:
+        raise ValueError("holds a NUL byte, which no path or address has")
+    return text
+
+
+#: A path or an address: plain text of a sensible length.
+Place = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_plain)]
 
 
 class Submit(BaseModel):
     """A job to queue: a path (on the server; inside a served root) or URL of its job file, and how to run it."""
 
-    model_config = ConfigDict(extra="forbid")
-    job: str = Field(min_length=1, description="the job file's path on the server, or its URL")
-    priority: int = Field(0, description="higher first; first come, first served within a priority")
-    concurrency: int = Field(1, ge=1, description="chunks rendered at once (doit -n)")
-    retries: int | None = Field(None, ge=0)
-    retryDelay: float | None = Field(None, ge=0)
-    chunkTimeout: float | None = Field(None, gt=0)
-    fatalExitCodes: list[int] | None = None
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    job: Place = Field(description="the job file's path on the server, or its URL")
+    priority: int = Field(0, ge=-1_000_000, le=1_000_000, description="higher first; first come, first served within a priority")
+    concurrency: int = Field(1, ge=1, le=1024, description="chunks rendered at once (doit -n)")
+    retries: int | None = Field(None, ge=0, le=1000)
+    retryDelay: float | None = Field(None, ge=0, le=86400)
+    chunkTimeout: float | None = Field(None, gt=0, le=30 * 86400)
+    fatalExitCodes: list[Annotated[int, Field(ge=0, le=255)]] | None = Field(None, max_length=256)
     keepGoing: bool | None = None
     retime: bool | None = None
     merge: Literal["builtin", "command"] | None = None
-    outputRoot: str | None = Field(None, description="also allow outputs under this folder (inside a served root)")
-    storage: str | None = Field(None, description="a bucket folder for a local job's outputs and records")
+    outputRoot: Place | None = Field(None, description="also allow outputs under this folder (inside a served root)")
+    storage: Place | None = Field(None, description="a bucket folder for a local job's outputs and records")
 
 
 class Chunk(BaseModel):
@@ -103,10 +117,35 @@ def guard(token: str | None) -> list[Any]:
     return [Depends(authorized)]
 
 
-def make_app(service: Service, token: str | None) -> FastAPI:
+def make_app(service: Service, token: str | None, hosts: set[str] | None = None) -> FastAPI:
+    """The API. `hosts`: the Host headers a request may carry (no token on loopback: a page of another
+    site that renames itself 127.0.0.1, by DNS rebinding, must not reach it); None: any."""
     app = FastAPI(title="helios-doit render service", docs_url=None, redoc_url=None,
                   description="A durable queue of chunked render jobs, each run through helios-doit's doit graph.")
     guarded = guard(token)
+
+    @app.middleware("http")
+    async def same_site(request: Request, call_next: Any) -> Response:
+        if hosts is not None and request.headers.get("host", "").lower() not in hosts:
+            return JSONResponse({"error": "unknown Host; ask this server by the address it listens on"}, 421)
+        # A change is asked in JSON: what a form of another site can send (form or text bodies) is refused.
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and \
+                request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return JSONResponse({"error": "send it as JSON (Content-Type: application/json)"}, 415)
+        response: Response = await call_next(request)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """One line per fault, naming the field; the value given is not echoed (it may be no JSON at all)."""
+        lines = [f"{'.'.join(str(part) for part in error.get('loc', ())[1:]) or 'body'}: {error.get('msg')}"
+                 for error in exc.errors()]
+        return JSONResponse({"errors": lines}, 422)
+
+    @app.exception_handler(sqlite3.Error)
+    async def queue_fault(request: Request, exc: sqlite3.Error) -> JSONResponse:
+        return JSONResponse({"error": f"the queue cannot be written now ({exc}); free some space, then try again"},
+                            503)
 
     @app.exception_handler(Unauthorized)
     async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
@@ -182,17 +221,25 @@ class Unauthorized(Exception):
 
 async def _stream(service: Service, request: Request) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, dict[str, Any] | None]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[str, dict[str, Any] | None]] = asyncio.Queue(maxsize=MAX_BEHIND)
+
+    def put(item: tuple[str, dict[str, Any] | None]) -> None:
+        try:
+            queue.put_nowait(item)
+        except asyncio.QueueFull:  # a client that does not read: its stream ends (it reconnects and reads anew)
+            gone.set()
 
     def listener(job_id: str, status: dict[str, Any] | None) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, (job_id, status))
+        loop.call_soon_threadsafe(put, (job_id, status))
+
+    gone = asyncio.Event()
 
     service.listeners.append(listener)
     try:
         yield "retry: 2000\n\n"
         for now in await asyncio.to_thread(service.statuses):
             yield _event("job", now)
-        while not await request.is_disconnected():
+        while not gone.is_set() and not await request.is_disconnected():
             try:
                 job_id, status = await asyncio.wait_for(queue.get(), KEEPALIVE)
             except asyncio.TimeoutError:

@@ -7,14 +7,21 @@ user. The clients speak its HTTP API (urllib, nothing to install) and say every 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import ipaddress
 import json
 import os
+import resource
+import signal
 import socket
+import sqlite3
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..core.errors import BadInput, EnvironmentFault
 from ..executors.registry import ADAPTERS
@@ -25,6 +32,8 @@ SERVER_ENV, TOKEN_ENV = "HELIOS_DOIT_SERVER", "HELIOS_DOIT_TOKEN"
 DEFAULT_PORT = 8765
 DEFAULT_SERVER = f"http://127.0.0.1:{DEFAULT_PORT}"
 ACTIONS = ("pause", "resume", "cancel", "retry", "delete")
+#: Connections the server answers at once; file descriptors stay for its queue and runners.
+MAX_CONNECTIONS = 512
 
 
 # -- serve -------------------------------------------------------------------------------------
@@ -60,12 +69,14 @@ def serve(args: argparse.Namespace) -> int:
     roots = [url_root(root) for root in (args.root or [os.getcwd()])]
     if missing := [root for root in roots if "://" not in root and not os.path.isdir(root)]:
         raise BadInput(f"--root {missing[0]}: no such folder")
+    _more_files()
     try:
         queue = Queue(Path(args.data).absolute())
     except DataFolderInUse:
         raise EnvironmentFault(f"--data {args.data}: another server uses it; stop it, or give another folder") from None
-    except OSError as exc:
-        raise EnvironmentFault(f"--data {args.data}: cannot keep the queue there: {exc.strerror}") from None
+    except (OSError, sqlite3.Error) as exc:
+        raise EnvironmentFault(f"--data {args.data}: cannot keep the queue there: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -75,19 +86,52 @@ def serve(args: argparse.Namespace) -> int:
         queue.close()
         raise EnvironmentFault(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     service = Service(queue, roots, args.workers, args.executor, args.scheduler)
-    app = make_app(service, token)
-    add_dashboard(app, service, guard(token))
     host, port = sock.getsockname()[:2]
-    service.start()
+    app = make_app(service, token, _hosts(args.host, port) if token is None else None)
+    add_dashboard(app, service, guard(token), token)
+    try:
+        service.start()
+    except sqlite3.Error as exc:
+        queue.close()
+        raise EnvironmentFault(f"--data {args.data}: the queue cannot be written ({exc}); free some space") from None
     print(f"helios-doit: serving http://{_url_host(host)}:{port}/ (data {queue.data}; roots {', '.join(roots)})",
           flush=True)
+    # uvicorn handles SIGINT and SIGTERM while it serves, then raises them again: they end here.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stopped)
     try:
         # Event streams stay open for as long as a dashboard looks: a stop waits for them 2 s at most.
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
-                       ).run(sockets=[sock])
+        # At most so many connections at once (an event stream is one): beyond, 503, not a server out of files.
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2,
+                                      limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5)).run(sockets=[sock])
+    except _Stopped:
+        pass
     finally:
         service.stop()
+    print("helios-doit: stopped; the jobs it was running go on when it starts again", flush=True)
     return 0
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise _Stopped()
+
+
+def _more_files() -> None:
+    """As many open files as the system lets this user have: each connection and runner takes some."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _hosts(host: str, port: int) -> set[str]:
+    """The Host headers a browser sends for this server (no token: loopback only)."""
+    names = {"localhost", "127.0.0.1", "[::1]", _url_host(host)}
+    return {f"{name}:{port}" for name in names} | ({*names} if port == 80 else set())
 
 
 def _loopback(host: str) -> bool:
@@ -132,7 +176,7 @@ def submit(args: argparse.Namespace) -> int:
             "retime": args.retime, "merge": args.merge,
             "outputRoot": os.path.abspath(args.output_root) if args.output_root else None}
     reply = _call(args, "POST", "/api/jobs", {k: v for k, v in body.items() if v is not None})
-    print(reply["id"])
+    _said_as(args, lambda: print(str(reply["id"])))
     return 0
 
 
@@ -146,27 +190,37 @@ def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
 def jobs(args: argparse.Namespace) -> int:
     if args.action and not args.id:
         raise BadInput(f"jobs {args.action}: which job? helios-doit jobs ID {args.action}")
+    where = f"/api/jobs/{urllib.parse.quote(args.id, safe='')}" if args.id else "/api/jobs"
     if args.action == "delete":
-        _call(args, "DELETE", f"/api/jobs/{args.id}")
+        _call(args, "DELETE", where)
         print(f"deleted job {args.id} (its rendered files are kept)")
         return 0
     if args.action:
-        status = _call(args, "POST", f"/api/jobs/{args.id}/{args.action}")
-        print(_job_line(status))
+        status = _call(args, "POST", f"{where}/{args.action}")
+        _said_as(args, lambda: print(_job_line(status)))
         return 0
-    reply = _call(args, "GET", f"/api/jobs/{args.id}" if args.id else "/api/jobs")
+    reply = _call(args, "GET", where)
     if args.json:
         print(json.dumps(reply, indent=2))
     elif args.id:
-        print(_job_line(reply))
-        for chunk in reply["chunks"]:
-            message = f"  {chunk['message']}" if chunk.get("message") else ""
-            print(f"  chunk {chunk['id']}: {chunk['state']} ({chunk['framesDone']}/{chunk['frames']} frames){message}")
-        print(f"  merge: {reply['merge']['state']}")
+        def job() -> None:
+            print(_job_line(reply))
+            for chunk in reply["chunks"]:
+                message = f"  {chunk['message']}" if chunk.get("message") else ""
+                print(f"  chunk {chunk['id']}: {chunk['state']} ({chunk['framesDone']}/{chunk['frames']} frames){message}")
+            print(f"  merge: {reply['merge']['state']}")
+        _said_as(args, job)
     else:
-        for status in reply["jobs"]:
-            print(_job_line(status))
+        _said_as(args, lambda: [print(_job_line(status)) for status in reply["jobs"]])
     return 0
+
+
+def _said_as(args: argparse.Namespace, show: Callable[[], object]) -> None:
+    """Show a reply; one that is not the service's JSON is said as such (exit 1), never a traceback."""
+    try:
+        show()
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise EnvironmentFault(f"{args.server}: the answer is not helios-doit's API; is it a helios-doit server?") from None
 
 
 def _job_line(status: dict[str, Any]) -> str:
@@ -175,23 +229,50 @@ def _job_line(status: dict[str, Any]) -> str:
             f"{status['completedChunks']}/{status['totalChunks']} chunks  {status['job']}{error}")
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """The service never redirects its API: a redirect would take the token to another host."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        raise urllib.error.HTTPError(req.full_url, code, f"redirected to {newurl}; not followed", headers, fp)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+#: Seconds a request may take in all (a server that trickles is given up on).
+DEADLINE = 60.0
+
+
 def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """One request; a refusal is its line(s), exit 2; a server that does not answer, exit 1."""
+    """One request; a refusal is its line(s), exit 2; a server that does not answer, or fails, exit 1."""
     url = args.server.rstrip("/") + path
-    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {args.token}"} if args.token else {})
-    request = urllib.request.Request(url, json.dumps(body).encode() if body is not None else None, headers, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            data = response.read()
+        auth = {"Authorization": f"Bearer {args.token}".encode("latin-1").decode("latin-1")} if args.token else {}
+        request = urllib.request.Request(url, json.dumps(body or {}).encode() if method != "GET" else None,
+                                         {"Content-Type": "application/json", **auth}, method=method)
+    except (UnicodeError, ValueError) as exc:
+        raise BadInput(f"{'--token' if isinstance(exc, UnicodeError) else '--server'}: not usable ({exc}); give "
+                       "plain ASCII, and a server such as http://127.0.0.1:8765") from None
+    deadline = time.monotonic() + DEADLINE
+    try:
+        with _OPENER.open(request, timeout=10) as response:
+            data = b""
+            while block := response.read1(65536):
+                data += block
+                if time.monotonic() > deadline or len(data) > 256 * 2**20:
+                    raise TimeoutError(f"no whole answer within {DEADLINE:g} s")
     except urllib.error.HTTPError as exc:
-        said = _said(exc.read())
+        said = _said(exc.read(65536) if exc.fp else b"")
         if exc.code == 401:
             raise BadInput(f"{args.server}: a token is needed: --token T or ${TOKEN_ENV}") from None
+        if exc.code >= 500 or exc.code < 400:
+            raise EnvironmentFault(*said) if said else EnvironmentFault(f"{url}: HTTP {exc.code} {exc.reason}") from None
         raise BadInput(*said) if said else BadInput(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise EnvironmentFault(f"{args.server}: no answer ({reason}); is `helios-doit serve` running there?") from None
-    return json.loads(data) if data else {}
+    try:
+        return json.loads(data) if data else {}
+    except ValueError:
+        raise EnvironmentFault(f"{args.server}: the answer is not JSON; is it a helios-doit server?") from None
 
 
 def _said(data: bytes) -> list[str]:
@@ -199,6 +280,13 @@ def _said(data: bytes) -> list[str]:
         body = json.loads(data)
     except ValueError:
         return []
+    try:
+        return _lines_of(body)
+    except (TypeError, AttributeError, ValueError):
+        return []
+
+
+def _lines_of(body: Any) -> list[str]:
     if isinstance(body, dict) and isinstance(body.get("errors"), list):
         return [str(line) for line in body["errors"]]
     if isinstance(body, dict) and body.get("error"):

@@ -9,6 +9,7 @@ without following a link, and only its end is sent.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import stat
 from pathlib import Path
@@ -32,7 +33,7 @@ LOG_TAIL = 256 * 1024
 THUMB_WIDTH = 320
 
 
-def add_dashboard(app: FastAPI, service: Service, guarded: list[Any]) -> None:
+def add_dashboard(app: FastAPI, service: Service, guarded: list[Any], token: str | None) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -40,7 +41,8 @@ def add_dashboard(app: FastAPI, service: Service, guarded: list[Any]) -> None:
         given = request.query_params.get("token")
         if given is not None:  # the token once in the URL, then a cookie (the address bar forgets it)
             response: Response = RedirectResponse("/", 303)
-            response.set_cookie(COOKIE, given, httponly=True, samesite="strict")
+            if token is not None and hmac.compare_digest(given.encode(), token.encode()):
+                response.set_cookie(COOKIE, given, httponly=True, samesite="strict")
             return response
         return _page()
 
@@ -56,9 +58,9 @@ def add_dashboard(app: FastAPI, service: Service, guarded: list[Any]) -> None:
         found = stamp(path)
         key = hashlib.sha256(f"{path}:{found}".encode()).hexdigest()[:20]
         thumb = service.queue.data / "thumbs" / job_id / f"{chunk_id}-{key}.png"
-        if not thumb.is_file():
+        if not _ours(thumb):
             _make_thumbnail(Path(path), thumb)
-        return FileResponse(thumb, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+        return _cached(thumb, {"Cache-Control": "private, max-age=86400"})
 
     @app.get("/api/jobs/{job_id}/chunks/{chunk_id}/log", dependencies=guarded, tags=["dashboard"],
              response_class=PlainTextResponse)
@@ -81,7 +83,7 @@ def add_dashboard(app: FastAPI, service: Service, guarded: list[Any]) -> None:
             raise NotFound(f"job {job_id}: no merged video yet")
         key = hashlib.sha256(f"{output}:{found}".encode()).hexdigest()[:20]
         picture = service.queue.data / "seams" / f"{job_id}-{key}.png"
-        if not picture.is_file():
+        if not _ours(picture):
             from ..video.seams import SeamsError, seams_report
 
             chunks = sorted(job.spec.chunks, key=lambda c: c.start_frame)
@@ -90,7 +92,29 @@ def add_dashboard(app: FastAPI, service: Service, guarded: list[Any]) -> None:
                 seams_report(Path(output), picture, [c.start_frame - chunks[0].start_frame for c in chunks[1:]], 6)
             except SeamsError as exc:
                 raise NotFound(f"job {job_id}: {exc}") from None
-        return FileResponse(picture, media_type="image/png")
+        return _cached(picture, {})
+
+
+def _ours(path: Path) -> bool:
+    """A picture this server made and kept: a plain file with one name. Anything else there (a link
+    a chunk's command put in the data folder, say) is removed, and the picture made anew."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+        return True
+    os.unlink(path)
+    return False
+
+
+def _cached(path: Path, headers: dict[str, str]) -> Response:
+    """A kept picture, read without following a link (it was just checked; this checks again)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as picture:
+        if os.fstat(fd).st_nlink != 1:
+            raise NotFound("the picture is not one of ours")
+        return Response(picture.read(64 * 2**20), media_type="image/png", headers=headers)
 
 
 def _page() -> Response:
@@ -123,8 +147,10 @@ def _make_thumbnail(video: Path, thumb: Path) -> None:
         picture = Image.fromarray(image).resize((THUMB_WIDTH, height))
     except (av.FFmpegError, StopIteration, OSError) as exc:
         raise NotFound(f"{video.name}: no frame to show ({exc})") from None
-    partial = thumb.with_name(f".{thumb.name}.{os.getpid()}.tmp")
-    picture.save(partial, format="PNG")
+    partial = thumb.with_name(f".{thumb.name}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as out:  # a name of its own, made here: never written through a link
+        picture.save(out, format="PNG")
     os.replace(partial, thumb)
 
 
@@ -137,8 +163,8 @@ def _tail(path: Path) -> str:
         raise NotFound(f"the log cannot be read ({exc.strerror})") from None
     with os.fdopen(fd, "rb") as log:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise NotFound("the log is not a file")
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link to someone's file is never sent
+            raise NotFound("the log is not a file of ours")
         log.seek(max(0, st.st_size - LOG_TAIL))
         return log.read(LOG_TAIL).decode(errors="replace")
 

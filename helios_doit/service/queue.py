@@ -3,8 +3,8 @@ keeps its jobs (an embedded default, nothing to install).
 
 Every change of a job is committed before anyone is told of it, so a server killed at any
 moment comes back with each job as it last said it was; what its chunks had done is in each
-job's own state folder, as for any run. One server per data folder: it holds `serve.lock`
-(`flock`) for as long as it runs.
+job's own state folder, as for any run. One server per data folder: it holds a lock
+(`flock`) on the folder itself for as long as it runs.
 """
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ class Queue:
     def __init__(self, data: Path):
         self.data = data
         data.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(data / "serve.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # The folder itself is what is locked: a lock file could be deleted under a running server.
+        self._lock_fd = os.open(data, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -116,12 +117,12 @@ class Queue:
         with self._mutex:
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
-    def next_pending(self) -> QueuedJob | None:
-        """Highest priority first, first come first served within a priority."""
+    def next_pending(self, exclude: set[str] = set()) -> QueuedJob | None:  # noqa: B006 (never changed)
+        """Highest priority first, first come first served within a priority (`exclude`: ids not to give)."""
         with self._mutex:
-            row = self._db.execute("SELECT * FROM jobs WHERE state = 'pending' ORDER BY priority DESC, seq LIMIT 1"
-                                   ).fetchone()
-        return _job(row) if row else None
+            rows = self._db.execute("SELECT * FROM jobs WHERE state = 'pending' ORDER BY priority DESC, seq"
+                                    ).fetchmany(len(exclude) + 1)
+        return next((_job(row) for row in rows if row[0] not in exclude), None)
 
     def in_state(self, state: str) -> Iterator[QueuedJob]:
         with self._mutex:

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
+import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -29,6 +32,10 @@ from .queue import Queue, QueuedJob
 STOP_WAIT = 20.0
 
 
+#: Not for the commands a job runs: the service's own secrets.
+SECRET_ENV = ("HELIOS_DOIT_TOKEN",)
+
+
 class Conflict(BadInput):
     """An action that the job's state does not allow now (HTTP 409)."""
 
@@ -38,6 +45,15 @@ class _Run:
     proc: subprocess.Popen[bytes]
     log: IO[bytes]
     then: str | None = None  # what the job becomes once its runner has stopped: paused, cancelled, deleted
+
+
+def as_text(value: Any) -> str:
+    """A run option's value as its flag takes it: 1/0, a list as `2,64`."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 #: The run options a submission may carry, as `job run` flags.
@@ -55,7 +71,7 @@ def runner_argv(job: QueuedJob, progress: Path, executor: str, scheduler: str | 
         value = job.options.get(key)
         if value in (None, False, ""):
             continue
-        argv += [flag] if key in SWITCHES else [flag, str(value)]
+        argv += [flag] if key in SWITCHES else [flag, as_text(value)]
     if executor != "local":
         argv += ["--executor", executor, "-P", "thread"] + (["--scheduler", scheduler] if scheduler else [])
     return argv
@@ -71,6 +87,17 @@ class Scheduler:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
+
+    def moved_out(self, job: QueuedJob) -> str | None:
+        """Why a job may not run after all: its file (a path) no longer resolves inside its root (a
+        symlink put in its place after it was queued). None when it may."""
+        root = job.options.get("cwd")
+        if "://" in job.source or not root:
+            return None
+        path = os.path.realpath(job.source)
+        if path == job.source and (path == root or path.startswith(root.rstrip(os.sep) + os.sep)):
+            return None
+        return f"{job.source} now leads to {path}, outside the served root {root}; submit it again where it is"
 
     def folder(self, job_id: str) -> Path:
         return self.queue.data / "jobs" / job_id
@@ -123,7 +150,7 @@ class Scheduler:
             job = self._get(job_id)
             run = self.runs.get(job_id)
             if run is not None:
-                run.then = "deleted"
+                run.then = "deleted"  # nothing undoes it: a pause or cancel meanwhile is refused
                 _signal(run.proc, signal.SIGTERM)
             else:
                 self.queue.delete(job.id)
@@ -136,13 +163,14 @@ class Scheduler:
         with self._lock:
             job = self._get(job_id)
             run = self.runs.get(job_id)
-            if job.state not in allowed:
-                raise Conflict(f"job {job_id} is {job.state}; only a job that is {' or '.join(allowed)} can be "
-                               f"{then}")
-            if run is None:
-                job = self.queue.update(job, state=then, finished=time.time() if then == "cancelled" else None)
-            else:
-                run.then = then
+            if job.state not in allowed or (run is not None and run.then == "deleted"):
+                raise Conflict(f"job {job_id} is {job.state if run is None or run.then is None else run.then}; only "
+                               f"a job that is {' or '.join(allowed)} can be {then}")
+            # Said in the queue first: a server that dies while the runner stops leaves it so.
+            job = self.queue.update(job, state=then, finished=time.time() if then == "cancelled" else None)
+            if run is not None:
+                if run.then != "cancelled":  # a cancel is not undone by a pause that comes after it
+                    run.then = then
                 _signal(run.proc, signal.SIGTERM)  # as Ctrl-C: running chunks stopped, finished ones kept
         if run is not None:
             _wait(run.proc)
@@ -169,27 +197,46 @@ class Scheduler:
 
     # -- the loop ----------------------------------------------------------------------------
     def _loop(self) -> None:
+        """Never ends but with the server: the runners die with this thread (their parent-death
+        signal is tied to it), so a fault of the environment (a full disk under the queue, no file
+        descriptor left) is said, and tried again, not the end of the queue."""
+        said = ""
         while not self._stopping:
-            self._reap()
-            self._launch()
+            try:
+                self._reap()
+                self._launch()
+                said = ""
+            except (OSError, sqlite3.Error) as exc:
+                if str(exc) != said:
+                    said = str(exc)
+                    sys.stderr.write(f"helios-doit: the queue could not be updated ({exc}); trying again\n")
+                self._wake.wait(2)
             self._wake.wait(0.25)
             self._wake.clear()
 
     def _launch(self) -> None:
         with self._lock:
             while not self._stopping and len(self.runs) < self.workers:
-                job = self.queue.next_pending()
+                job = self.queue.next_pending(exclude=set(self.runs))  # a runner still stopping is not run twice
                 if job is None:
                     return
                 self._run(job)
 
     def _run(self, job: QueuedJob) -> None:
         folder = self.folder(job.id)
-        folder.mkdir(parents=True, exist_ok=True)
-        progress = self.progress_file(job.id)
-        progress.unlink(missing_ok=True)
-        log = open(folder / "runner.log", "ab")
-        env = {**os.environ, "HELIOS_DOIT_LIVE": "0"}
+        env = {key: value for key, value in os.environ.items() if key not in SECRET_ENV}  # no token for commands
+        env["HELIOS_DOIT_LIVE"] = "0"
+        try:
+            if (moved := self.moved_out(job)) is not None:
+                raise _Refused(moved)
+            folder.mkdir(parents=True, exist_ok=True)
+            progress = self.progress_file(job.id)
+            progress.unlink(missing_ok=True)
+            log = os.fdopen(own_file(folder / "runner.log"), "ab")
+        except _Refused as refused:
+            self.queue.update(job, state="failed", error=str(refused), finished=time.time())
+            self.on_change(job.id)
+            return
         try:
             proc = subprocess.Popen(runner_argv(job, progress, self.executor, self.scheduler),
                                     cwd=job.options.get("cwd") or "/", env=env, stdin=subprocess.DEVNULL,
@@ -197,9 +244,7 @@ class Scheduler:
                                     preexec_fn=_die_with_server)
         except OSError as exc:
             log.close()
-            self.queue.update(job, state="failed", error=f"cannot start its runner: {exc.strerror}", finished=time.time())
-            self.on_change(job.id)
-            return
+            raise OSError(exc.errno, f"cannot start a runner: {exc.strerror}") from None
         self.runs[job.id] = _Run(proc, log)
         self.queue.update(job, state="running", started=job.started or time.time(), error=None)
         self.on_change(job.id)
@@ -208,9 +253,9 @@ class Scheduler:
         with self._lock:
             ended = [(job_id, run) for job_id, run in self.runs.items() if run.proc.poll() is not None]
             for job_id, run in ended:
+                self._ended(job_id, run)  # in the queue first: if it cannot be said now, it is said next time
                 del self.runs[job_id]
                 run.log.close()
-                self._ended(job_id, run)
         for job_id, _ in ended:
             self.on_change(job_id)
 
@@ -222,7 +267,7 @@ class Scheduler:
         if run.then == "deleted":
             self.queue.delete(job_id)
         elif run.then is not None:
-            self.queue.update(job, state=run.then, finished=time.time() if run.then == "cancelled" else None)
+            pass  # said in the queue when it was asked for
         elif self._stopping:
             pass  # the server stops: the job stays running in the queue, for the next server
         elif code == 0:
@@ -234,7 +279,7 @@ class Scheduler:
 def _why(folder: Path, code: int) -> str:
     """The runner's own account of its failure: its last `helios-doit:` lines, or its exit code."""
     try:
-        with open(folder / "runner.log", "rb") as log:
+        with os.fdopen(own_file(folder / "runner.log", os.O_RDONLY), "rb") as log:
             log.seek(max(0, os.fstat(log.fileno()).st_size - 16384))
             tail = log.read().decode(errors="replace").splitlines()
     except OSError:
@@ -242,6 +287,30 @@ def _why(folder: Path, code: int) -> str:
     said = [line.removeprefix("helios-doit: ").strip() for line in tail if line.startswith("helios-doit: ")]
     detail = [line.strip() for line in tail if line.startswith("  ") and "failed" in line]
     return (detail[-1] if detail else said[-1] if said else f"its runner exited with code {code}")[:500]
+
+
+class _Refused(Exception):
+    """The job may not run now: its one line."""
+
+
+def own_file(path: Path, flags: int = os.O_WRONLY | os.O_APPEND | os.O_CREAT) -> int:
+    """A file of the service's own folder, never through a link someone put there: a link (or
+    anything but a plain file) in its place is removed first (the folder is the service's)."""
+    for _ in range(3):
+        try:
+            fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+                raise
+        else:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink <= 1:
+                os.set_blocking(fd, True)
+                return fd
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+            os.unlink(path)
+    raise OSError(errno.ELOOP, "something keeps putting a link in its place", str(path))
 
 
 def _die_with_server() -> None:

@@ -3,11 +3,13 @@ of every change. The HTTP layer (`api`, `dashboard`) only translates.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
 import time
 import urllib.parse
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -18,8 +20,12 @@ from ..spec.model import Job
 from ..tasks.graph import build
 from ..tasks.options import MAX_WORKERS, OPTIONS, parse
 from .queue import Queue, QueuedJob
-from .scheduler import Scheduler
+from .scheduler import Scheduler, as_text
 from .status import job_status_json, load
+
+
+#: Loaded jobs kept in memory (10,000 chunks take ~80 MB): the most recently asked for.
+KEEP_LOADED = 64
 
 
 class Forbidden(BadInput):
@@ -43,7 +49,9 @@ class Service:
     executor: str = "local"
     scheduler_address: str | None = None
     listeners: list[Callable[[str, dict[str, Any] | None], None]] = field(default_factory=list)
-    _jobs: dict[str, Job] = field(default_factory=dict)
+    _jobs: OrderedDict[str, Job] = field(default_factory=OrderedDict)
+    _unreadable: dict[str, float] = field(default_factory=dict)  # job id -> when to try its file again
+    _statuses: dict[str, tuple[str, float, dict[str, Any]]] = field(default_factory=dict)
     _said: dict[str, str] = field(default_factory=dict)  # job id -> the last status sent, as JSON
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -69,11 +77,14 @@ class Service:
         if not 1 <= concurrency <= MAX_WORKERS:
             raise JobError([f"concurrency {concurrency}: give a whole number from 1 to {MAX_WORKERS}"])
         source, cwd = self._source(job)
+        if source.startswith(("http://", "https://")):  # a web job's folder is where its runs start: one of its own
+            cwd = str(self.queue.data / "web" / hashlib.sha256(source.encode()).hexdigest()[:16])
+            os.makedirs(cwd, exist_ok=True)
         if options.get("outputRoot"):
             options["outputRoot"] = self._inside(str(options["outputRoot"]), "outputRoot")[0]
         if options.get("storage"):  # outputs sent to a bucket: one the server was told it may write
             self._inside(str(options["storage"]).rstrip("/") + "/", "storage")
-        given = {RUN_OPTIONS[key]: _text(value) for key, value in options.items() if key in RUN_OPTIONS and value is not None}
+        given = {RUN_OPTIONS[key]: as_text(value) for key, value in options.items() if key in RUN_OPTIONS and value is not None}
         known = {option.variable for option in OPTIONS}
         run_options = parse({k: v for k, v in given.items() if k in known}, ["-n", str(concurrency)], as_flags=True)
         clean = {k: v for k, v in options.items() if v is not None}
@@ -97,6 +108,9 @@ class Service:
     def _inside(self, given: str, what: str) -> tuple[str, str]:
         """`given` if it is inside a served root (a folder, resolved; or a URL prefix), and that root."""
         if "://" in given:
+            segments = urllib.parse.unquote(urllib.parse.urlsplit(given).path).split("/")
+            if any(part in (".", "..") for part in segments) or "\\" in given:
+                raise Forbidden(f"{what} {given}: '.' and '..' are not allowed in a served address; give it plainly")
             for root in self.roots:
                 if "://" in root and given.startswith(root.rstrip("/") + "/"):
                     return given, "/"
@@ -117,22 +131,49 @@ class Service:
         return job
 
     def loaded(self, queued: QueuedJob) -> Job | None:
-        """The job's spec, loaded once (a job file that went away reads as none: its status says so)."""
+        """The job's spec, loaded once and kept while it is among the most recent (a job file that
+        cannot be read now reads as none, and is tried again a minute later: its status says so).
+        Read outside the lock: a job on a slow server delays no other job."""
         with self._lock:
-            if queued.id not in self._jobs:
-                try:
-                    self._jobs[queued.id] = load(queued)
-                except (HeliosDoitError, OSError):
-                    return None
-            return self._jobs[queued.id]
+            if queued.id in self._jobs:
+                self._jobs.move_to_end(queued.id)
+                return self._jobs[queued.id]
+            if time.monotonic() < self._unreadable.get(queued.id, 0.0):
+                return None
+        try:
+            job = load(queued)
+        except (HeliosDoitError, OSError, ValueError):
+            with self._lock:
+                self._unreadable[queued.id] = time.monotonic() + 60
+            return None
+        with self._lock:
+            self._jobs[queued.id] = job
+            while len(self._jobs) > KEEP_LOADED:
+                self._jobs.popitem(last=False)
+        return job
 
     def status(self, job_id: str) -> dict[str, Any]:
-        queued = self.get(job_id)
-        return job_status_json(queued, self.loaded(queued), self.scheduler.progress_file(job_id))
+        return self._status(self.get(job_id))
 
     def statuses(self) -> list[dict[str, Any]]:
-        return [job_status_json(queued, self.loaded(queued), self.scheduler.progress_file(queued.id))
-                for queued in self.queue.all()]
+        return [self._status(queued) for queued in self.queue.all()]
+
+    def _status(self, queued: QueuedJob, fresh: bool = False) -> dict[str, Any]:
+        """A job's status; a job that is not running is read from its folder at most every few
+        seconds, however many ask (a list of a thousand jobs is not a thousand folders read)."""
+        key = f"{queued.state}:{queued.updated}"
+        with self._lock:
+            cached = self._statuses.get(queued.id)
+        if cached and not fresh and queued.state != "running" and cached[0] == key and time.monotonic() < cached[1]:
+            return cached[2]
+        try:
+            status = job_status_json(queued, self.loaded(queued), self.scheduler.progress_file(queued.id))
+        except Exception as exc:  # noqa: BLE001 (one job's damaged state never takes the others' down)
+            status = job_status_json(queued, None, self.scheduler.progress_file(queued.id))
+            status["error"] = status["error"] or f"its state cannot be read now: {exc}"
+        with self._lock:
+            self._statuses[queued.id] = (key, time.monotonic() + 5, status)
+        return status
 
     # -- telling -----------------------------------------------------------------------------
     def changed(self, job_id: str) -> None:
@@ -142,10 +183,11 @@ class Service:
             with self._lock:
                 self._jobs.pop(job_id, None)
                 self._said.pop(job_id, None)
+                self._statuses.pop(job_id, None)
             for listener in list(self.listeners):
                 listener(job_id, None)
             return
-        status = job_status_json(queued, self.loaded(queued), self.scheduler.progress_file(job_id))
+        status = self._status(queued, fresh=True)
         said = json.dumps(status, sort_keys=True)
         with self._lock:
             if self._said.get(job_id) == said:
@@ -169,14 +211,6 @@ class Service:
                 except Exception:  # noqa: BLE001 (a status that cannot be read now is read next time)
                     pass
                 due[job_id] = time.monotonic() + 10 * (time.monotonic() - began)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
 
 
 def url_root(text: str) -> str:

@@ -21,9 +21,10 @@ from .queue import QueuedJob
 
 
 def load(queued: QueuedJob) -> Job:
-    """The job a queued job names, loaded as its runs load it (its output root and storage)."""
+    """The job a queued job names, loaded as its runs load it: from the folder they start in (its
+    root; a job from a web address, a folder of its own), with its output root and storage."""
     options = queued.options
-    return load_job(queued.source, options.get("outputRoot"), Path("/"), options.get("storage"))
+    return load_job(queued.source, options.get("outputRoot"), Path(options.get("cwd") or "/"), options.get("storage"))
 
 
 def iso(when: float | None) -> str | None:

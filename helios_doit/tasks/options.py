@@ -57,7 +57,10 @@ def _delay(text: str) -> float:
 
 
 def _codes(text: str) -> tuple[int, ...]:
-    return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    codes = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    if any(not 0 <= code <= 255 for code in codes):
+        raise ValueError  # an exit code is 0 to 255
+    return codes
 
 
 def _executor(text: str) -> str:
@@ -92,7 +95,7 @@ OPTIONS: tuple[Option, ...] = (
            "extra attempts for a chunk that fails (default 0)", "N"),
     Option("retry_delay", "--retry-delay", "retry_delay", _delay, "1.5", "seconds, 0 or more",
            "base delay of the exponential backoff (default 1; 0: retry at once)", "SECONDS"),
-    Option("fatal_exit_codes", "--fatal-exit-codes", "fatal_exit_codes", _codes, "2,64", "exit codes separated by commas",
+    Option("fatal_exit_codes", "--fatal-exit-codes", "fatal_exit_codes", _codes, "2,64", "exit codes (0-255) separated by commas",
            "exit codes never retried, e.g. 2,64", "CODES"),
     Option("chunk_timeout", "--chunk-timeout", "chunk_timeout", _seconds, "600", "seconds greater than 0",
            "kill a chunk's whole process tree after this long", "SECONDS"),

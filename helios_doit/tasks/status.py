@@ -25,6 +25,7 @@ Exit code: 0 whatever the states (it is a report, not a check); 2 for a bad job.
 """
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import socket
@@ -114,13 +115,13 @@ def task_status(state: StateDir, work: Work) -> dict[str, Any]:
     elif remote_done(work) if work.remote is not None else record is not None and complete():
         record = record or {}
         retimed = record.get("retimed") if isinstance(record.get("retimed"), str) else None
-        entry.update(state="done", attempts=record.get("attempts"), duration=record.get("duration"),
+        entry.update(state="done", attempts=_count(record.get("attempts")), duration=_seconds(record.get("duration")),
                      size=size if work.remote is None else remote_size(work), retimed=retimed, note=retimed)
     elif failure is not None:
         entry.update(state="failed", attempts=failure.attempts, note=failure.how, exitCode=failure.exitCode,
                      signal=failure.signal, message=failure.message, stderrTail=failure.stderrTail)
     elif record is not None and work.remote is None:
-        entry.update(state="stale", attempts=record.get("attempts", 1), duration=record.get("duration"),
+        entry.update(state="stale", attempts=_count(record.get("attempts", 1)), duration=_seconds(record.get("duration")),
                      note=_why_stale(record, complete, output, work.chunk_id is not None))
     if marker is not None and runner is None:
         entry["note"] = "; ".join(filter(None, [entry["note"], f"interrupted (runner pid {marker.get('pid')} is gone)"]))
@@ -155,6 +156,17 @@ def _runner(state: StateDir, name: str, marker: dict[str, Any] | None) -> dict[s
         return None
     keys = ("host", "pid", "pgid", "startedAt", "attempt", "runId")
     return {**{k: marker.get(k) for k in keys}, "confirmed": lock.exists() or here}
+
+
+def _count(value: Any) -> int | None:
+    """A record's attempts, if it holds a sensible one (a damaged record says nothing)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
 
 
 def _alive(pid: Any) -> bool:

@@ -92,7 +92,10 @@ const apiError = (status, message) => Object.assign(new Error(message), { status
 // One API call, JSON or text back; a 401 brings up the login form; any failure throws an Error with a status.
 async function api(path, { method = 'GET', body, as = 'json', login = true } = {}) {
   const opts = { method, credentials: 'same-origin' };
-  if (body !== undefined) Object.assign(opts, { body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } });
+  // Every change is sent as JSON: the server refuses others (a form of another site cannot send it).
+  if (body !== undefined || method !== 'GET') {
+    Object.assign(opts, { body: JSON.stringify(body ?? {}), headers: { 'Content-Type': 'application/json' } });
+  }
   const res = await fetch(path, opts).catch(() => { throw apiError(0, 'the server cannot be reached'); });
   if (res.status === 401 && login) showLogin();
   if (!res.ok) { // the server's {"error": "one line"}, or the HTTP status

@@ -1,0 +1,215 @@
+"""The render service as an attacker (or a bad day) would try it: odd requests are one clear
+answer, never a 500; a full disk stops nothing for good; nothing a job's commands plant makes
+the server read or write outside its roots; the clients say every fault in one line."""
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+
+from harness import new_job, run, wait_for
+from serving import CLI, serving, start_server, started
+
+
+def test_odd_submissions_are_one_clear_answer_never_a_500(tmp_path):
+    job = new_job(tmp_path / "shot", chunks=1, frames=1)
+    with serving(tmp_path / "data", tmp_path) as server:
+        for body, status in (({"priority": 10**26}, 422), ({"job": str(job.file) + "\u0000x"}, 422),
+                             ({"outputRoot": str(tmp_path / ("A/" * 3000))}, 422), ({"fatalExitCodes": [300]}, 422),
+                             ({"retryDelay": float("nan")}, 422), ({"concurrency": 5000}, 422)):
+            code, reply = server.call("POST", "/api/jobs", {"job": str(job.file), **body})
+            assert code == status, (body, code, reply)
+        code, reply = server.call("POST", "/api/jobs", {"job": "http://127.0.0.1:9/jobs/../x.json"})
+        assert code == 403 and "'..'" in reply["error"]
+        job_id = server.submit(job.file, fatalExitCodes=[2, 64])  # the README's own example runs
+        server.wait(job_id, "completed")
+        record = job.state / "records" / "chunk-0.json"  # a damaged record: its job says so, the list still answers
+        record.write_text(record.read_text().replace('"duration":', '"duration":"x","was":'))
+        wait_for(lambda: server.call("GET", "/api/jobs")[1]["jobs"][0]["chunks"][0]["duration"] is None, 15,
+                 "the list to show the damaged record as no duration")  # a finished job is read anew every few seconds
+        assert run([*CLI, "status", str(job.file)]).returncode == 0
+
+
+def test_a_form_of_another_site_or_a_rebound_host_name_reaches_nothing(tmp_path):
+    job = new_job(tmp_path / "shot", chunks=1, frames=1)
+    with serving(tmp_path / "data", tmp_path) as server:
+        job_id = server.submit(job.file)
+        server.wait(job_id, "completed")
+        port = server.url.rsplit(":", 1)[1]
+        form = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H",
+                               "Content-Type: application/x-www-form-urlencoded", "-d", "x=1",
+                               f"{server.url}/api/jobs/{job_id}/retry"], capture_output=True, text=True)
+        assert form.stdout == "415"
+        rebound = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                                  f"Host: attacker.example:{port}", f"{server.url}/api/jobs"], capture_output=True, text=True)
+        assert rebound.stdout == "421"
+        assert server.call("GET", "/api/jobs")[0] == 200  # by its own name, as ever
+
+
+def test_links_a_jobs_commands_plant_never_make_the_server_read_or_write_outside(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the server's secret\n")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    job = new_job(tmp_path / "shot", chunks=2, frames=1)
+    data = tmp_path / "data"
+    # chunk 1 plants links in the service's own folder (the runner's log) and at its log's place, then fails
+    job.data["chunks"][1]["command"] = (
+        f"ln -sf {victim} {data}/jobs/*/runner.log; ln -f {secret} .helios-doit/job.json/logs/chunk-1.log.x; exit 1")
+    job.save()
+    with serving(data, tmp_path) as server:
+        job_id = server.submit(job.file, keepGoing=True)
+        server.wait(job_id, "failed")
+        os.link(secret, job.state / "logs" / "planted.log")  # and a hard link at a log's path, by hand:
+        (job.state / "logs" / "chunk-0.log").unlink()
+        os.link(secret, job.state / "logs" / "chunk-0.log")
+        assert server.call("GET", f"/api/jobs/{job_id}/chunks/0/log")[0] == 404  # never sent
+        assert server.call("POST", f"/api/jobs/{job_id}/retry")[0] == 200  # a second run writes its runner log
+        server.wait(job_id, "failed")
+    assert victim.read_text() == "precious\n" and secret.read_text() == "the server's secret\n"
+
+
+def test_a_video_chunks_thumbnail_is_never_a_file_planted_in_its_place(tmp_path):
+    from test_dashboard import video_job  # a real, small video job
+
+    job = video_job(tmp_path / "shot", chunks=2)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not a picture\n")
+    with serving(tmp_path / "data", tmp_path) as server:
+        job_id = server.submit(job)
+        server.wait(job_id, "completed")
+        code, first = server.call("GET", f"/api/jobs/{job_id}/chunks/0/thumbnail")
+        assert code == 200 and first[:8] == b"\x89PNG\r\n\x1a\n"
+        [kept] = (tmp_path / "data" / "thumbs" / job_id).iterdir()
+        kept.unlink()
+        kept.symlink_to(secret)  # planted where the kept picture was
+        code, again = server.call("GET", f"/api/jobs/{job_id}/chunks/0/thumbnail")
+        assert code == 200 and again == first and secret.read_text() == "not a picture\n"
+
+
+def test_a_job_file_that_became_a_link_out_of_the_root_after_it_was_queued_does_not_run(tmp_path):
+    root = tmp_path / "root"
+    busy = new_job(root / "busy", chunks=1, frames=2)
+    (busy.folder / "slow").write_text("1")
+    victim_job = new_job(root / "shot", chunks=1, frames=1)
+    elsewhere = new_job(tmp_path / "elsewhere", chunks=1, frames=1)
+    with serving(tmp_path / "data", root) as server:
+        first = server.submit(busy.file)  # holds the one worker
+        queued = server.submit(victim_job.file)
+        victim_job.file.unlink()
+        victim_job.file.symlink_to(elsewhere.file)
+        server.wait(first, "completed")
+        failed = server.wait(queued, "failed")
+        assert "outside the served root" in failed["error"]
+        assert started(elsewhere.folder) == [] and not elsewhere.state.exists()
+
+
+def test_a_pause_survives_the_server_dying_while_its_runner_stops_and_a_delete_is_never_undone(tmp_path):
+    job = new_job(tmp_path / "shot", chunks=3, frames=4)
+    (job.folder / "slow").write_text("0.4")
+    data = tmp_path / "data"
+    server = start_server(data, tmp_path)
+    try:
+        job_id = server.submit(job.file)
+        wait_for(lambda: len(started(job.folder)) >= 1, 60, "a chunk to start")
+        runner = int(subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()[0])
+        os.kill(runner, signal.SIGSTOP)  # it cannot stop now: the pause waits
+        threading.Thread(target=_quietly, args=(server.call, "POST", f"/api/jobs/{job_id}/pause"), daemon=True).start()
+        wait_for(lambda: server.job(job_id)["state"] == "paused", 30, "the pause to be in the queue")
+        server.kill()
+        os.kill(runner, signal.SIGCONT)  # and it dies with its server
+        server = start_server(data, tmp_path)
+        time.sleep(1)
+        assert server.job(job_id)["state"] == "paused"  # as asked, not running again
+        second = new_job(tmp_path / "second", chunks=2, frames=4)
+        (second.folder / "slow").write_text("0.4")
+        other = server.submit(second.file)
+        wait_for(lambda: len(started(second.folder)) >= 1, 60, "the second job to start")
+        deleting = threading.Thread(target=_quietly, args=(server.call, "DELETE", f"/api/jobs/{other}"), daemon=True)
+        deleting.start()
+        time.sleep(0.2)
+        assert server.call("POST", f"/api/jobs/{other}/pause")[0] in (404, 409)  # a delete is never undone
+        deleting.join(30)
+        assert server.call("GET", f"/api/jobs/{other}")[0] == 404
+    finally:
+        server.stop()
+
+
+def _quietly(call, *args):
+    """A request whose answer does not matter (its server may be killed under it)."""
+    with contextlib.suppress(OSError):
+        call(*args)
+
+
+class _Liar(http.server.BaseHTTPRequestHandler):
+    """A server that is not helios-doit's: garbage, or a redirect elsewhere."""
+
+    seen: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        _Liar.seen.append(self.headers.get("Authorization") or "")
+        if self.path.startswith("/api/jobs") and "redirect" in self.server.mode:  # type: ignore[attr-defined]
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/steal")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"[1, 2, 3]" if "list" in self.server.mode else b"<html>not json")  # type: ignore[attr-defined]
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_clients_say_in_one_line_what_a_server_that_lies_did_and_never_send_the_token_elsewhere(tmp_path):
+    for mode in ("garbage", "list", "redirect"):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Liar)
+        server.mode = mode  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        _Liar.seen = []
+        try:
+            result = run([*CLI, "jobs", "--server", f"http://127.0.0.1:{server.server_port}", "--token", "TOPSECRET"])
+        finally:
+            server.shutdown()
+        assert result.returncode in (1, 2) and len(result.stderr.splitlines()) == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert _Liar.seen == ["Bearer TOPSECRET"]  # asked once; a redirect is not followed with the token
+    bad = run([*CLI, "jobs", "a b", "--server", "http://[::1", "--token", "\u00e9\u20ac"])
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+def test_a_full_disk_under_the_queue_stops_nothing_for_good(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(data)], check=True)
+    try:
+        first, second = (new_job(tmp_path / name, chunks=1, frames=2) for name in ("first", "second"))
+        (first.folder / "slow").write_text("1")
+        with serving(data, tmp_path) as server:
+            a = server.submit(first.file)
+            b = server.submit(second.file)
+            wait_for(lambda: started(first.folder), 30, "the first job to start")
+            filler = data / "fill"
+            with contextlib.suppress(OSError), open(filler, "wb") as fill:
+                while True:
+                    fill.write(b"\0" * 65536)
+            wait_for(lambda: (first.folder / "out.txt").exists(), 60, "the first job to finish its work")
+            time.sleep(2)
+            code, reply = server.call("POST", "/api/jobs", {"job": str(first.file)})
+            assert code in (503, 201), reply  # said, never a 500
+            filler.unlink()  # space again: the queue goes on by itself
+            server.wait(a, "completed")
+            server.wait(b, "completed")
+        assert "the queue could not be updated" in json.dumps(server.proc.stderr.read() if server.proc.stderr else "")
+    finally:
+        subprocess.run(["umount", str(data)], check=False)
+
+
+
