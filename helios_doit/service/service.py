@@ -51,8 +51,8 @@ class Service:
     listeners: list[Callable[[str, dict[str, Any] | None], None]] = field(default_factory=list)
     _jobs: OrderedDict[str, Job] = field(default_factory=OrderedDict)
     _unreadable: dict[str, float] = field(default_factory=dict)  # job id -> when to try its file again
-    _statuses: dict[str, tuple[str, float, dict[str, Any]]] = field(default_factory=dict)
-    _said: dict[str, str] = field(default_factory=dict)  # job id -> the last status sent, as JSON
+    _statuses: OrderedDict[str, tuple[str, float, dict[str, Any]]] = field(default_factory=OrderedDict)
+    _said: dict[str, str] = field(default_factory=dict)  # job id -> a digest of the last status sent
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
@@ -173,6 +173,9 @@ class Service:
             status["error"] = status["error"] or f"its state cannot be read now: {exc}"
         with self._lock:
             self._statuses[queued.id] = (key, time.monotonic() + 5, status)
+            self._statuses.move_to_end(queued.id)
+            while len(self._statuses) > KEEP_LOADED:
+                self._statuses.popitem(last=False)
         return status
 
     # -- telling -----------------------------------------------------------------------------
@@ -188,7 +191,7 @@ class Service:
                 listener(job_id, None)
             return
         status = self._status(queued, fresh=True)
-        said = json.dumps(status, sort_keys=True)
+        said = hashlib.sha256(json.dumps(status, sort_keys=True).encode()).hexdigest()
         with self._lock:
             if self._said.get(job_id) == said:
                 return
