@@ -239,14 +239,20 @@ def test_a_bucket_job_writes_only_in_its_own_folder_there(bucket, finished, outp
     assert bucket.runs("a") == []
 
 
-def test_an_output_root_in_the_bucket_lets_a_job_write_next_to_its_folder_and_nowhere_else(bucket):
+def helios_layout(bucket):
+    """A 2-chunk job at proj/jobs/job.json whose outputs are ../renders/..., as Helios writes them."""
     url = bucket.upload_job(folder="proj/jobs", chunks=2)
     data = json.loads(bucket.fs.cat(f"{bucket.name}/proj/jobs/job.json"))
-    for chunk in data["chunks"]:  # Helios' layout: outputs in ../renders
+    for chunk in data["chunks"]:
         chunk["command"] = chunk["command"].replace(chunk["outputFile"], f"../renders/{chunk['outputFile']}")
         chunk["outputFile"] = f"../renders/{chunk['outputFile']}"
     data["mergeCommand"] = "sh merge.sh out.txt " + " ".join(c["outputFile"] for c in data["chunks"])
     bucket.fs.pipe_file(f"{bucket.name}/proj/jobs/job.json", json.dumps(data).encode())
+    return url
+
+
+def test_an_output_root_in_the_bucket_lets_a_job_write_next_to_its_folder_and_nowhere_else(bucket):
+    url = helios_layout(bucket)
     refused = job_run(bucket, "a", url)
     assert refused.returncode == 2 and "outside" in refused.stderr and len(refused.stderr.splitlines()) == 1
     for root, why in (("/tmp", "give a folder of that bucket"), ("s3://another-bucket/proj", "not in the job's bucket")):
@@ -276,13 +282,7 @@ def test_a_symlink_in_the_scratch_folder_is_not_followed_out_of_it(bucket, tmp_p
 
 def test_dask_workers_that_share_no_disk_with_the_runner_fetch_and_return_through_the_bucket(bucket, tmp_path):
     pytest.importorskip("distributed")
-    url = bucket.upload_job(folder="proj/jobs", chunks=2)
-    data = json.loads(bucket.fs.cat(f"{bucket.name}/proj/jobs/job.json"))
-    for chunk in data["chunks"]:  # Helios' layout: outputs in ../renders
-        chunk["command"] = chunk["command"].replace(chunk["outputFile"], f"../renders/{chunk['outputFile']}")
-        chunk["outputFile"] = f"../renders/{chunk['outputFile']}"
-    data["mergeCommand"] = "sh merge.sh out.txt " + " ".join(c["outputFile"] for c in data["chunks"])
-    bucket.fs.pipe_file(f"{bucket.name}/proj/jobs/job.json", json.dumps(data).encode())
+    url = helios_layout(bucket)
     dask = str(Path(sys.executable).parent / "dask")
     info = tmp_path / "scheduler.json"
     _, worker_env = bucket.machine("w")  # the worker's own scratch: nothing of the runner's

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import signal
 import sqlite3
-import stat
 import subprocess
 import sys
 import threading
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from ..core.errors import BadInput
+from ..state.files import open_plain
 from .queue import Queue, QueuedJob
 
 #: Seconds a stopped runner gets to stop its chunks cleanly before it is killed.
@@ -296,21 +295,7 @@ class _Refused(Exception):
 def own_file(path: Path, flags: int = os.O_WRONLY | os.O_APPEND | os.O_CREAT) -> int:
     """A file of the service's own folder, never through a link someone put there: a link (or
     anything but a plain file) in its place is removed first (the folder is the service's)."""
-    for _ in range(3):
-        try:
-            fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
-                raise
-        else:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and st.st_nlink <= 1:
-                os.set_blocking(fd, True)
-                return fd
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
-            os.unlink(path)
-    raise OSError(errno.ELOOP, "something keeps putting a link in its place", str(path))
+    return open_plain(path, flags, os.unlink, 0o600)
 
 
 def _die_with_server() -> None:

@@ -9,11 +9,12 @@ modification time it had at that success, so a half-written or replaced output n
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .atomic import write_atomic
 
@@ -46,6 +47,28 @@ def read_json(path: Path | str) -> dict[str, Any] | None:
     except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def open_plain(path: Path | str, flags: int, clear: Callable[[Path], None], mode: int = 0o644) -> int:
+    """Open a file of ours without ever going through what someone else put in its place: a symlink,
+    a hard link (a file with another name elsewhere), a FIFO or a folder there is handed to `clear`
+    (which moves or removes it) and a new file made."""
+    path = Path(path)
+    for _ in range(5):
+        try:
+            fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.EWOULDBLOCK):
+                raise
+        else:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink <= 1:
+                os.set_blocking(fd, True)
+                return fd
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            clear(path)
+    raise OSError(errno.ELOOP, "something keeps putting a link in its place", str(path))
 
 
 def remove(path: Path) -> None:

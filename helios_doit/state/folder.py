@@ -5,13 +5,12 @@ cancel flags and the aside/ folder for files that were in an output's place but 
 """
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .files import open_plain
 from .places import aside_name
 
 
@@ -83,26 +82,12 @@ def open_own(path: Path | str, flags: int, say: Callable[[str], None] | None = N
     without ever writing through what someone else put there. A symlink, a hard link (a file with
     another name elsewhere), a FIFO or a folder in its place is moved into aside/ (never followed,
     never deleted) and a new file made; `say` hears where it went."""
-    path = Path(path)
-    for _ in range(5):
-        try:
-            fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.EWOULDBLOCK):
-                raise
-        else:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and st.st_nlink <= 1:
-                os.set_blocking(fd, True)
-                return fd
-            os.close(fd)
-        try:
-            moved = StateDir(path.parent.parent).set_aside(path)
-        except FileNotFoundError:
-            continue  # gone meanwhile: make ours
+    def aside(planted: Path) -> None:
+        moved = StateDir(planted.parent.parent).set_aside(planted)
         if say is not None:
-            say(f"{path} was not a file of ours (a link, or not a plain file); moved it to {moved}")
-    raise OSError(errno.ELOOP, "something keeps putting a link in its place", str(path))
+            say(f"{planted} was not a file of ours (a link, or not a plain file); moved it to {moved}")
+
+    return open_plain(path, flags, aside)
 
 
 def record_file(root: str, task: str) -> str:
