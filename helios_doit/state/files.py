@@ -49,10 +49,12 @@ def read_json(path: Path | str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def open_plain(path: Path | str, flags: int, clear: Callable[[Path], None], mode: int = 0o644) -> int:
+def open_plain(path: Path | str, flags: int, clear: Callable[[Path], None], mode: int = 0o644,
+               linked: bool = False) -> int:
     """Open a file of ours without ever going through what someone else put in its place: a symlink,
     a hard link (a file with another name elsewhere), a FIFO or a folder there is handed to `clear`
-    (which moves or removes it) and a new file made."""
+    (which moves or removes it) and a new file made. `linked`: a hard link is used as it is (a lock
+    file, never read or written: moving a held one aside would let a second holder in)."""
     path = Path(path)
     for _ in range(5):
         try:
@@ -62,7 +64,7 @@ def open_plain(path: Path | str, flags: int, clear: Callable[[Path], None], mode
                 raise
         else:
             st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and st.st_nlink <= 1:
+            if stat.S_ISREG(st.st_mode) and (linked or st.st_nlink <= 1):
                 os.set_blocking(fd, True)
                 return fd
             os.close(fd)

@@ -77,17 +77,17 @@ class StateDir:
         return notes
 
 
-def open_own(path: Path | str, flags: int, say: Callable[[str], None] | None = None) -> int:
+def open_own(path: Path | str, flags: int, say: Callable[[str], None] | None = None, linked: bool = False) -> int:
     """Open one of the state folder's own files (a log, the event log, a lock: `<root>/<sub>/<name>`)
     without ever writing through what someone else put there. A symlink, a hard link (a file with
     another name elsewhere), a FIFO or a folder in its place is moved into aside/ (never followed,
-    never deleted) and a new file made; `say` hears where it went."""
+    never deleted) and a new file made; `say` hears where it went. `linked`: see `open_plain`."""
     def aside(planted: Path) -> None:
         moved = StateDir(planted.parent.parent).set_aside(planted)
         if say is not None:
             say(f"{planted} was not a file of ours (a link, or not a plain file); moved it to {moved}")
 
-    return open_plain(path, flags, aside)
+    return open_plain(path, flags, aside, linked=linked)
 
 
 def record_file(root: str, task: str) -> str:

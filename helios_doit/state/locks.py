@@ -23,7 +23,7 @@ def task_lock(path: Path, stop: Callable[[], object], poll: float = 0.1,
     `on_wait` is called once if the lock is taken when asked for."""
     waited = False
     while True:
-        fd = _take(path, blocking=False)
+        fd = _take(path)
         if fd is not None:
             break
         if not waited:
@@ -41,7 +41,7 @@ def task_lock(path: Path, stop: Callable[[], object], poll: float = 0.1,
 @contextlib.contextmanager
 def try_lock(path: Path) -> Iterator[bool]:
     """Take the task's lock if nobody holds it (yields True), without waiting (yields False)."""
-    fd = _take(path, blocking=False)
+    fd = _take(path)
     try:
         yield fd is not None
     finally:
@@ -49,15 +49,15 @@ def try_lock(path: Path) -> Iterator[bool]:
             _let_go(path, fd)
 
 
-def _take(path: Path, blocking: bool) -> int | None:
+def _take(path: Path) -> int | None:
     """The lock file's descriptor, locked; None if another runner holds it. The file exists only
     while the task is worked on (a state folder keeps no file per chunk for its locks): the holder
     removes it as it lets go, so a lock taken on a file that is no longer the one at `path` is let
     go and taken again on the new one."""
     while True:
-        fd = open_own(path, os.O_RDWR | os.O_CREAT)
+        fd = open_own(path, os.O_RDONLY | os.O_CREAT, linked=True)  # a hard link to a held lock is that lock
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return None

@@ -13,6 +13,7 @@ from helios_doit.state.content import (
 )
 from helios_doit.state.files import MAX_STATE_BYTES, read_json, remove, stamp, write_json_atomic
 from helios_doit.state.folder import StateDir, record_file
+from helios_doit.state.locks import try_lock
 from helios_doit.state.names import TaskName
 
 
@@ -99,6 +100,20 @@ def test_set_aside_moves_a_folder_with_its_content(tmp_path: Path) -> None:
     again = sd.root / "chunk-1.json"
     again.write_text("y")
     assert sd.set_aside(again).read_text() == "y"  # aside/ already there: fine
+
+
+# -- locks ---------------------------------------------------------------------------------
+
+def test_a_hard_link_to_a_held_lock_keeps_the_second_runner_out(tmp_path: Path) -> None:
+    """A snapshot of the state folder (`cp -al`, rsync --link-dest) links the lock files: a held
+    lock is still held, never moved aside from under its holder."""
+    lock = StateDir(tmp_path / "s").lock("chunk-0")
+    lock.parent.mkdir(parents=True)
+    with try_lock(lock) as first:
+        os.link(lock, tmp_path / "snapshot.lock")
+        with try_lock(lock) as second:
+            assert (first, second) == (True, False)
+    assert not lock.exists() and (tmp_path / "snapshot.lock").exists()  # our name let go, the other kept
 
 
 # -- records -------------------------------------------------------------------------------
