@@ -83,3 +83,20 @@ def test_doit_clean_says_what_it_removed_and_what_it_moved_aside(make_job):
         "helios-doit: chunk 2: removed its record (part_2.txt was not there)",
         "helios-doit: merge: nothing to clean (no out.txt, no record)",
     ]
+
+
+def test_doit_clean_dry_run_removes_nothing(make_job):
+    job = make_job(chunks=2)
+    assert job.doit().returncode == 0
+    result = job.doit("clean", "-n", "chunk:0")  # doit clean's -n is its dry run, not a number of workers
+    assert result.returncode == 0, result.stderr
+    assert job.output(0).exists() and "chunk 0" in job.recorded()
+
+
+def test_always_execute_from_doits_configuration_renders_everything_again(make_job):
+    job = make_job(chunks=2)
+    assert job.doit().returncode == 0 and len(job.runs()) == 3
+    (job.folder / "doit.cfg").write_text("[run]\nalways = True\n")
+    result = job.doit(cwd=job.folder)
+    assert result.returncode == 0, result.stderr
+    assert sorted(run for run in job.runs() if run != "merge") == ["chunk 0", "chunk 1"], result.stderr

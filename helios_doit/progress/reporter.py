@@ -28,11 +28,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any, ClassVar, Protocol, TextIO, cast
 
 from doit.exceptions import BaseFail, TaskFailed
 from doit.reporter import ConsoleReporter
-from doit.runner import MRunner
+from doit.runner import MRunner, Runner
 
 from ..executors import supervise
 from ..core.errors import os_fault
@@ -62,7 +63,7 @@ class RunStart(Protocol):
     chunk_frames: dict[int, int]
     merged: str | None
 
-    def start(self, in_run: set[str]) -> int: ...
+    def start(self, in_run: set[str], always: bool = False) -> int: ...
 
 
 def reporter_for(run: RunStart) -> type[Reporter]:
@@ -132,8 +133,11 @@ class Reporter(ConsoleReporter):
         gc.freeze()
         gc.enable()
         in_run = _closure(tasks, selected_tasks)
+        runner = _doit_runner()
         if self.run is not None:
-            _bound_workers(self.run.start(in_run))
+            limit = self.run.start(in_run, always=bool(runner is not None and runner.always_execute))
+            if isinstance(runner, MRunner):  # doit starts one worker per -n slot, whatever the run holds
+                runner.num_process = max(1, min(runner.num_process, limit))
         state_root = self.run.state_root if self.run is not None else None
         chunk_frames = self.run.chunk_frames if self.run is not None else {}
         self.json_path = _progress_path()
@@ -297,14 +301,16 @@ class Reporter(ConsoleReporter):
         return 1 if self.failures else 0
 
 
-def _bound_workers(limit: int) -> None:
-    """At most `limit` doit workers for this run. doit starts one per `-n` slot whatever the run
-    holds (a worker for each task waiting on another: `-n 64` of a 4-chunk job made 56 processes),
-    and tells its reporter nothing of its runner: the runner is the one calling `initialize`."""
-    frame = sys._getframe(2)  # initialize <- Runner.run_all
-    runner = frame.f_locals.get("self") if frame is not None else None
-    if isinstance(runner, MRunner):
-        runner.num_process = max(1, min(runner.num_process, limit))
+def _doit_runner() -> Runner | None:
+    """doit's runner, which tells its reporter nothing of itself (its -a, its worker count: `-n 64`
+    of a 4-chunk job made 56 processes, a worker for each task waiting on another) and is the one
+    calling `initialize`: the nearest caller that is a Runner."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if isinstance(candidate := frame.f_locals.get("self"), Runner):
+            return candidate
+        frame = frame.f_back
+    return None
 
 
 def _silence(stream: TextIO) -> None:

@@ -26,7 +26,6 @@ class RunOptions:
     scheduler: str | None = None  # the executor's address (Dask: tcp://HOST:PORT); None: start one
     merge_executor: str = "local"  # the merge runs here, never on the chunk executor unless asked
     workers: int = 1  # chunks doit runs at once here (its -n): each render gets its share of the cores
-    always: bool = False  # doit's -a: redo every selected task, done or not
     retime: bool = False  # a chunk whose frame rate is all that is wrong is remuxed to the job's (no re-encoding)
 
     @property
@@ -132,8 +131,6 @@ def parse(given: dict[str, str | None], argv: list[str] | None = None, as_flags:
             raise JobError([f"{name}: not valid; give {option.how}, e.g. {example}"]) from None
     if argv and ("-c" in argv or "--continue" in argv):
         values["keep_going"] = True
-    if argv and ("-a" in argv or "--always-execute" in argv):
-        values["always"] = True
     values["workers"] = _workers(argv or [])
     return RunOptions(**values)  # type: ignore[arg-type]
 

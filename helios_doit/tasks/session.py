@@ -49,16 +49,17 @@ class RunSession:
         self.chunk_frames = {chunk.id: chunk.frame_count for chunk in graph.job.spec.chunks}
         self.merged = _merged_as_said(graph.job)
 
-    def start(self, in_run: set[str]) -> int:
+    def start(self, in_run: set[str], always: bool = False) -> int:
         """Called once, in the runner's main process, as the run starts (`in_run`: the doit names of
-        the tasks it may execute). Returns how many workers the run needs at most: one per chunk
-        it has to render, at least one (the merge), never more than its `-n`."""
+        the tasks it may execute; `always`: doit's -a, from its command line or its configuration).
+        Returns how many workers the run needs at most: one per chunk it has to render, at least
+        one (the merge), never more than its `-n`."""
         self._prepare_state()
         save_inputs_cache(self.graph.state, self.graph.inputs)
         supervise.watch(self.state_root, self._place_of)
         supervise.ensure_handlers()
         supervise.start_watchdog()
-        todo = self._to_render(in_run)
+        todo = self._to_render(in_run, always)
         if todo:
             self._preload(todo[0])
         self._share_cores()
@@ -70,7 +71,7 @@ class RunSession:
             local_cluster()  # one cluster for every doit worker process, which finds it in the environment
         return max(1, len(todo))
 
-    def _to_render(self, in_run: set[str]) -> list[Work]:
+    def _to_render(self, in_run: set[str], always: bool) -> list[Work]:
         """The chunks of this run that are not done, as many as it has workers at most: asked in
         the order doit will ask, and each answer kept for doit's own question a moment later
         (`uptodate.remember`), so a no-op run still reads each record once."""
@@ -79,7 +80,7 @@ class RunSession:
         for work in self.graph.chunks:
             if work.task.doit not in in_run:
                 continue
-            if self.options.always or not remember(work):
+            if always or not remember(work):
                 todo.append(work)
                 if len(todo) >= limit:
                     break
@@ -158,7 +159,8 @@ def dodo(default_job: str | os.PathLike[str]) -> dict[str, Any]:
     refuse_bad(lambda: check_command_line(command, variables, given))
     # doit has changed into the dodo file's folder; the user's paths are relative to where they started.
     job = load_or_exit(get_var("job") or default_job, get_var("output_root"), loader.initial_workdir, get_var("storage"))
-    options = refuse_bad(lambda: from_vars(get_var, sys.argv))
+    # doit's options are read as `run` means them (under `clean`, -n is its dry run, -a all, -c deps).
+    options = refuse_bad(lambda: from_vars(get_var, sys.argv if command == "run" else []))
     return namespace(job, merge=get_var("merge"), options=options, clean=command == "clean")
 
 

@@ -23,11 +23,11 @@ def task_done(task: Any, work: Work) -> bool:
     """A chunk's record matches and its output is the file (or object) recorded; the merge is
     asked the same. `task` is doit's (its first argument, by doit's rule for uptodate callables):
     a task that will run takes what was seen with it (`seen`)."""
-    if _done_at_start and _done_at_start.pop(work.task.key, False):
-        return True
-    done, identity = look(work)
-    if not done or work.options.always:
-        setattr(task, SEEN, identity)
+    if work.task.key in _done_at_start:
+        done, identity = True, _done_at_start.pop(work.task.key)
+    else:
+        done, identity = look(work)
+    setattr(task, SEEN, identity)  # doit runs a done task too, under -a (however it was set: flag or config)
     return done
 
 
@@ -43,16 +43,16 @@ def look(work: Work) -> tuple[bool, str | None]:
     return work.complete().look()
 
 
-_done_at_start: dict[str, bool] = {}  # task key -> done, as the run's start found it, until doit asks
+_done_at_start: dict[str, str | None] = {}  # task key -> the identity of the record found done as the run started
 
 
 def remember(work: Work) -> bool:
     """Ask now, as the run starts (how many workers it needs), and keep a "done" for doit's own
     question about the task, which comes a moment later: each is answered once. A "not done" is
     asked again then (another runner may have finished it meanwhile: it is skipped)."""
-    done = look(work)[0]
+    done, identity = look(work)
     if done:
-        _done_at_start[work.task.key] = True
+        _done_at_start[work.task.key] = identity
     return done
 
 

@@ -5,7 +5,6 @@ inputs' content is unchanged (doit's MD5 rule). Also what makes an attempt's out
 done (`_verify`) and the record a success writes (`_record`)."""
 from __future__ import annotations
 
-import dataclasses
 from types import SimpleNamespace
 
 import os
@@ -26,8 +25,7 @@ from helios_doit.tasks.action import _remove_entry
 from helios_doit.tasks.attempt import _check_video, _record, _verify
 from helios_doit.tasks.clean import clean_task
 from helios_doit.tasks.complete import Complete, relative
-from helios_doit.tasks.options import RunOptions
-from helios_doit.tasks.uptodate import SEEN, task_done, seen
+from helios_doit.tasks.uptodate import task_done, seen
 from helios_doit.tasks.work import Expect, Work
 from helios_doit.video.verify import ChunkFacts
 
@@ -174,9 +172,8 @@ def test_doit_asking_about_a_task_it_will_run_leaves_what_it_saw_on_doits_task(j
     succeed(job)
     identity = job.complete().look()[1]
     task = SimpleNamespace()
-    assert task_done(task, job) is True and not hasattr(task, SEEN)  # done: doit skips it, nothing to carry
-    always = dataclasses.replace(job, options=RunOptions(always=True))
-    assert task_done(task, always) is True and seen(task) == identity  # -a: the record it chose to redo
+    # done: doit skips it, unless under -a (a flag or its configuration): then it carries the record it chose to redo
+    assert task_done(task, job) is True and seen(task) == identity
 
 
 # -- damaged records read as "not done" --------------------------------------------------------

@@ -1,2 +1,5 @@
-class MRunner:
+class Runner:
+    always_execute: bool
+
+class MRunner(Runner):
     num_process: int
