@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..storage.url import Remote
-from .model import JobSpec
+from .model import STATE_ROOT, JobSpec
 
 #: `scheme://...`: a URL, never a path to write (the shell would make a folder `s3:`).
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -114,6 +114,9 @@ class _Paths:
             self.outside.append(f"{what}: {raw!r} {where}, outside {roots}")
         elif _within(path, str(self.state_parent)):
             self.faults.append(f"{what}: {raw!r} is inside the state folder {self.state_parent}; choose another path")
+        elif (own := _helios_folder(path, self.roots)) is not None:
+            self.faults.append(f"{what}: {raw!r} is inside {own}, a folder of helios-doit's own (another job's state, "
+                               "or a render service's data); choose another path")
         elif is_dir:
             self.faults.append(f"{what}: {raw!r} is an existing folder; an output must be a file path")
         else:
@@ -155,6 +158,19 @@ class _Paths:
             else:
                 owners[path] = chunk.id
         return outputs
+
+
+def _helios_folder(path: str, roots: list[str]) -> str | None:
+    """The folder of helios-doit's own (`.helios-doit`, `.helios-doit-serve`...) between the allowed
+    root holding `path` and the output's name, if any: a job run from its project folder may write
+    anywhere under it, never in another job's state or a service's queue."""
+    for root in roots:
+        if _within(path, root):
+            parts = Path(os.path.relpath(path, root)).parts[:-1]
+            for depth, part in enumerate(parts):
+                if part == STATE_ROOT or part.startswith(STATE_ROOT + "-"):
+                    return os.path.join(root, *parts[:depth + 1])
+    return None
 
 
 def _within(path: str, root: str) -> bool:

@@ -235,6 +235,18 @@ def test_an_output_inside_the_state_folder_is_refused(job: Path) -> None:
     load_job(str(write_job(job, [(0, 0, 8, ".helios-doit2.mov"), (1, 8, 8, "b.mov")])), cwd=job)
 
 
+def test_an_output_in_another_jobs_state_or_a_services_data_is_refused_even_from_the_project_folder(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    for folder in (".helios-doit/other.json/records", ".helios-doit-serve", "shots/.helios-doit/x"):
+        path = write_job(project / "jobs", [(0, 0, 8, f"../{folder}/a.mov"), (1, 8, 8, "b.mov")])
+        with pytest.raises(JobError) as refused:
+            load_job(str(path), cwd=project)  # run from the project folder: outputs anywhere under it, but not there
+        [line] = refused.value.lines
+        assert "a folder of helios-doit's own" in line and str(project) in line, line
+    load_job(str(write_job(project / "jobs", [(0, 0, 8, "../renders/a.mov"), (1, 8, 8, "b.mov")])), cwd=project)
+
+
 def test_an_existing_folder_is_not_an_output(job: Path) -> None:
     (job / "renders").mkdir(parents=True)
     path = write_job(job, [(0, 0, 8, "renders"), (1, 8, 8, "b.mov")], merge="helios merge out.mp4 x y")
