@@ -64,9 +64,9 @@ class Bucket:
         return self.url(f"{folder}/job.json")
 
     def machine(self, name: str) -> tuple[Path, dict[str, str]]:
-        """An empty working folder and the environment of a machine of its own."""
+        """The working folder (empty at first) and the environment of a machine of its own."""
         cwd = self.root / name / "cwd"
-        cwd.mkdir(parents=True)
+        cwd.mkdir(parents=True, exist_ok=True)
         return cwd, {**os.environ, **self.env, "HELIOS_DOIT_SCRATCH": str(self.root / name / "scratch")}
 
     def runs(self, name: str) -> list[str]:
@@ -111,6 +111,5 @@ def copy_finished(bucket: Bucket, finished: Bucket) -> str:
 
 
 def job_run(bucket: Bucket, machine: str, url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    cwd, env = bucket.machine(machine) if not (bucket.root / machine).exists() else (
-        bucket.root / machine / "cwd", {**os.environ, **bucket.env, "HELIOS_DOIT_SCRATCH": str(bucket.root / machine / "scratch")})
+    cwd, env = bucket.machine(machine)
     return run([*CLI, "job", "run", url, *args], cwd=cwd, env=env, timeout=120)

@@ -343,7 +343,8 @@ def test_a_storage_folder_that_holds_another_job_is_refused(bucket, finished, ma
     assert bucket.keys() == before
 
 
-def test_sigkill_between_upload_and_record_leaves_no_record_and_the_rerun_publishes_that_upload(bucket):
+def killed_between_upload_and_record(bucket) -> str:
+    """A one-chunk job whose runner on machine a was SIGKILLed after its upload, before its record."""
     url = bucket.upload_job(chunks=1)
     cwd, env = bucket.machine("a")
     env["HELIOS_DOIT_PAUSE_AT"] = "before-publish-record:chunk-0"
@@ -353,6 +354,11 @@ def test_sigkill_between_upload_and_record_leaves_no_record_and_the_rerun_publis
     wait_for(lambda: any(scratch.rglob("paused-before-publish-record-chunk-0")), 60, "the pause before the record")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
+    return url
+
+
+def test_sigkill_between_upload_and_record_leaves_no_record_and_the_rerun_publishes_that_upload(bucket):
+    url = killed_between_upload_and_record(bucket)
     keys = bucket.keys()
     uploaded = keys["shot1/part_0.txt"]  # uploaded whole ...
     assert not [k for k in keys if "/done/chunk-0/" in k]  # ... and no record names it
@@ -361,3 +367,14 @@ def test_sigkill_between_upload_and_record_leaves_no_record_and_the_rerun_publis
     keys = bucket.keys()
     assert keys["shot1/part_0.txt"] == uploaded and not [k for k in keys if "/aside/" in k]  # ours: recorded as is
     assert "no record of ours vouches for" not in result.stdout + result.stderr
+
+
+def test_doit_clean_takes_over_the_lease_a_runner_killed_on_this_machine_left(bucket):
+    url = killed_between_upload_and_record(bucket)
+    assert [k for k in bucket.keys() if k.endswith("/leases/chunk-0.json")]  # never released: its runner died
+    cwd, env = bucket.machine("a")
+    cleaned = run([*DOIT, "clean", "chunk:0", f"job={url}"], cwd=cwd, env=env)
+    assert cleaned.returncode == 0, cleaned.stderr
+    keys = bucket.keys()
+    assert "shot1/part_0.txt" not in keys and not [k for k in keys if "/leases/" in k]
+    assert [k for k in keys if "/aside/part_0.txt." in k]  # no record named the upload: copied aside, then removed

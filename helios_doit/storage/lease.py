@@ -140,14 +140,6 @@ class Lease:
                 pass  # it expires on its own
 
 
-def live_holder(store: Store, key: str) -> dict[str, Any] | None:
-    """Who holds the lease at `key`, if anyone may (read only: for `doit clean`). Seen once, a
-    lease that is not damaged counts as held: only watching it for its ttl could tell otherwise."""
-    lease = Lease(store, key)
-    version, body = lease._read()
-    return body if version is not None and lease._live(version, body) else None
-
-
 def acquire(store: Store, key: str, stopping: Callable[[], object], on_wait: Callable[[dict[str, Any]], None],
             owner: dict[str, Any] | None = None, dead: Callable[[dict[str, Any]], bool] = lambda holder: False) -> Lease:
     """Wait while another runner holds the task's lease; then hold it (and keep it renewed). A

@@ -29,7 +29,8 @@ from ..storage.records import lease_key
 from ..storage.store import StorageError
 from .attempt import changed_source, clear_place, one_attempt
 from ..storage.staging import sweep
-from .publish import publish, published_record, pull_sources, remote_state, stage_of, store_of
+from .publish import (dead_here, lease_owner, publish, published_record, pull_sources, remote_state, stage_of,
+                      store_of)
 from .say import say
 from .uptodate import seen
 from .work import Work
@@ -78,12 +79,9 @@ def _in_bucket(work: Work, state: StateDir, was: str | None) -> TaskFailed | dic
         say(f"{work.label}: waiting for the runner on {holder.get('host')} (pid {holder.get('pid')}) that holds it in the bucket")
         events.emit(state.root, "task-wait", task=work.key, chunkId=work.chunk_id, host=holder.get("host"), pid=holder.get("pid"))
 
-    def dead(holder: dict[str, Any]) -> bool:  # a runner of this machine that died: its lease is void
-        return holder.get("machine") == reaper.machine() and not reaper.runner_alive(holder.get("tag"))
-
-    owner = {"machine": reaper.machine(), "tag": reaper.tag()}
     try:
-        lease = acquire(store_of(work), lease_key(remote_state(work), work.key), supervise.stopping, waiting, owner, dead)
+        lease = acquire(store_of(work), lease_key(remote_state(work), work.key), supervise.stopping, waiting,
+                        lease_owner(), dead_here)
     except InterruptedError:
         raise supervise.Interrupted(supervise.stopping() or 0) from None
     try:

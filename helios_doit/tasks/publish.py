@@ -14,6 +14,7 @@ import posixpath
 import stat
 import time
 import uuid
+from typing import Any
 
 from doit.dependency import get_file_md5
 
@@ -23,7 +24,7 @@ from ..state.content import fingerprint
 from ..state.files import read_json, stamp, write_json_atomic
 from ..state.folder import StateDir
 from ..state.places import Place
-from ..storage.lease import LEASE_TTL_ENV, Lease, live_holder
+from ..storage.lease import LEASE_TTL_ENV, Lease
 from ..storage.records import done_key, done_prefix, found, lease_key, read_record, records_of, scan, vouched, write_record
 from ..storage.staging import Stage, sweep
 from ..storage.store import Exists, Identity, StorageError, Store, store_for
@@ -249,10 +250,29 @@ def unpublish(work: Work) -> None:
     if a record named it; anything else is moved aside). A task whose lease is live is left alone."""
     store = store_of(work)
     prefix = remote_state(work)
-    held = live_holder(store, lease_key(prefix, work.key))
+    lease = Lease(store, lease_key(prefix, work.key), lease_owner(), dead=dead_here)
+    held = lease.holder()  # taken, unless a live runner holds it: nobody publishes while it is cleaned
     if held is not None:
         raise StorageError(f"{work.label}: a runner on {held.get('host')} holds it in the bucket; not cleaned "
-                           "(stop that run first)")
+                           f"(stop that run first; one that died on another machine gives it up {lease.ttl:g} s "
+                           "after its last renewal)")
+    try:
+        _unpublish(work, store, prefix)
+    finally:
+        lease.release()
+
+
+def lease_owner() -> dict[str, str]:
+    """Who takes a task's lease: this machine, and this runner's tag (for `dead_here`)."""
+    return {"machine": reaper.machine(), "tag": reaper.tag()}
+
+
+def dead_here(holder: dict[str, Any]) -> bool:
+    """A lease held by a runner of this machine that died is void: taken over at once."""
+    return holder.get("machine") == reaper.machine() and not reaper.runner_alive(holder.get("tag"))
+
+
+def _unpublish(work: Work, store: Store, prefix: str) -> None:
     listing = store.listing(done_prefix(prefix, work.key))
     for old in records_of(listing, prefix, work.key):
         store.delete(old)
