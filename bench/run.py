@@ -656,7 +656,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     for run_id in used_runs:
         run = results["runs"][run_id]
         f = run["facts"]
-        lines.append(f"**Run {f['date']}** ({'quick' if run['quick'] else 'full'}, {run['elapsed_s']:.0f} s): "
+        scope = f"only {', '.join(run['only'])}" if run.get("only") else "all benchmarks"
+        lines.append(f"**Run {f['date']}** ({'quick' if run['quick'] else 'full'}, {scope}, {run['elapsed_s']:.0f} s): "
                      f"{f['cpu_count']} CPUs ({f.get('cpu_affinity', '?')} usable), {f['cpu_model']}, "
                      f"{f.get('mem_total_gb')} GB RAM, load {f['loadavg_at_start']} at start and {f.get('loadavg_at_end', '?')} at the end "
                      f"({f.get('quiet_wait_s', 0)} s spent waiting for other processes to go quiet); Linux {f['kernel']}; "
@@ -775,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
     results_path = Path(args.results)
     results = load_results(results_path)
     run_id = time.strftime("%Y%m%dT%H%M%S")
-    results["runs"][run_id] = {"quick": args.quick, "facts": facts, "elapsed_s": 0.0}
+    results["runs"][run_id] = {"quick": args.quick, "only": wanted if args.only else None, "facts": facts, "elapsed_s": 0.0}
     failed = []
     try:
         for key in wanted:
