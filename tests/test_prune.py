@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -101,6 +102,15 @@ def test_prune_scratch_removes_this_machines_mirror_of_a_bucket_job_and_the_job_
     result = cli("prune", url, "--scratch", "--older-than", "1", cwd=cwd, env=env)  # used just now: kept
     assert result.returncode == 0 and "kept (used 0.0 days ago" in result.stdout, result.stdout + result.stderr
     assert (mirror / "shot1").is_dir()
+    # A process that has the job loaded (a run fetching its inputs, between its tasks...) keeps it.
+    user = subprocess.Popen([sys.executable, "-c", f"from helios_doit.spec.load import load_job; load_job({url!r}); "
+                             "print('loaded', flush=True); input()"], cwd=cwd, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert user.stdout is not None and user.stdout.readline() == "loaded\n"
+    result = cli("prune", url, "--scratch", cwd=cwd, env=env)
+    assert result.returncode == 1 and "a process on this machine uses the job now" in result.stderr, result.stderr
+    assert (mirror / "shot1" / "part_0.txt").exists()
+    user.communicate("\n", timeout=30)
     result = cli("prune", url, "--scratch", cwd=cwd, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"removed the scratch mirror {mirror / 'shot1'} (")

@@ -7,7 +7,8 @@ a job in a bucket keeps a local mirror (scratch) on every machine that ran it. B
 `status` shows aside/, and this removes it once a person has looked. It removes nothing else: only
 entries of that job's aside/ (never following a link out of it), and with `--scratch` the job's
 folder in this machine's mirror of its bucket (a cache: the bucket holds everything), never while
-a runner on this machine works on the job.
+a process on this machine uses the job (each holds a shared lock on that folder from the moment it
+loads the job until it ends).
 """
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ from typing import Iterator
 from ..core.errors import os_fault
 from ..core.usage import one_line
 from ..spec.load import locate
-from ..spec.model import STATE_ROOT
-from ..state.locks import is_held
+from ..storage.mirror import mirror_unused
 from ..storage.url import is_store_url
 from ..tasks.refuse import refuse_bad
 from ..tasks.status import human_size
@@ -137,15 +137,15 @@ def _prune_scratch(folder: Path, days: float | None) -> int:
         return 0
     if os.path.islink(folder) or not folder.is_dir():
         return one_line("helios-doit prune", f"{folder}: is not a folder of helios-doit's mirror; nothing was removed", 1)
-    for lock in folder.rglob(f"{STATE_ROOT}/*/locks/*.lock"):
-        if is_held(lock):
-            return one_line("helios-doit prune", f"{folder}: a runner on this machine is working on {lock.stem} there now; "
-                            "prune the scratch once it has ended", 1)
-    newest, size = _newest_and_size(folder)
-    if days is not None and time.time() - newest < days * DAY:
-        print(f"{folder}: kept (used {(time.time() - newest) / DAY:.1f} days ago, less than {days:g})")
-        return 0
-    shutil.rmtree(folder)
+    with mirror_unused(str(folder)) as unused:
+        if not unused:
+            return one_line("helios-doit prune", f"{folder}: a process on this machine uses the job now (a run, a "
+                            "status, a render service); prune the scratch once it has ended", 1)
+        newest, size = _newest_and_size(folder)
+        if days is not None and time.time() - newest < days * DAY:
+            print(f"{folder}: kept (used {(time.time() - newest) / DAY:.1f} days ago, less than {days:g})")
+            return 0
+        shutil.rmtree(folder)
     print(f"removed the scratch mirror {folder} ({human_size(size)}); the bucket holds everything, a run fetches what it needs")
     return 0
 

@@ -21,6 +21,7 @@ from typing import Any, cast
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from ..storage.mirror import use_mirror
 from ..storage.url import Remote, is_store_url
 from .bucket import (bucket_output_root, check_keys, fetch_assets_of, fetch_inputs, job_remote, read_remote,
                      storage_remote)
@@ -51,6 +52,7 @@ def load_job(
     cwd = (cwd or Path.cwd()).resolve()
     remote = job_remote(source, cwd) if is_store_url(source) else None
     if remote is not None:
+        use_mirror(str(remote.job_dir))  # this process uses the job's scratch: `prune --scratch` leaves it
         # A bucket job's outputs stay in its folder there, or under a bucket folder the user names.
         root = bucket_output_root(remote, os.fspath(output_root)) if output_root is not None else None
         text, job_file, job_dir = read_remote(source, remote, MAX_JOB_BYTES), None, remote.job_dir

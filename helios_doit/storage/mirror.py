@@ -6,9 +6,12 @@ another version than the one fetched last (`.fetched.json` in the mirror remembe
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 from .store import Identity, StorageError, Store, store_for
 from .url import SCRATCH_ENV, Remote
@@ -78,3 +81,45 @@ def _bring(store: Store, mirror: str, wanted: list[tuple[str, str, Identity]]) -
             os.replace(tmp, index_path)
         except OSError as exc:
             raise StorageError(f"{index_path}: cannot write the scratch folder: {exc.strerror}") from None
+
+
+_in_use: dict[str, int] = {}  # a job's folder in the mirror -> this process' shared lock on it
+
+
+def use_mirror(job_dir: str) -> None:
+    """Say, for as long as this process lives, that it uses the job's folder in this machine's
+    mirror (a shared `flock` on the folder itself: the kernel lets go when the process dies,
+    however it dies; doit's workers, forked, share it). `prune --scratch` removes a folder only
+    when nobody uses it. A folder that cannot be made is said by the fetch that needs it."""
+    if job_dir in _in_use:
+        return
+    while True:
+        try:
+            os.makedirs(job_dir, exist_ok=True)
+            fd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a prune removes it
+        try:
+            same = os.path.samestat(os.fstat(fd), os.lstat(job_dir))
+        except FileNotFoundError:
+            same = False
+        if same:
+            _in_use[job_dir] = fd
+            return
+        os.close(fd)  # pruned as we waited: the folder to use is a new one
+
+
+@contextlib.contextmanager
+def mirror_unused(job_dir: str) -> Iterator[bool]:
+    """Hold the job's folder in the mirror for removal, if no process uses it (yields False if one does)."""
+    fd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)
