@@ -41,6 +41,8 @@ def kubernetes_expands(text: str, env: dict[str, str]) -> str:
     (["--retries", "-1", "--claim", "renders"], "--retries -1: give the attempts after the first, 0 or more"),
     ([], "pods cannot see this machine's"),
     (["--mount", "/work"], "--mount /work: says where pods mount --claim PVC; give the claim too"),
+    (["--claim", "renders", "--mount", "work"], "--mount work: a path in the pods, from their root"),
+    (["--claim", "renders", "--secret", "s3-creds"], "--secret s3-creds: for a job in a bucket"),
 ])
 def test_what_cannot_work_is_one_line_and_prints_no_manifest(make_job, args, says):
     job = make_job(chunks=3)
@@ -54,7 +56,7 @@ def test_what_cannot_work_is_one_line_and_prints_no_manifest(make_job, args, say
 
 def test_slurm_refuses_the_same_numbers(make_job):
     job = make_job(chunks=3)
-    for args in (["--parallelism", "0"], ["--retries", "-2"]):
+    for args in (["--parallelism", "0"], ["--retries", "-2"], ["--claim", "renders"], ["--image", "registry/helios:1"]):
         result = export("slurm", str(job.file), *args)
         assert result.returncode == 2 and result.stdout == "" and len(result.stderr.splitlines()) == 1, result.stderr
 

@@ -49,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
         return one_line("helios-doit export", "k8s needs --image IMAGE (an image with helios-doit installed)")
     if args.mount and not args.claim:
         return one_line("helios-doit export", f"--mount {args.mount}: says where pods mount --claim PVC; give the claim too")
+    if args.mount and not args.mount.startswith("/"):
+        return one_line("helios-doit export", f"--mount {args.mount}: a path in the pods, from their root (e.g. /work)")
+    if args.target == "slurm" and (given := next((f for f in ("image", "secret", "claim") if getattr(args, f)), None)):
+        return one_line("helios-doit export", f"--{given}: for k8s only; Slurm nodes run the job where it is (leave it out)")
     job = load_or_exit(args.file)
     count = len(job.spec.chunks)
     parallelism = min(args.parallelism or count, count)
@@ -61,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(k8s_manifests(args.file, name, count, parallelism, args.retries, args.image, None, "",
                                            _store_env(args.secret)))
             return 0
+        if args.secret:
+            return one_line("helios-doit export", f"--secret {args.secret}: for a job in a bucket (its credentials); this "
+                            "job's pods read the claim, not a bucket (leave it out)")
         if not args.claim:  # pods see none of this machine's folders: they would find no job
             return one_line("helios-doit export", f"{args.file}: pods cannot see this machine's {job.job_dir}; give --claim "
                             "PVC, a PersistentVolumeClaim whose root holds the job's folder, or put the job in a bucket "
