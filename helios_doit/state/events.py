@@ -22,6 +22,7 @@ Events (every one has "event", "at" (unix time), "task" where it applies):
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -58,7 +59,9 @@ def emit(state_root: Path | str, event: str, **fields: Any) -> None:
     if fd is None:
         path = log_path(*key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = _open[key] = open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # a link there is moved aside
+        fd = open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # a link there is moved aside
+        fcntl.flock(fd, fcntl.LOCK_SH)  # held while this process lives: its log is never pruned under it
+        _open[key] = fd
     os.write(fd, line.encode())
 
 
@@ -70,8 +73,9 @@ _RUN_FILE = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}\.(jsonl|cancel)")
 
 def prune(state_root: Path | str, keep: int = KEEP_RUNS, recent: float = KEEP_RECENT) -> int:
     """Drop the event logs (and cancel flags) of old runs: the newest `keep` runs stay, and any run
-    whose log changed in the last `recent` seconds (one that may still be going). Only files of
-    ours by name and kind (regular files named as a run id) are touched. Returns how many went."""
+    whose log changed in the last `recent` seconds or that a live process still writes (however
+    quiet: a run waiting on a lock for hours). Only files of ours by name and kind (regular files
+    named as a run id) are touched. Returns how many went."""
     folder = Path(state_root) / "runs"
     try:
         entries = [e for e in os.scandir(folder) if _RUN_FILE.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
@@ -84,13 +88,25 @@ def prune(state_root: Path | str, keep: int = KEEP_RUNS, recent: float = KEEP_RE
         if entry.name.rsplit(".", 1)[0] not in old:
             continue
         try:
-            if now - entry.stat(follow_symlinks=False).st_mtime < recent:
+            if now - entry.stat(follow_symlinks=False).st_mtime < recent or _written_to(entry.path):
                 continue
             os.unlink(entry.path)
             gone += 1
         except OSError:
             continue
     return gone
+
+
+def _written_to(path: str) -> bool:
+    """Does a live process hold this log open to write (its shared lock)? Asking never waits."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def read(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:

@@ -3,6 +3,8 @@ means" and "the state folder is damaged")."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import os
 from pathlib import Path
 
@@ -324,3 +326,23 @@ def test_inputs_cache_failing_to_write_does_not_fail_the_run(tmp_path: Path) -> 
     sd = StateDir(tmp_path / "missing-state-folder")
     save_inputs_cache(sd, {"a": [1, 2, "m"]})  # OSError swallowed
     assert not sd.root.exists()
+
+
+# -- event logs ----------------------------------------------------------------------------
+
+def test_an_old_runs_log_is_pruned_unless_a_live_process_still_writes_it(tmp_path: Path) -> None:
+    from helios_doit.state import events
+
+    live, gone = "20200101-000000-aaaaaa", "20200101-000001-bbbbbb"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", f"from helios_doit.state import events; events.emit({str(tmp_path)!r}, 'task-wait'); "
+         "print('written', flush=True); input()"],
+        env={**os.environ, events.RUN_ID_ENV: live}, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "written\n"  # a run quiet for hours, say
+        events.log_path(tmp_path, gone).write_text("{}\n")
+        assert events.prune(tmp_path, keep=0, recent=0) == 1
+        assert events.log_path(tmp_path, live).exists() and not events.log_path(tmp_path, gone).exists()
+    finally:
+        writer.communicate("\n", timeout=30)
+    assert events.prune(tmp_path, keep=0, recent=0) == 1  # its process has ended: pruned like any old run
