@@ -52,7 +52,6 @@ def load_job(
     cwd = (cwd or Path.cwd()).resolve()
     remote = job_remote(source, cwd) if is_store_url(source) else None
     if remote is not None:
-        use_mirror(str(remote.job_dir))  # this process uses the job's scratch: `prune --scratch` leaves it
         # A bucket job's outputs stay in its folder there, or under a bucket folder the user names.
         root = bucket_output_root(remote, os.fspath(output_root)) if output_root is not None else None
         text, job_file, job_dir = read_remote(source, remote, MAX_JOB_BYTES), None, remote.job_dir
@@ -87,6 +86,7 @@ def load_job(
             if faults:
                 raise JobError([f"{name}: {fault}" for fault in faults])
             check_keys(remote, [*_outputs.values(), *([_merged] if _merged else [])], name)
+            use_mirror(str(remote.job_dir))  # before the first byte lands there: `prune --scratch` leaves it
             remote = dataclasses.replace(remote, inputs=fetch_inputs(remote, spec.inputs, source))
             if spec.assets_url:  # Helios' asset bundle: fetched like inputs, and counted as inputs
                 remote, assets = fetch_assets_of(remote, spec.assets_url, source)
@@ -98,6 +98,7 @@ def load_job(
     roots = tuple(dict.fromkeys(str(r) for r in (job_dir.resolve(), root) if r is not None))
     if remote is not None:
         check_keys(remote, [*outputs.values(), *([merge_output] if merge_output else [])], name)
+        use_mirror(str(remote.job_dir))  # this process uses the job's scratch from here on
     return Job(spec, source, job_file, job_dir, state_dir, outputs, merge_output, inputs, roots, remote)
 
 
