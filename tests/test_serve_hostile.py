@@ -213,3 +213,14 @@ def test_a_full_disk_under_the_queue_stops_nothing_for_good(tmp_path):
 
 
 
+
+
+def test_a_serve_argument_out_of_range_is_one_line_and_makes_no_data_folder(tmp_path):
+    data = tmp_path / "data"
+    for args, code, said in ((["--port", "99999"], 2, "--port 99999: give a port from 0 to 65535"),
+                             (["--port", "-1"], 2, "--port -1: give a port from 0 to 65535"),
+                             (["--host", "192.0.2.1", "--token", "t0ken"], 1, "cannot listen on 192.0.2.1:8765"),
+                             (["--token", "two words"], 2, "--token: give printable ASCII")):
+        result = run([*CLI, "serve", *args, "--data", str(data), "--root", str(tmp_path)], timeout=60)
+        assert result.returncode == code and result.stderr.startswith(f"helios-doit: {said}"), result.stderr
+        assert len(result.stderr.splitlines()) == 1 and not data.exists()
