@@ -4,6 +4,7 @@ the server read or write outside its roots; the clients say every fault in one l
 from __future__ import annotations
 
 import contextlib
+import http.client
 import http.server
 import json
 import os
@@ -27,6 +28,7 @@ def test_odd_submissions_are_one_clear_answer_never_a_500(tmp_path):
             assert code == status, (body, code, reply)
         code, reply = server.call("POST", "/api/jobs", {"job": "http://127.0.0.1:9/jobs/../x.json"})
         assert code == 403 and "'..'" in reply["error"]
+        assert server.call("POST", "/api/login", {"token": "\ud800\u20ac"})[0] == 204  # no token: nothing to keep
         job_id = server.submit(job.file, fatalExitCodes=[2, 64])  # the README's own example runs
         server.wait(job_id, "completed")
         record = job.state / "records" / "chunk-0.json"  # a damaged record: its job says so, the list still answers
@@ -34,6 +36,18 @@ def test_odd_submissions_are_one_clear_answer_never_a_500(tmp_path):
         wait_for(lambda: server.call("GET", "/api/jobs")[1]["jobs"][0]["chunks"][0]["duration"] is None, 15,
                  "the list to show the damaged record as no duration")  # a finished job is read anew every few seconds
         assert run([*CLI, "status", str(job.file)]).returncode == 0
+
+
+def test_a_token_no_text_can_be_is_a_401_never_a_500(tmp_path):
+    with serving(tmp_path / "data", tmp_path, token="s3cret") as server:
+        assert server.call("POST", "/api/login", {"token": "\ud800"}, token=None)[0] == 401  # a lone surrogate
+        assert server.call("GET", "/api/jobs", token="\u00ff\u00fe")[0] == 401
+        host, port = server.url.split("//")[1].rsplit(":", 1)
+        page = http.client.HTTPConnection(host, int(port), timeout=30)
+        page.request("GET", "/?token=%ED%A0%80")  # the same, in the dashboard's address
+        answer = page.getresponse()
+        assert answer.status == 303 and answer.getheader("set-cookie") is None
+        assert server.call("POST", "/api/login", {"token": "s3cret"}, token=None)[0] == 204
 
 
 def test_a_form_of_another_site_or_a_rebound_host_name_reaches_nothing(tmp_path):

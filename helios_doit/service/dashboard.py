@@ -9,7 +9,6 @@ without following a link, and only its end is sent.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import stat
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..state.files import read_json, stamp
 from ..state.folder import StateDir
 from ..state.names import TaskName
 from ..video import is_video_path
-from .api import COOKIE
+from .api import COOKIE, same_token
 from .service import NotFound, Service
 
 STATIC = Path(__file__).parent / "static"
@@ -41,8 +40,8 @@ def add_dashboard(app: FastAPI, service: Service, guarded: list[Any], token: str
         given = request.query_params.get("token")
         if given is not None:  # the token once in the URL, then a cookie (the address bar forgets it)
             response: Response = RedirectResponse("/", 303)
-            if token is not None and hmac.compare_digest(given.encode(), token.encode()):
-                response.set_cookie(COOKIE, given, httponly=True, samesite="strict")
+            if token is not None and same_token(given, token):
+                response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
             return response
         return _page()
 
