@@ -238,3 +238,16 @@ def test_a_serve_argument_out_of_range_is_one_line_and_makes_no_data_folder(tmp_
         result = run([*CLI, "serve", *args, "--data", str(data), "--root", str(tmp_path)], timeout=60)
         assert result.returncode == code and result.stderr.startswith(f"helios-doit: {said}"), result.stderr
         assert len(result.stderr.splitlines()) == 1 and not data.exists()
+
+
+def test_an_address_that_is_no_address_is_one_line_never_a_500(tmp_path):
+    job = new_job(tmp_path / "shot", chunks=1, frames=1)
+    with serving(tmp_path / "data", tmp_path) as server:
+        for body in ({"job": "http://[::1/job.json"}, {"job": str(job.file), "outputRoot": "http://[::1/renders"},
+                     {"job": str(job.file), "storage": "s3://[::1/renders"}):
+            code, reply = server.call("POST", "/api/jobs", body)
+            assert code == 400 and "not a valid address (Invalid IPv6 URL)" in reply["error"], (body, code, reply)
+        assert server.call("GET", "/api/jobs")[1] == {"jobs": []}
+    result = run([*CLI, "serve", "--root", "s3://[::1", "--data", str(tmp_path / "other")])
+    assert result.returncode == 2 and result.stderr.startswith("helios-doit: --root s3://[::1: not a valid address")
+    assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "other").exists()
