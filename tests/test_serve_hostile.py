@@ -8,6 +8,7 @@ import http.client
 import http.server
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -89,7 +90,7 @@ def test_links_a_jobs_commands_plant_never_make_the_server_read_or_write_outside
     assert victim.read_text() == "precious\n" and secret.read_text() == "the server's secret\n"
 
 
-def test_a_video_chunks_thumbnail_is_never_a_file_planted_in_its_place(tmp_path):
+def test_a_video_chunks_thumbnail_and_seams_are_made_anew_whatever_was_put_in_their_place(tmp_path):
     from test_dashboard import video_job  # a real, small video job
 
     job = video_job(tmp_path / "shot", chunks=2)
@@ -105,6 +106,25 @@ def test_a_video_chunks_thumbnail_is_never_a_file_planted_in_its_place(tmp_path)
         kept.symlink_to(secret)  # planted where the kept picture was
         code, again = server.call("GET", f"/api/jobs/{job_id}/chunks/0/thumbnail")
         assert code == 200 and again == first and secret.read_text() == "not a picture\n"
+        thumbs = tmp_path / "data" / "thumbs"
+        shutil.rmtree(thumbs / job_id)
+        (thumbs / job_id).write_text("a file where the job's folder was\n")
+        assert server.call("GET", f"/api/jobs/{job_id}/chunks/0/thumbnail") == (200, first)
+        [kept] = (thumbs / job_id).iterdir()
+        kept.unlink()
+        (kept / "inside").mkdir(parents=True)  # a folder where the picture was
+        assert server.call("GET", f"/api/jobs/{job_id}/chunks/0/thumbnail") == (200, first)
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        shutil.rmtree(thumbs)
+        thumbs.symlink_to(outside)  # a link where the thumbnails' folder was: nothing is written through it
+        assert server.call("GET", f"/api/jobs/{job_id}/chunks/0/thumbnail") == (200, first)
+        assert list(outside.iterdir()) == []
+        code, seams = server.call("GET", f"/api/jobs/{job_id}/seams")
+        assert code == 200 and seams[:8] == b"\x89PNG\r\n\x1a\n"
+        shutil.rmtree(tmp_path / "data" / "seams")
+        (tmp_path / "data" / "seams").write_text("a file where the seams' folder was\n")
+        assert server.call("GET", f"/api/jobs/{job_id}/seams") == (200, seams)
 
 
 def test_a_job_file_that_became_a_link_out_of_the_root_after_it_was_queued_does_not_run(tmp_path):

@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from ..core.errors import BadInput
 from ..spec.errors import JobError
 from .scheduler import Conflict
-from .service import Forbidden, NotFound, Service
+from .service import Forbidden, NotFound, Service, Unavailable
 
 COOKIE = "helios_doit_token"
 #: Seconds between keep-alive comments on an idle event stream (proxies close silent ones).
@@ -166,7 +166,7 @@ def make_app(service: Service, token: str | None, hosts: set[str] | None = None)
         if isinstance(exc, JobError):
             return JSONResponse({"errors": exc.lines}, 422)
         code = 403 if isinstance(exc, Forbidden) else 404 if isinstance(exc, NotFound) else \
-            409 if isinstance(exc, Conflict) else 400
+            409 if isinstance(exc, Conflict) else 503 if isinstance(exc, Unavailable) else 400
         return JSONResponse({"error": " ".join(exc.lines)}, code)
 
     @app.exception_handler(KeyError)

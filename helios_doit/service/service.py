@@ -36,6 +36,10 @@ class NotFound(BadInput):
     """No such job (HTTP 404)."""
 
 
+class Unavailable(BadInput):
+    """What the server cannot do now, through no fault of the request (HTTP 503)."""
+
+
 #: Submission fields that are run options, and their doit variable names (tasks.options.OPTIONS).
 RUN_OPTIONS = {"retries": "retries", "retryDelay": "retry_delay", "chunkTimeout": "chunk_timeout",
                "fatalExitCodes": "fatal_exit_codes", "keepGoing": "keep_going", "retime": "retime"}
