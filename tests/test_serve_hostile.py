@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -271,3 +272,29 @@ def test_an_address_that_is_no_address_is_one_line_never_a_500(tmp_path):
     result = run([*CLI, "serve", "--root", "s3://[::1", "--data", str(tmp_path / "other")])
     assert result.returncode == 2 and result.stderr.startswith("helios-doit: --root s3://[::1: not a valid address")
     assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "other").exists()
+
+
+def _raw(server, request: bytes, body_chunks=()) -> bytes:
+    """A request sent as bytes on a socket of its own (a body, chunk by chunk), and the answer to it."""
+    host, port = server.url.split("//")[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        for chunk in body_chunks:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while block := sock.recv(65536):
+                answer += block
+    return answer
+
+
+def test_a_body_over_a_mebibyte_is_413_before_it_is_read_or_the_token_checked(tmp_path):
+    with serving(tmp_path / "data", tmp_path, token="s3cret") as server:
+        head = b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        declared = _raw(server, head + b"Content-Length: 209715200\r\n\r\n")  # 200 MB said, none of it sent
+        assert declared.startswith(b"HTTP/1.1 413 ") and b'{"error": "the request\'s body is over 1 MiB' in declared
+        chunked = _raw(server, head.replace(b"login", b"jobs") + b"Transfer-Encoding: chunked\r\n\r\n",
+                       [b"x" * 65536] * 17)  # no length said: counted as it arrives
+        assert chunked.startswith(b"HTTP/1.1 413 "), chunked[:200]
+        assert server.call("POST", "/api/login", {"token": "s3cret" + " " * 900_000}, token=None)[0] == 401  # under: read
+        assert server.call("GET", "/api/jobs")[0] == 200

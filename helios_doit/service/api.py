@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..core.errors import BadInput
 from ..spec.errors import JobError
+from .limits import BodyLimit
 from .scheduler import Conflict
 from .service import Forbidden, NotFound, Service, Unavailable
 
@@ -143,6 +144,8 @@ def make_app(service: Service, token: str | None, hosts: set[str] | None = None)
             return JSONResponse({"error": "send it as JSON (Content-Type: application/json)"}, 415)
         response: Response = await call_next(request)
         return response
+
+    app.add_middleware(BodyLimit)  # added last, so it is outside the others: before any of them reads a byte
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
