@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 
 
 from harness import new_job, run, wait_for
@@ -298,3 +299,28 @@ def test_a_body_over_a_mebibyte_is_413_before_it_is_read_or_the_token_checked(tm
         assert chunked.startswith(b"HTTP/1.1 413 "), chunked[:200]
         assert server.call("POST", "/api/login", {"token": "s3cret" + " " * 900_000}, token=None)[0] == 401  # under: read
         assert server.call("GET", "/api/jobs")[0] == 200
+
+
+def test_a_connection_whose_request_never_arrives_whole_is_closed_and_an_event_stream_stays(tmp_path, monkeypatch):
+    monkeypatch.setenv("HELIOS_DOIT_REQUEST_TIMEOUT", "1")
+    job = new_job(tmp_path / "shot", chunks=1, frames=1)
+    with serving(tmp_path / "data", tmp_path) as server:
+        host, port = server.url.split("//")[1].rsplit(":", 1)
+        stream = urllib.request.urlopen(server.url + "/api/events", timeout=30)
+        assert stream.readline() == b"retry: 2000\n"
+        began = time.monotonic()
+        idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(32)]
+        for n, sock in enumerate(idle):  # nothing; half a request line; a head and half its body; a request, half the next
+            sock.sendall([b"", b"GET /api/jo", b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+                          f"GET /api/jobs HTTP/1.1\r\nHost: {host}:{port}\r\n\r\nGET /api/jo".encode()][n % 4])
+        for sock in idle:
+            with sock:
+                while sock.recv(65536):  # the server closes it (a timeout here: it never did)
+                    pass
+        assert time.monotonic() - began < 4  # closed at the deadline, not by uvicorn's 5 s keep-alive
+        job_id = server.submit(job.file)
+        with stream:  # older than the deadline, and still told every change
+            assert any(job_id.encode() in line for line in iter(stream.readline, b""))
+    monkeypatch.setenv("HELIOS_DOIT_REQUEST_TIMEOUT", "soon")
+    result = run([*CLI, "serve", "--data", str(tmp_path / "other"), "--root", str(tmp_path)], timeout=60)
+    assert result.returncode == 2 and "HELIOS_DOIT_REQUEST_TIMEOUT=soon: give seconds" in result.stderr

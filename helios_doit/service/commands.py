@@ -58,10 +58,12 @@ def serve(args: argparse.Namespace) -> int:
 
     from .api import guard, make_app
     from .dashboard import add_dashboard
+    from .limits import with_deadline
     from .queue import DataFolderInUse, Queue
     from .service import Service
 
     token, roots = _checked(args)
+    request_timeout = _request_timeout()
     sock = _listening(args.host, args.port)
     _more_files()
     try:
@@ -91,8 +93,10 @@ def serve(args: argparse.Namespace) -> int:
     try:
         # Event streams stay open for as long as a dashboard looks: a stop waits for them 2 s at most.
         # At most so many connections at once (an event stream is one): beyond, 503, not a server out of files.
+        # A connection is held only while its request arrives (see limits.RequestDeadline).
         uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2,
-                                      limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5)).run(sockets=[sock])
+                                      limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5,
+                                      http=with_deadline(request_timeout))).run(sockets=[sock])
     except _Stopped:
         pass
     finally:
@@ -123,6 +127,22 @@ def _checked(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     if missing := [root for root in roots if "://" not in root and not os.path.isdir(root)]:
         raise BadInput(f"--root {missing[0]}: no such folder")
     return token, roots
+
+
+def _request_timeout() -> float:
+    """Seconds a request may take to arrive: $HELIOS_DOIT_REQUEST_TIMEOUT, else 10."""
+    from .limits import REQUEST_TIMEOUT, REQUEST_TIMEOUT_ENV
+
+    given = os.environ.get(REQUEST_TIMEOUT_ENV)
+    if not given:
+        return REQUEST_TIMEOUT
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise BadInput(f"{REQUEST_TIMEOUT_ENV}={given}: give seconds, more than 0 and at most 3600")
+    return seconds
 
 
 def _listening(host: str, port: int) -> socket.socket:
