@@ -4,13 +4,17 @@ the server read or write outside its roots; the clients say every fault in one l
 from __future__ import annotations
 
 import contextlib
+import http.client
 import http.server
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
+import urllib.request
 
 
 from harness import new_job, run, wait_for
@@ -27,6 +31,7 @@ def test_odd_submissions_are_one_clear_answer_never_a_500(tmp_path):
             assert code == status, (body, code, reply)
         code, reply = server.call("POST", "/api/jobs", {"job": "http://127.0.0.1:9/jobs/../x.json"})
         assert code == 403 and "'..'" in reply["error"]
+        assert server.call("POST", "/api/login", {"token": "\ud800\u20ac"})[0] == 204  # no token: nothing to keep
         job_id = server.submit(job.file, fatalExitCodes=[2, 64])  # the README's own example runs
         server.wait(job_id, "completed")
         record = job.state / "records" / "chunk-0.json"  # a damaged record: its job says so, the list still answers
@@ -34,6 +39,18 @@ def test_odd_submissions_are_one_clear_answer_never_a_500(tmp_path):
         wait_for(lambda: server.call("GET", "/api/jobs")[1]["jobs"][0]["chunks"][0]["duration"] is None, 15,
                  "the list to show the damaged record as no duration")  # a finished job is read anew every few seconds
         assert run([*CLI, "status", str(job.file)]).returncode == 0
+
+
+def test_a_token_no_text_can_be_is_a_401_never_a_500(tmp_path):
+    with serving(tmp_path / "data", tmp_path, token="s3cret") as server:
+        assert server.call("POST", "/api/login", {"token": "\ud800"}, token=None)[0] == 401  # a lone surrogate
+        assert server.call("GET", "/api/jobs", token="\u00ff\u00fe")[0] == 401
+        host, port = server.url.split("//")[1].rsplit(":", 1)
+        page = http.client.HTTPConnection(host, int(port), timeout=30)
+        page.request("GET", "/?token=%ED%A0%80")  # the same, in the dashboard's address
+        answer = page.getresponse()
+        assert answer.status == 303 and answer.getheader("set-cookie") is None
+        assert server.call("POST", "/api/login", {"token": "s3cret"}, token=None)[0] == 204
 
 
 def test_a_form_of_another_site_or_a_rebound_host_name_reaches_nothing(tmp_path):
@@ -75,7 +92,7 @@ def test_links_a_jobs_commands_plant_never_make_the_server_read_or_write_outside
     assert victim.read_text() == "precious\n" and secret.read_text() == "the server's secret\n"
 
 
-def test_a_video_chunks_thumbnail_is_never_a_file_planted_in_its_place(tmp_path):
+def test_a_video_chunks_thumbnail_and_seams_are_made_anew_whatever_was_put_in_their_place(tmp_path):
     from test_dashboard import video_job  # a real, small video job
 
     job = video_job(tmp_path / "shot", chunks=2)
@@ -91,6 +108,25 @@ def test_a_video_chunks_thumbnail_is_never_a_file_planted_in_its_place(tmp_path)
         kept.symlink_to(secret)  # planted where the kept picture was
         code, again = server.call("GET", f"/api/jobs/{job_id}/chunks/0/thumbnail")
         assert code == 200 and again == first and secret.read_text() == "not a picture\n"
+        thumbs = tmp_path / "data" / "thumbs"
+        shutil.rmtree(thumbs / job_id)
+        (thumbs / job_id).write_text("a file where the job's folder was\n")
+        assert server.call("GET", f"/api/jobs/{job_id}/chunks/0/thumbnail") == (200, first)
+        [kept] = (thumbs / job_id).iterdir()
+        kept.unlink()
+        (kept / "inside").mkdir(parents=True)  # a folder where the picture was
+        assert server.call("GET", f"/api/jobs/{job_id}/chunks/0/thumbnail") == (200, first)
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        shutil.rmtree(thumbs)
+        thumbs.symlink_to(outside)  # a link where the thumbnails' folder was: nothing is written through it
+        assert server.call("GET", f"/api/jobs/{job_id}/chunks/0/thumbnail") == (200, first)
+        assert list(outside.iterdir()) == []
+        code, seams = server.call("GET", f"/api/jobs/{job_id}/seams")
+        assert code == 200 and seams[:8] == b"\x89PNG\r\n\x1a\n"
+        shutil.rmtree(tmp_path / "data" / "seams")
+        (tmp_path / "data" / "seams").write_text("a file where the seams' folder was\n")
+        assert server.call("GET", f"/api/jobs/{job_id}/seams") == (200, seams)
 
 
 def test_a_job_file_that_became_a_link_out_of_the_root_after_it_was_queued_does_not_run(tmp_path):
@@ -213,3 +249,78 @@ def test_a_full_disk_under_the_queue_stops_nothing_for_good(tmp_path):
 
 
 
+
+
+def test_a_serve_argument_out_of_range_is_one_line_and_makes_no_data_folder(tmp_path):
+    data = tmp_path / "data"
+    for args, code, said in ((["--port", "99999"], 2, "--port 99999: give a port from 0 to 65535"),
+                             (["--port", "-1"], 2, "--port -1: give a port from 0 to 65535"),
+                             (["--host", "192.0.2.1", "--token", "t0ken"], 1, "cannot listen on 192.0.2.1:8765"),
+                             (["--token", "two words"], 2, "--token: give printable ASCII")):
+        result = run([*CLI, "serve", *args, "--data", str(data), "--root", str(tmp_path)], timeout=60)
+        assert result.returncode == code and result.stderr.startswith(f"helios-doit: {said}"), result.stderr
+        assert len(result.stderr.splitlines()) == 1 and not data.exists()
+
+
+def test_an_address_that_is_no_address_is_one_line_never_a_500(tmp_path):
+    job = new_job(tmp_path / "shot", chunks=1, frames=1)
+    with serving(tmp_path / "data", tmp_path) as server:
+        for body in ({"job": "http://[::1/job.json"}, {"job": str(job.file), "outputRoot": "http://[::1/renders"},
+                     {"job": str(job.file), "storage": "s3://[::1/renders"}):
+            code, reply = server.call("POST", "/api/jobs", body)
+            assert code == 400 and "not a valid address (Invalid IPv6 URL)" in reply["error"], (body, code, reply)
+        assert server.call("GET", "/api/jobs")[1] == {"jobs": []}
+    result = run([*CLI, "serve", "--root", "s3://[::1", "--data", str(tmp_path / "other")])
+    assert result.returncode == 2 and result.stderr.startswith("helios-doit: --root s3://[::1: not a valid address")
+    assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "other").exists()
+
+
+def _raw(server, request: bytes, body_chunks=()) -> bytes:
+    """A request sent as bytes on a socket of its own (a body, chunk by chunk), and the answer to it."""
+    host, port = server.url.split("//")[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        for chunk in body_chunks:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while block := sock.recv(65536):
+                answer += block
+    return answer
+
+
+def test_a_body_over_a_mebibyte_is_413_before_it_is_read_or_the_token_checked(tmp_path):
+    with serving(tmp_path / "data", tmp_path, token="s3cret") as server:
+        head = b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        declared = _raw(server, head + b"Content-Length: 209715200\r\n\r\n")  # 200 MB said, none of it sent
+        assert declared.startswith(b"HTTP/1.1 413 ") and b'{"error": "the request\'s body is over 1 MiB' in declared
+        chunked = _raw(server, head.replace(b"login", b"jobs") + b"Transfer-Encoding: chunked\r\n\r\n",
+                       [b"x" * 65536] * 17)  # no length said: counted as it arrives
+        assert chunked.startswith(b"HTTP/1.1 413 "), chunked[:200]
+        assert server.call("POST", "/api/login", {"token": "s3cret" + " " * 900_000}, token=None)[0] == 401  # under: read
+        assert server.call("GET", "/api/jobs")[0] == 200
+
+
+def test_a_connection_whose_request_never_arrives_whole_is_closed_and_an_event_stream_stays(tmp_path, monkeypatch):
+    monkeypatch.setenv("HELIOS_DOIT_REQUEST_TIMEOUT", "1")
+    job = new_job(tmp_path / "shot", chunks=1, frames=1)
+    with serving(tmp_path / "data", tmp_path) as server:
+        host, port = server.url.split("//")[1].rsplit(":", 1)
+        stream = urllib.request.urlopen(server.url + "/api/events", timeout=30)
+        assert stream.readline() == b"retry: 2000\n"
+        began = time.monotonic()
+        idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(32)]
+        for n, sock in enumerate(idle):  # nothing; half a request line; a head and half its body; a request, half the next
+            sock.sendall([b"", b"GET /api/jo", b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+                          f"GET /api/jobs HTTP/1.1\r\nHost: {host}:{port}\r\n\r\nGET /api/jo".encode()][n % 4])
+        for sock in idle:
+            with sock:
+                while sock.recv(65536):  # the server closes it (a timeout here: it never did)
+                    pass
+        assert time.monotonic() - began < 4  # closed at the deadline, not by uvicorn's 5 s keep-alive
+        job_id = server.submit(job.file)
+        with stream:  # older than the deadline, and still told every change
+            assert any(job_id.encode() in line for line in iter(stream.readline, b""))
+    monkeypatch.setenv("HELIOS_DOIT_REQUEST_TIMEOUT", "soon")
+    result = run([*CLI, "serve", "--data", str(tmp_path / "other"), "--root", str(tmp_path)], timeout=60)
+    assert result.returncode == 2 and "HELIOS_DOIT_REQUEST_TIMEOUT=soon: give seconds" in result.stderr

@@ -20,8 +20,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..core.errors import BadInput
 from ..spec.errors import JobError
+from .limits import BodyLimit
 from .scheduler import Conflict
-from .service import Forbidden, NotFound, Service
+from .service import Forbidden, NotFound, Service, Unavailable
 
 COOKIE = "helios_doit_token"
 #: Seconds between keep-alive comments on an idle event stream (proxies close silent ones).
@@ -112,9 +113,18 @@ def guard(token: str | None) -> list[Any]:
             return
         given = request.headers.get("authorization", "")
         given = given[7:] if given.lower().startswith("bearer ") else request.cookies.get(COOKIE, "")
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        if not same_token(given, token):
             raise Unauthorized()
     return [Depends(authorized)]
+
+
+def same_token(given: str, token: str) -> bool:
+    """Whether `given` is the token, compared in constant time. What a client sends may be text no
+    UTF-8 can hold (JSON's "\\ud800", a lone surrogate): that is simply not the token, never a 500."""
+    try:
+        return hmac.compare_digest(given.encode(), token.encode())
+    except UnicodeEncodeError:
+        return False
 
 
 def make_app(service: Service, token: str | None, hosts: set[str] | None = None) -> FastAPI:
@@ -134,6 +144,8 @@ def make_app(service: Service, token: str | None, hosts: set[str] | None = None)
             return JSONResponse({"error": "send it as JSON (Content-Type: application/json)"}, 415)
         response: Response = await call_next(request)
         return response
+
+    app.add_middleware(BodyLimit)  # added last, so it is outside the others: before any of them reads a byte
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -157,7 +169,7 @@ def make_app(service: Service, token: str | None, hosts: set[str] | None = None)
         if isinstance(exc, JobError):
             return JSONResponse({"errors": exc.lines}, 422)
         code = 403 if isinstance(exc, Forbidden) else 404 if isinstance(exc, NotFound) else \
-            409 if isinstance(exc, Conflict) else 400
+            409 if isinstance(exc, Conflict) else 503 if isinstance(exc, Unavailable) else 400
         return JSONResponse({"error": " ".join(exc.lines)}, code)
 
     @app.exception_handler(KeyError)
@@ -166,11 +178,13 @@ def make_app(service: Service, token: str | None, hosts: set[str] | None = None)
 
     @app.post("/api/login", status_code=204, tags=["auth"])
     def login(body: Login, response: Response) -> Response:
-        """Trade the token for a cookie (for the dashboard, and EventSource, which sends no headers)."""
-        if token is not None and not hmac.compare_digest(body.token.encode(), token.encode()):
+        """Trade the token for a cookie (for the dashboard, and EventSource, which sends no headers).
+        Without a token there is nothing to keep: no cookie (one of any text given would not fit a header)."""
+        if token is not None and not same_token(body.token, token):
             raise Unauthorized()
         response = Response(status_code=204)
-        response.set_cookie(COOKIE, body.token, httponly=True, samesite="strict")
+        if token is not None:
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         return response
 
     @app.post("/api/jobs", status_code=201, response_model=Created, dependencies=guarded, tags=["jobs"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import http.client
 import ipaddress
 import json
@@ -57,34 +58,23 @@ def serve(args: argparse.Namespace) -> int:
 
     from .api import guard, make_app
     from .dashboard import add_dashboard
+    from .limits import with_deadline
     from .queue import DataFolderInUse, Queue
-    from .service import Service, url_root
+    from .service import Service
 
-    token = args.token or os.environ.get(TOKEN_ENV) or None
-    if not 1 <= args.workers <= MAX_WORKERS:
-        raise BadInput(f"--workers {args.workers}: give a whole number from 1 to {MAX_WORKERS}")
-    if not _loopback(args.host) and token is None:
-        raise BadInput(f"--host {args.host}: other machines could run any command as you; give --token T "
-                       "(or serve on 127.0.0.1)")
-    roots = [url_root(root) for root in (args.root or [os.getcwd()])]
-    if missing := [root for root in roots if "://" not in root and not os.path.isdir(root)]:
-        raise BadInput(f"--root {missing[0]}: no such folder")
+    token, roots = _checked(args)
+    request_timeout = _request_timeout()
+    sock = _listening(args.host, args.port)
     _more_files()
     try:
         queue = Queue(Path(args.data).absolute())
     except DataFolderInUse:
+        sock.close()
         raise EnvironmentFault(f"--data {args.data}: another server uses it; stop it, or give another folder") from None
     except (OSError, sqlite3.Error) as exc:
+        sock.close()
         raise EnvironmentFault(f"--data {args.data}: cannot keep the queue there: "
                                f"{getattr(exc, 'strerror', None) or exc}") from None
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-        sock.listen(128)  # connections queue from now on: the line below may be acted on at once
-    except OSError as exc:
-        queue.close()
-        raise EnvironmentFault(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     service = Service(queue, roots, args.workers, args.executor, args.scheduler)
     host, port = sock.getsockname()[:2]
     app = make_app(service, token, _hosts(args.host, port) if token is None else None)
@@ -93,6 +83,7 @@ def serve(args: argparse.Namespace) -> int:
         service.start()
     except sqlite3.Error as exc:
         queue.close()
+        sock.close()
         raise EnvironmentFault(f"--data {args.data}: the queue cannot be written ({exc}); free some space") from None
     print(f"helios-doit: serving http://{_url_host(host)}:{port}/ (data {queue.data}; roots {', '.join(roots)})",
           flush=True)
@@ -102,14 +93,74 @@ def serve(args: argparse.Namespace) -> int:
     try:
         # Event streams stay open for as long as a dashboard looks: a stop waits for them 2 s at most.
         # At most so many connections at once (an event stream is one): beyond, 503, not a server out of files.
+        # A connection is held only while its request arrives (see limits.RequestDeadline).
         uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2,
-                                      limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5)).run(sockets=[sock])
+                                      limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5,
+                                      http=with_deadline(request_timeout))).run(sockets=[sock])
     except _Stopped:
         pass
     finally:
         service.stop()
     print("helios-doit: stopped; the jobs it was running go on when it starts again", flush=True)
     return 0
+
+
+def _checked(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """(the token, the served roots): every argument checked before anything is made, so a refusal
+    is one line and leaves no data folder behind."""
+    from .service import url_root
+
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if not 0 <= args.port <= 65535:
+        raise BadInput(f"--port {args.port}: give a port from 0 to 65535")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise BadInput(f"--workers {args.workers}: give a whole number from 1 to {MAX_WORKERS}")
+    if token is not None and not all("!" <= char <= "~" for char in token):
+        # An HTTP header and a cookie carry it: anything else could never be sent, or never match.
+        raise BadInput("--token: give printable ASCII without spaces (e.g. openssl rand -hex 16)")
+    if args.scheduler and args.executor != "dask":
+        raise BadInput(f"--scheduler {args.scheduler}: only --executor dask has a scheduler")
+    if not _loopback(args.host) and token is None:
+        raise BadInput(f"--host {args.host}: other machines could run any command as you; give --token T "
+                       "(or serve on 127.0.0.1)")
+    roots = [url_root(root) for root in (args.root or [os.getcwd()])]
+    if missing := [root for root in roots if "://" not in root and not os.path.isdir(root)]:
+        raise BadInput(f"--root {missing[0]}: no such folder")
+    return token, roots
+
+
+def _request_timeout() -> float:
+    """Seconds a request may take to arrive: $HELIOS_DOIT_REQUEST_TIMEOUT, else 10."""
+    from .limits import REQUEST_TIMEOUT, REQUEST_TIMEOUT_ENV
+
+    given = os.environ.get(REQUEST_TIMEOUT_ENV)
+    if not given:
+        return REQUEST_TIMEOUT
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise BadInput(f"{REQUEST_TIMEOUT_ENV}={given}: give seconds, more than 0 and at most 3600")
+    return seconds
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the queue is opened: an address this machine does not have
+    is said before any folder is made. Connections queue from the moment it listens."""
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        raise EnvironmentFault(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        hint = " (another server? --port 0 takes any free port)" if exc.errno == errno.EADDRINUSE else ""
+        raise EnvironmentFault(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+    return sock
 
 
 class _Stopped(Exception):

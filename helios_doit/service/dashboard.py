@@ -8,12 +8,13 @@ without following a link, and only its end is sent.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import hmac
 import os
+import shutil
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
@@ -21,10 +22,11 @@ from fastapi.staticfiles import StaticFiles
 
 from ..state.files import read_json, stamp
 from ..state.folder import StateDir
+from ..spec.model import Job
 from ..state.names import TaskName
 from ..video import is_video_path
-from .api import COOKIE
-from .service import NotFound, Service
+from .api import COOKIE, same_token
+from .service import NotFound, Service, Unavailable
 
 STATIC = Path(__file__).parent / "static"
 #: The end of a log a browser gets, at most.
@@ -41,8 +43,8 @@ def add_dashboard(app: FastAPI, service: Service, guarded: list[Any], token: str
         given = request.query_params.get("token")
         if given is not None:  # the token once in the URL, then a cookie (the address bar forgets it)
             response: Response = RedirectResponse("/", 303)
-            if token is not None and hmac.compare_digest(given.encode(), token.encode()):
-                response.set_cookie(COOKIE, given, httponly=True, samesite="strict")
+            if token is not None and same_token(given, token):
+                response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
             return response
         return _page()
 
@@ -58,9 +60,10 @@ def add_dashboard(app: FastAPI, service: Service, guarded: list[Any], token: str
         found = stamp(path)
         key = hashlib.sha256(f"{path}:{found}".encode()).hexdigest()[:20]
         thumb = service.queue.data / "thumbs" / job_id / f"{chunk_id}-{key}.png"
-        if not _ours(thumb):
-            _make_thumbnail(Path(path), thumb)
-        return _cached(thumb, {"Cache-Control": "private, max-age=86400"})
+        with _kept(job_id):
+            if not _ours(service.queue.data, thumb):
+                _make_thumbnail(Path(path), thumb)
+            return _cached(thumb, {"Cache-Control": "private, max-age=86400"})
 
     @app.get("/api/jobs/{job_id}/chunks/{chunk_id}/log", dependencies=guarded, tags=["dashboard"],
              response_class=PlainTextResponse)
@@ -83,29 +86,57 @@ def add_dashboard(app: FastAPI, service: Service, guarded: list[Any], token: str
             raise NotFound(f"job {job_id}: no merged video yet")
         key = hashlib.sha256(f"{output}:{found}".encode()).hexdigest()[:20]
         picture = service.queue.data / "seams" / f"{job_id}-{key}.png"
-        if not _ours(picture):
-            from ..video.seams import SeamsError, seams_report
-
-            chunks = sorted(job.spec.chunks, key=lambda c: c.start_frame)
-            picture.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                seams_report(Path(output), picture, [c.start_frame - chunks[0].start_frame for c in chunks[1:]], 6)
-            except SeamsError as exc:
-                raise NotFound(f"job {job_id}: {exc}") from None
-        return _cached(picture, {})
+        with _kept(job_id):
+            if not _ours(service.queue.data, picture):
+                _make_seams(job, Path(output), picture)
+            return _cached(picture, {})
 
 
-def _ours(path: Path) -> bool:
-    """A picture this server made and kept: a plain file with one name. Anything else there (a link
-    a chunk's command put in the data folder, say) is removed, and the picture made anew."""
+@contextlib.contextmanager
+def _kept(job_id: str) -> Iterator[None]:
+    """A picture the data folder cannot hold now (gone, full, not ours to write) is a 503 line."""
+    try:
+        yield
+    except OSError as exc:
+        raise Unavailable(f"job {job_id}: no picture can be kept in the data folder now "
+                          f"({exc.strerror or exc})") from None
+
+
+def _ours(data: Path, path: Path) -> bool:
+    """A picture this server made and kept: a plain file with one name, in plain folders of the data
+    folder. Anything else there (a link a chunk's command put in the data folder, a file where a
+    folder belongs, a folder where a picture belongs) is removed, and the picture made anew: the
+    data folder is the service's own."""
+    _folders(data, path.parent)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return False
     if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
         return True
-    os.unlink(path)
+    if stat.S_ISDIR(st.st_mode) and path.parent.resolve().is_relative_to(data.resolve()):
+        shutil.rmtree(path)  # never follows a link inside it
+    else:
+        os.unlink(path)
     return False
+
+
+def _folders(data: Path, folder: Path) -> None:
+    """Every folder from the data folder down to `folder` a plain folder: a file or a link in the
+    place of one is removed first (a link would take the pictures out of the data folder)."""
+    here = data
+    for part in folder.relative_to(data).parts:
+        here = here / part
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            continue
+        if st is not None:
+            os.unlink(here)
+        with contextlib.suppress(FileExistsError):  # another request made it meanwhile
+            os.mkdir(here, 0o700)
 
 
 def _cached(path: Path, headers: dict[str, str]) -> Response:
@@ -133,10 +164,23 @@ def _done_output(service: Service, job_id: str, chunk_id: int) -> str:
     return path
 
 
+def _make_seams(job: Job, video: Path, picture: Path) -> None:
+    """The merged video's seams, drawn under a name of its own (never through a link planted at a
+    name known in advance), then renamed into place."""
+    from ..video.seams import SeamsError, seams_report
+
+    chunks = sorted(job.spec.chunks, key=lambda c: c.start_frame)
+    partial = picture.with_name(f".{picture.name}.{os.urandom(6).hex()}.png")
+    try:
+        seams_report(video, partial, [c.start_frame - chunks[0].start_frame for c in chunks[1:]], 6)
+    except SeamsError as exc:
+        raise NotFound(f"job {job.source}: {exc}") from None
+    os.replace(partial, picture)
+
+
 def _make_thumbnail(video: Path, thumb: Path) -> None:
     import av
 
-    thumb.parent.mkdir(parents=True, exist_ok=True)
     try:
         with av.open(str(video)) as container:
             frame = next(container.decode(video=0))

@@ -36,6 +36,10 @@ class NotFound(BadInput):
     """No such job (HTTP 404)."""
 
 
+class Unavailable(BadInput):
+    """What the server cannot do now, through no fault of the request (HTTP 503)."""
+
+
 #: Submission fields that are run options, and their doit variable names (tasks.options.OPTIONS).
 RUN_OPTIONS = {"retries": "retries", "retryDelay": "retry_delay", "chunkTimeout": "chunk_timeout",
                "fatalExitCodes": "fatal_exit_codes", "keepGoing": "keep_going", "retime": "retime"}
@@ -108,7 +112,7 @@ class Service:
     def _inside(self, given: str, what: str) -> tuple[str, str]:
         """`given` if it is inside a served root (a folder, resolved; or a URL prefix), and that root."""
         if "://" in given:
-            segments = urllib.parse.unquote(urllib.parse.urlsplit(given).path).split("/")
+            segments = urllib.parse.unquote(_split(given, what).path).split("/")
             if any(part in (".", "..") for part in segments) or "\\" in given:
                 raise Forbidden(f"{what} {given}: '.' and '..' are not allowed in a served address; give it plainly")
             for root in self.roots:
@@ -216,9 +220,18 @@ class Service:
                 due[job_id] = time.monotonic() + 10 * (time.monotonic() - began)
 
 
+def _split(address: str, what: str) -> urllib.parse.SplitResult:
+    """An address's parts; one that is no address (`http://[::1/job.json`, its host half an IPv6
+    address) is a BadInput naming the field, not a ValueError from deep in urllib."""
+    try:
+        return urllib.parse.urlsplit(address)
+    except ValueError as exc:
+        raise BadInput(f"{what} {address}: not a valid address ({exc}); give it as scheme://host/path") from None
+
+
 def url_root(text: str) -> str:
     """A served root as given: a folder (resolved) or a URL prefix (a bucket named explicitly)."""
     if "://" in text:
-        parts = urllib.parse.urlsplit(text)
+        parts = _split(text, "--root")
         return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
     return os.path.realpath(text)
