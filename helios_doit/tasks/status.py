@@ -29,6 +29,7 @@ import math
 import os
 import shlex
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -72,25 +73,26 @@ def aside_summary(aside: Path) -> dict[str, Any]:
         found = []
     for entry in found:
         entries += 1
-        size += _bytes_of(entry.path)
+        size += bytes_under(entry.path)
     return {"path": str(aside), "entries": entries, "bytes": size}
 
 
-def _bytes_of(path: str) -> int:
-    """Bytes under `path`, links not followed (a link counts as itself)."""
+def bytes_under(path: str | os.PathLike[str]) -> int:
+    """Bytes under `path`, links not followed (a link counts as itself); what cannot be read counts 0."""
     try:
         st = os.lstat(path)
     except OSError:
         return 0
-    if not os.path.isdir(path) or os.path.islink(path):
+    if not stat.S_ISDIR(st.st_mode):
         return st.st_size
     total = 0
-    for folder, _dirs, files in os.walk(path):
-        for name in files:
+    for folder, dirs, files in os.walk(path):
+        for name in dirs + files:
             try:
-                total += os.lstat(os.path.join(folder, name)).st_size
+                entry = os.lstat(os.path.join(folder, name))
             except OSError:
-                pass
+                continue
+            total += 0 if stat.S_ISDIR(entry.st_mode) else entry.st_size
     return total
 
 
