@@ -41,7 +41,7 @@ from ..state.locks import is_held
 from ..state.outcome import Failure
 from .complete import Complete
 from .graph import build
-from .publish import remote_done, remote_size, remote_state
+from .publish import remote_look, remote_size, remote_state
 from .work import Work
 
 
@@ -114,7 +114,7 @@ def task_status(state: StateDir, work: Work) -> dict[str, Any]:
         done = f"{frames}/{work.expect.frames} frames, " if isinstance(frames, int) and work.expect else ""
         entry.update(state="running", attempts=runner.get("attempt"), size=None, framesDone=frames,
                      note=f"{done}for {time.time() - float(runner.get('startedAt') or time.time()):.0f}s")
-    elif remote_done(work) if work.remote is not None else record is not None and complete():
+    elif remote_look(work)[0] if work.remote is not None else record is not None and complete():
         record = record or {}
         retimed = record.get("retimed") if isinstance(record.get("retimed"), str) else None
         entry.update(state="done", attempts=_count(record.get("attempts")), duration=_seconds(record.get("duration")),
