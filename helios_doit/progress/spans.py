@@ -40,10 +40,4 @@ def frame_runs(frames: dict[int, int]) -> list[list[int]]:
 
 def compact_chunks(ids: list[int]) -> list[list[int]]:
     """Chunk ids as [first, last] ranges of consecutive ids."""
-    spans: list[list[int]] = []
-    for n in sorted(set(ids)):
-        if spans and n == spans[-1][1] + 1:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n])
-    return spans
+    return [span[:2] for span in frame_runs(dict.fromkeys(ids, 0))]
