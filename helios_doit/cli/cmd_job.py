@@ -6,7 +6,6 @@ own options (`-a`, `-v 2`, `-P thread`...) pass through; anything else is refuse
 from __future__ import annotations
 
 import argparse
-from typing import cast
 
 from ..state.names import CHUNK, MERGE, TaskName
 from ..tasks.options import MAX_WORKERS
@@ -17,7 +16,7 @@ from .flags import add_option_flags, options_from_flags
 from ..core.usage import Parser, one_line
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: Parser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     run = actions.add_parser(
         "run",
@@ -55,7 +54,7 @@ _DOIT_OPTIONS = {"-a": False, "--always-execute": False, "-c": False, "--continu
                  "-s": False, "--single": False, "--failure-verbosity": True, "--auto-delayed-regex": False}
 
 
-def _doit_run_options(parser: argparse.ArgumentParser, extra: list[str]) -> list[str]:
+def _doit_run_options(parser: Parser, extra: list[str]) -> list[str]:
     """`extra`, if it is only `doit run` options that may pass through; else one line and exit 2."""
     index = 0
     while index < len(extra):
@@ -63,14 +62,14 @@ def _doit_run_options(parser: argparse.ArgumentParser, extra: list[str]) -> list
         name = word.split("=", 1)[0] if word.startswith("--") else word[:2]
         takes = _DOIT_OPTIONS.get(name)
         if takes is None:
-            cast(Parser, parser).unknown(extra[index:], _DOIT_OPTIONS)
+            parser.unknown(extra[index:], _DOIT_OPTIONS)
         inline = "=" in word if word.startswith("--") else len(word) > 2  # --process=2, -n2
         if takes and not inline:
             if index + 1 >= len(extra) or extra[index + 1].startswith("-"):
                 parser.error(f"option {word} needs a value")
             index += 1
         elif not takes and inline:
-            cast(Parser, parser).unknown(extra[index:], _DOIT_OPTIONS)
+            parser.unknown(extra[index:], _DOIT_OPTIONS)
         index += 1
     return extra
 
@@ -102,5 +101,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         return EXIT_CODES.get(run_doit(namespace(job, args.merge, run_options), run_args), 1)
     except Stopped as stop:
-        return stop.code
+        return stop.exit_code
 
