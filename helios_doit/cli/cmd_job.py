@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 
 from ..state.names import CHUNK, MERGE, TaskName
-from ..tasks.options import MAX_WORKERS
-from ..tasks.refuse import load_or_exit, refuse_bad
+from ..spec.errors import JobError
+from ..tasks.options import MAX_WORKERS, refusal
+from ..tasks.refuse import load_or_exit, refuse, refuse_bad
 from ..tasks.session import namespace
 from .doit_run import EXIT_CODES, Stopped, run_doit
 from .flags import add_option_flags, options_from_flags
@@ -47,8 +48,8 @@ _ADAPTERS = {
 
 
 #: `doit run`'s options that may pass through, and whether each takes a value. Not the others:
-#: `--reporter` would replace what starts a run (state folder, watchdog), `--db-file`/`--backend`
-#: would bring back doit's own database, `-o`, `--pdb` and the like take the terminal away.
+#: `--reporter`, `--db-file` and `--backend` are refused as plain doit refuses them (`tasks.options.REFUSED`),
+#: `-o`, `--pdb` and the like take the terminal away.
 _DOIT_OPTIONS = {"-a": False, "--always-execute": False, "-c": False, "--continue": False, "-v": True,
                  "--verbosity": True, "-n": True, "--process": True, "-P": True, "--parallel-type": True,
                  "-s": False, "--single": False, "--failure-verbosity": True, "--auto-delayed-regex": False}
@@ -61,6 +62,8 @@ def _doit_run_options(parser: Parser, extra: list[str]) -> list[str]:
         word = extra[index]
         name = word.split("=", 1)[0] if word.startswith("--") else word[:2]
         takes = _DOIT_OPTIONS.get(name)
+        if (why := refusal(word)) is not None:  # said as plain doit says it
+            refuse(JobError([why]))
         if takes is None:
             parser.unknown(extra[index:], _DOIT_OPTIONS)
         inline = "=" in word if word.startswith("--") else len(word) > 2  # --process=2, -n2
