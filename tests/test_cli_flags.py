@@ -21,11 +21,6 @@ def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[
     (["job", "run", "j.json", "--concurency", "4"], "helios-doit job run: unknown option --concurency", "did you mean --concurrency?"),
     (["job", "run", "j.json", "--no-merg"], "helios-doit job run: unknown option --no-merg", "did you mean --no-merge?"),
     (["job", "run", "j.json", "--retrys", "2"], "helios-doit job run: unknown option --retrys", "did you mean --retries?"),
-    (["job", "run", "j.json", "-r", "json"], "helios-doit job run: unknown option -r", "job run --help"),
-    (["job", "run", "j.json", "--db-file=x.db"], "helios-doit job run: unknown option --db-file", "job run --help"),
-    (["job", "run", "j.json", "--reporter", "json"], "helios-doit job run: unknown option --reporter", "job run --help"),
-    (["job", "run", "j.json", "--reporter=json"], "helios-doit job run: unknown option --reporter", "job run --help"),
-    (["job", "run", "j.json", "--backend", "json"], "helios-doit job run: unknown option --backend", "job run --help"),
     (["job", "run", "j.json", "--concurrency", "99999999999999999999"], "helios-doit: --concurrency 99999999999999999999:",
      "from 1 to 1024"),
     (["job", "run", "j.json", "--concurrency", "0"], "helios-doit: --concurrency 0:", "from 1 to 1024"),
@@ -73,6 +68,18 @@ def test_plain_doit_refuses_options_that_would_undo_the_run_in_one_line(tmp_path
     assert result.returncode == 2 and result.stdout == "", result.stdout
     [line] = result.stderr.splitlines()
     assert line.startswith(f"helios-doit: {name}: not with helios-doit (") and line.endswith("; leave it out")
+    assert not job.state.exists() and job.runs() == []  # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize("option, name", [(["-r", "json"], "-r"), (["-rjson"], "-r"), (["--db-file=x.db"], "--db-file"),
+                                          (["--reporter", "json"], "--reporter"), (["--reporter=json"], "--reporter"),
+                                          (["--backend", "json"], "--backend")])
+def test_job_run_refuses_options_that_would_undo_the_run_as_plain_doit_does(tmp_path, option, name, capsys):
+    job = new_job(tmp_path, chunks=2, frames=1)
+    code, err, out = cli(["job", "run", str(job.file), *option], capsys)
+    assert code == 2 and out == ""
+    [line] = err
+    assert line.startswith(f"helios-doit: {name}: not with helios-doit (") and line.endswith("; leave it out"), line
     assert not job.state.exists() and job.runs() == []  # nothing ran, nothing was written
 
 

@@ -123,8 +123,16 @@ def test_anything_else_wrong_is_still_refused_and_the_chunk_kept_as_written(tmp_
 
 def test_a_chunk_that_is_right_is_never_touched_by_retime(tmp_path):
     job = make_job(tmp_path / "job", rate="30", audio="job")
+    spec = json.loads(job.read_text())
+    for chunk in spec["chunks"]:  # each command also keeps a copy of the chunk as it wrote it (mtime too)
+        chunk["command"] += f" && cp -p {chunk['outputFile']} written-{chunk['outputFile']}"
+    job.write_text(json.dumps(spec))
     result = run([*CLI, "job", "run", str(job), "--retime"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "retimed" not in result.stdout + result.stderr
     record = json.loads((job.parent / ".helios-doit" / "job.json" / "records" / "chunk-0.json").read_text())
     assert "retimed" not in record
+    for chunk in spec["chunks"]:  # the chunk is the file its command wrote: same bytes, never rewritten
+        output, written = job.parent / chunk["outputFile"], job.parent / f"written-{chunk['outputFile']}"
+        assert output.read_bytes() == written.read_bytes()
+        assert (output.stat().st_size, output.stat().st_mtime_ns) == (written.stat().st_size, written.stat().st_mtime_ns)

@@ -74,6 +74,7 @@ def test_kill_9_of_the_server_stops_its_runners_and_a_restart_goes_on_where_the_
         job_id = server.submit(job.file, concurrency=2)
         wait_for(lambda: "chunk 0" in job.recorded() and len(started(job.folder)) >= 3, 60, "chunk 0 done, more running")
         runner = [pid for pid in _children(server.proc.pid)]
+        assert runner, "no runner under the server: the check below would pass without one"
         server.kill()  # the server alone
         wait_for(lambda: not any(alive(pid) for pid in runner), 20, "its runners to die with it")
         done = {task for task in job.recorded()}

@@ -33,7 +33,7 @@ from helios_doit.video.stitch import (
     StitchError,
     get_stitcher,
 )
-from helios_doit.video.verify import check_chunk, check_merged, verify_merged
+from helios_doit.video.verify import check_merged, judge_chunk, verify_merged
 
 COUNTS = [10, 13, 7]  # 30 frames, 1.25 s at 24 fps; uneven on purpose
 MERGE = ("import sys, argparse; from helios_doit.cli.cmd_merge import add_arguments, run; "
@@ -152,7 +152,7 @@ def test_refuses_a_chunk_that_does_not_start_on_a_keyframe(tmp_path: Path) -> No
     with pytest.raises(StitchError, match=r"^part_2\.mov: does not start on a keyframe"):
         PyAVStitcher().stitch([*chunks, tmp_path / "part_2.mov"], tmp_path / "out.mov")
     assert not (tmp_path / "out.mov").exists() and leftovers(tmp_path) == []
-    assert "keyframe" in check_chunk(tmp_path / "part_2.mov", 5, 160, 90)
+    assert "keyframe" in judge_chunk(tmp_path / "part_2.mov", 5, 160, 90).problem
 
 
 def test_a_failed_write_or_check_leaves_nothing_under_the_output_name(clips: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,14 +215,14 @@ def test_probe_refuses_garbage_and_truncated_files(clips: Path, tmp_path: Path) 
         probe(tmp_path / "missing.mov")
 
 
-def test_check_chunk_says_what_is_wrong_in_one_line(clips: Path, tmp_path: Path) -> None:
+def test_judge_chunk_says_what_is_wrong_in_one_line(clips: Path, tmp_path: Path) -> None:
     chunk = clips / "h264" / "part_1.mov"
-    assert check_chunk(chunk, 13, 160, 90) is None
-    assert check_chunk(chunk, 38, 160, 90) == "expected 38 frames, found 13"
-    assert check_chunk(chunk, 13, 1280, 720) == "expected 1280x720, found 160x90"
+    assert judge_chunk(chunk, 13, 160, 90).problem is None
+    assert judge_chunk(chunk, 38, 160, 90).problem == "expected 38 frames, found 13"
+    assert judge_chunk(chunk, 13, 1280, 720).problem == "expected 1280x720, found 160x90"
     (tmp_path / "bad.mov").write_bytes(b"\0" * 100)
-    assert check_chunk(tmp_path / "bad.mov", 13, 160, 90).startswith("does not decode: ")
-    assert check_chunk(tmp_path / "none.mov", 13, 160, 90) == "was not written"
+    assert judge_chunk(tmp_path / "bad.mov", 13, 160, 90).problem.startswith("does not decode: ")
+    assert judge_chunk(tmp_path / "none.mov", 13, 160, 90).problem == "was not written"
 
 
 def test_merge_command_line(clips: Path, tmp_path: Path) -> None:

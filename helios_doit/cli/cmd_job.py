@@ -6,18 +6,18 @@ own options (`-a`, `-v 2`, `-P thread`...) pass through; anything else is refuse
 from __future__ import annotations
 
 import argparse
-from typing import cast
 
 from ..state.names import CHUNK, MERGE, TaskName
-from ..tasks.options import MAX_WORKERS
-from ..tasks.refuse import load_or_exit, refuse_bad
+from ..spec.errors import JobError
+from ..tasks.options import MAX_WORKERS, refusal
+from ..tasks.refuse import load_or_exit, refuse, refuse_bad
 from ..tasks.session import namespace
 from .doit_run import EXIT_CODES, Stopped, run_doit
 from .flags import add_option_flags, options_from_flags
 from ..core.usage import Parser, one_line
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: Parser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     run = actions.add_parser(
         "run",
@@ -48,29 +48,31 @@ _ADAPTERS = {
 
 
 #: `doit run`'s options that may pass through, and whether each takes a value. Not the others:
-#: `--reporter` would replace what starts a run (state folder, watchdog), `--db-file`/`--backend`
-#: would bring back doit's own database, `-o`, `--pdb` and the like take the terminal away.
+#: `--reporter`, `--db-file` and `--backend` are refused as plain doit refuses them (`tasks.options.REFUSED`),
+#: `-o`, `--pdb` and the like take the terminal away.
 _DOIT_OPTIONS = {"-a": False, "--always-execute": False, "-c": False, "--continue": False, "-v": True,
                  "--verbosity": True, "-n": True, "--process": True, "-P": True, "--parallel-type": True,
                  "-s": False, "--single": False, "--failure-verbosity": True, "--auto-delayed-regex": False}
 
 
-def _doit_run_options(parser: argparse.ArgumentParser, extra: list[str]) -> list[str]:
+def _doit_run_options(parser: Parser, extra: list[str]) -> list[str]:
     """`extra`, if it is only `doit run` options that may pass through; else one line and exit 2."""
     index = 0
     while index < len(extra):
         word = extra[index]
         name = word.split("=", 1)[0] if word.startswith("--") else word[:2]
         takes = _DOIT_OPTIONS.get(name)
+        if (why := refusal(word)) is not None:  # said as plain doit says it
+            refuse(JobError([why]))
         if takes is None:
-            cast(Parser, parser).unknown(extra[index:], _DOIT_OPTIONS)
+            parser.unknown(extra[index:], _DOIT_OPTIONS)
         inline = "=" in word if word.startswith("--") else len(word) > 2  # --process=2, -n2
         if takes and not inline:
             if index + 1 >= len(extra) or extra[index + 1].startswith("-"):
                 parser.error(f"option {word} needs a value")
             index += 1
         elif not takes and inline:
-            cast(Parser, parser).unknown(extra[index:], _DOIT_OPTIONS)
+            parser.unknown(extra[index:], _DOIT_OPTIONS)
         index += 1
     return extra
 
@@ -102,5 +104,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         return EXIT_CODES.get(run_doit(namespace(job, args.merge, run_options), run_args), 1)
     except Stopped as stop:
-        return stop.code
+        return stop.exit_code
 

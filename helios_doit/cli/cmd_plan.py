@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import os_fault
-from ..video.plan import PlanError, is_url, plan_job, upload_hint, write_job
+from ..spec.paths import is_url
+from ..video.plan import PlanError, plan_job, upload_hint, write_job
 from ..core.usage import one_line
 
 

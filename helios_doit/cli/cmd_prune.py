@@ -19,15 +19,16 @@ import shutil
 import stat
 import time
 from pathlib import Path
-from typing import Iterator
 
 from ..core.errors import os_fault
 from ..core.usage import one_line
 from ..spec.load import locate
+from ..state.folder import StateDir
+from ..state.places import moved_at
 from ..storage.mirror import mirror_unused
 from ..storage.url import is_store_url
 from ..tasks.refuse import refuse_bad
-from ..tasks.status import human_size
+from ..tasks.status import bytes_under, human_size
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 DAY = 86400.0
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     state, remote = refuse_bad(lambda: locate(args.file))
     try:
         if args.aside or not args.scratch:
-            _prune_aside(state / "aside", days)
+            _prune_aside(StateDir(state).aside, days)
         if args.scratch and remote is not None:
             return _prune_scratch(remote.job_dir, days)
     except OSError as exc:
@@ -86,10 +87,11 @@ def _prune_aside(aside: Path, days: float | None) -> None:
     try:
         for name in sorted(os.listdir(fd)):
             st = os.lstat(name, dir_fd=fd)
-            if days is not None and time.time() - _moved_at(name, st) < days * DAY:
+            moved = moved_at(name)
+            if days is not None and time.time() - (st.st_mtime if moved is None else moved) < days * DAY:
                 kept += 1
                 continue
-            bytes_ = _bytes(name, fd, st)
+            bytes_ = bytes_under(aside / name)
             if stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(name, dir_fd=fd)
             else:
@@ -100,34 +102,6 @@ def _prune_aside(aside: Path, days: float | None) -> None:
         os.close(fd)
     newer = f"; kept {kept} moved there in the last {days:g} days" if kept else ""
     print(f"{aside}: removed {removed} entr{'y' if removed == 1 else 'ies'} ({human_size(size)}){newer}")
-
-
-def _moved_at(name: str, st: os.stat_result) -> float:
-    """When an entry was moved aside: its name starts with that moment (`state.places.aside_name`);
-    else its own time."""
-    try:
-        return time.mktime(time.strptime(name[:15], "%Y%m%d-%H%M%S"))
-    except ValueError:
-        return st.st_mtime
-
-
-def _bytes(name: str, fd: int, st: os.stat_result) -> int:
-    if not stat.S_ISDIR(st.st_mode):
-        return st.st_size
-    total = 0
-    with _opened(name, fd) as sub:
-        for child in os.listdir(sub):
-            total += _bytes(child, sub, os.lstat(child, dir_fd=sub))
-    return total
-
-
-@contextlib.contextmanager
-def _opened(name: str, fd: int) -> Iterator[int]:
-    sub = os.open(name, _DIR, dir_fd=fd)
-    try:
-        yield sub
-    finally:
-        os.close(sub)
 
 
 def _prune_scratch(folder: Path, days: float | None) -> int:

@@ -14,11 +14,10 @@ EXIT_CODES = {0: 0, 1: 1, 2: 1, 3: 2}
 
 
 class Stopped(HeliosDoitError):
-    """The run was stopped by a signal (and said so); `code` is what the CLI exits with (128+N, or 1)."""
+    """The run was stopped by a signal (and said so); `exit_code` is what the CLI exits with (128+N, or 1)."""
 
     def __init__(self, code: int):
         super().__init__("the run was stopped", exit_code=code)
-        self.code = code
 
 
 def run_doit(namespace: dict[str, Any], run_args: list[str]) -> int:

@@ -110,7 +110,7 @@ def active() -> Iterator[None]:
 def held() -> Iterator[None]:
     """Hold a stop back for the block (signals reach Python on the main thread, which is the one
     that runs tasks unless doit runs them on threads); one that came meanwhile is handled as the
-    block ends. See `base.hold_stops` for why this is not the signal mask."""
+    block ends. See `stops.hold_stops` for why this is not the signal mask."""
     hold_stops()
     try:
         yield

@@ -258,11 +258,9 @@ class Progress:
         now = self.clock() if now is None else now
         chunks = self._chunks.values()
         chunks_done, finished, rendered, total_frames, partial, _ = self._sums
-        frames_done, rendered = finished + partial, rendered + partial
+        frames_done, overall = self._overall()
+        rendered += partial
         merge = self.tasks.get("merge")
-        overall = frames_done / total_frames if total_frames else (1.0 if self.ended else 0.0)
-        if merge is not None and not merge.finished:
-            overall = min(overall, 0.99)
         if self.ended:
             eta = 0.0 if not self.fatal and all(t.finished for t in self.tasks.values()) else None
         else:
@@ -299,21 +297,26 @@ class Progress:
         merge = self.tasks.get("merge")
         return "merging" if merge is not None and merge.state == "running" else "rendering"
 
+    def _overall(self) -> tuple[int, float]:
+        """Frames made (of finished chunks, and what running ones' renderers said) and the run's
+        fraction done: at most 0.99 while a merge is still to come."""
+        made, total_frames = self._sums[1] + self._sums[4], self._sums[3]
+        overall = made / total_frames if total_frames else (1.0 if self.ended else 0.0)
+        merge = self.tasks.get("merge")
+        return made, min(overall, 0.99) if merge is not None and not merge.finished else overall
+
     def bar(self) -> tuple[int, int, bool]:
         """The live bar: frames in all, frames made (finished chunks and what running ones said),
         whether a task failed for good."""
-        return self._sums[3], self._sums[1] + self._sums[4], self.fatal
+        return self._sums[3], self._overall()[0], self.fatal
 
     def display_lines(self, now: float | None = None) -> list[str]:
         """What the live display shows under its bar: counts, running chunks, time, trouble.
         Made whenever the display is drawn or a line is printed above it, so it never walks
         every chunk: counts are kept event by event."""
         now = self.clock() if now is None else now
-        total_frames = self._sums[3]
-        shown = (self._sums[1] + self._sums[4]) / total_frames if total_frames else 1.0 if self.ended else 0.0
+        shown = self._overall()[1]
         merge = self.tasks.get("merge")
-        if merge is not None and not merge.finished:
-            shown = min(shown, 0.99)
         head = f"{self.counts()}  {shown * 100:.0f}%"
         if merge is not None:
             head += f"  {_MERGE_WORDS.get(merge.state, 'merge ' + merge.state)}"

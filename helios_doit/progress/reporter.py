@@ -231,7 +231,7 @@ class Reporter(ConsoleReporter):
         said, said_at = None, time.monotonic()
         while not self.stop.wait(_TICK):
             with self.lock:
-                self._drain()
+                self._drain(redraw=False)  # the live view is taken once a tick, below
                 self._write_json()
                 if self.live is not None:
                     self.live.update()
@@ -242,8 +242,9 @@ class Reporter(ConsoleReporter):
                         said = line.split(";")[0]
                     said_at = time.monotonic()
 
-    def _drain(self) -> None:
-        """Read what workers (and we) appended to the run's event log since the last look."""
+    def _drain(self, redraw: bool = True) -> None:
+        """Read what workers (and we) appended to the run's event log since the last look; `redraw`:
+        the live view takes what changed now."""
         self._flush_skipped()
         if self.state_root is None:
             return
@@ -255,7 +256,7 @@ class Reporter(ConsoleReporter):
             if line and self.live is None:
                 self.write(line + "\n")
         self.json_dirty |= changed
-        if changed and self.live is not None:
+        if changed and redraw and self.live is not None:
             self.live.update()
 
     def _flush_skipped(self) -> None:

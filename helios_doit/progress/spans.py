@@ -10,7 +10,7 @@ Event = Mapping[str, Any]
 def skipped_tasks(event: Event) -> list[str]:
     """The task keys of a `tasks-skip` event: chunk ids as ranges (`[[0, 9999]]`: a no-op run of
     10,000 chunks is a few bytes in the log, not a megabyte), and the merge."""
-    keys = [str(key) for key in event.get("tasks") or []]  # the older form: every key
+    keys: list[str] = []
     for span in event.get("chunks") or []:
         if isinstance(span, list) and len(span) == 2 and all(isinstance(n, int) for n in span):
             keys += [f"chunk-{n}" for n in range(span[0], min(span[1], span[0] + 10_000_000) + 1)]
@@ -19,9 +19,8 @@ def skipped_tasks(event: Event) -> list[str]:
 
 def chunk_frames_of(event: Event) -> dict[int, int]:
     """A `run-start` event's frames per chunk: `chunks` as [first id, last id, frames] runs of
-    consecutive ids with the same frame count (10,000 equal chunks are one entry), or the older
-    `chunkFrames` ({id: frames})."""
-    found = {int(k): int(v) for k, v in (event.get("chunkFrames") or {}).items()}
+    consecutive ids with the same frame count (10,000 equal chunks are one entry)."""
+    found: dict[int, int] = {}
     for span in event.get("chunks") or []:
         if isinstance(span, list) and len(span) == 3 and all(isinstance(n, int) for n in span):
             found.update((n, span[2]) for n in range(span[0], min(span[1], span[0] + 10_000_000) + 1))
@@ -41,10 +40,4 @@ def frame_runs(frames: dict[int, int]) -> list[list[int]]:
 
 def compact_chunks(ids: list[int]) -> list[list[int]]:
     """Chunk ids as [first, last] ranges of consecutive ids."""
-    spans: list[list[int]] = []
-    for n in sorted(set(ids)):
-        if spans and n == spans[-1][1] + 1:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n])
-    return spans
+    return [span[:2] for span in frame_runs(dict.fromkeys(ids, 0))]

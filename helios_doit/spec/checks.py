@@ -7,7 +7,6 @@ allowed explicitly), and claimed by exactly one chunk.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import stat
 from pathlib import Path
@@ -15,9 +14,7 @@ from typing import Callable, Sequence
 
 from ..storage.url import Remote
 from .model import STATE_ROOT, JobSpec
-
-#: `scheme://...`: a URL, never a path to write (the shell would make a folder `s3:`).
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+from .paths import is_url
 
 #: Programs whose `merge OUTPUT INPUT...` argument order we know, so the merged file is known.
 MERGE_PROGRAMS = ("helios", "helios-doit")
@@ -100,7 +97,7 @@ class _Paths:
 
     def output(self, raw: str, what: str) -> str | None:
         """An output's place, if it may be one: inside an allowed folder, not state, not a folder."""
-        if _URL.match(raw):
+        if is_url(raw):
             self.faults.append(f"{what}: {raw!r} is a URL; an output is a path relative to the job's folder (put the "
                                "job in the bucket, or send a local job's outputs there with storage=URL / --storage URL)")
             return None

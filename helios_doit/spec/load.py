@@ -28,6 +28,7 @@ from .bucket import (bucket_output_root, check_keys, fetch_assets_of, fetch_inpu
 from .checks import check_job
 from .errors import JobError
 from .model import STATE_ROOT, Chunk, Job, JobSpec
+from .paths import too_wide
 
 #: Seconds a job URL may take to arrive, in all (a server that trickles is given up on).
 FETCH_TIMEOUT_ENV = "HELIOS_DOIT_FETCH_TIMEOUT"
@@ -126,7 +127,7 @@ def _project_folder(cwd: Path, job_dir: Path) -> Path | None:
     holds the job's folder, outputs may be anywhere under it (files there that helios-doit did not
     write are still never deleted: they are moved aside). Never from `/` or the home folder: a
     job from elsewhere would have the run of the whole disk."""
-    if cwd in (Path("/"), Path.home().resolve()):
+    if too_wide(cwd):
         return None
     return cwd if job_dir != cwd and job_dir.is_relative_to(cwd) else None
 

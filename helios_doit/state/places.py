@@ -160,9 +160,22 @@ def set_aside(place: Place, label: str, why: str) -> str | None:
         return None if found is None else _set_aside(place, found, label, why)
 
 
+#: How a name in aside/ starts: the moment (local time) its entry was moved there.
+_MOVED = "%Y%m%d-%H%M%S"
+
+
 def aside_name(name: str, label: str = "") -> str:
     """A new name in aside/ for `name`: when it was moved, and for which task."""
-    return "-".join(filter(None, [time.strftime("%Y%m%d-%H%M%S"), os.urandom(3).hex(), label.replace(" ", "-"), name]))
+    return "-".join(filter(None, [time.strftime(_MOVED), os.urandom(3).hex(), label.replace(" ", "-"), name]))
+
+
+def moved_at(name: str) -> float | None:
+    """When the entry of aside/ called `name` was moved there, as `aside_name` wrote it in its name;
+    None for a name it did not make."""
+    try:
+        return time.mktime(time.strptime(name[:15], _MOVED))  # 15: the length of a _MOVED moment
+    except ValueError:
+        return None
 
 
 def _set_aside(place: Place, found: _Found, label: str, why: str) -> str:

@@ -42,7 +42,7 @@ class Complete:
             return False, None
         try:
             return self._done(data), record_identity(data)
-        except (TypeError, ValueError, AttributeError):
+        except (TypeError, ValueError, AttributeError, LookupError):  # LookupError: an input state such as [1]
             return False, record_identity(data)
 
     def _done(self, data: dict[str, object]) -> bool:

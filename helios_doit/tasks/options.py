@@ -169,10 +169,16 @@ REFUSED = {"--reporter": "helios-doit's reporter starts the run", "-r": "helios-
            "--db-file": "helios-doit keeps no doit database", "--backend": "helios-doit keeps no doit database"}
 
 
+def refusal(word: str) -> str | None:
+    """Why a word of doit's command line (`--reporter=json`, `-rjson`) is refused, in one line; None
+    if it is not one of the `REFUSED` options."""
+    name = word.split("=", 1)[0] if word.startswith("--") else word[:2] if word.startswith("-r") else word
+    return f"{name}: not with helios-doit ({REFUSED[name]}); leave it out" if name in REFUSED else None
+
+
 def from_vars(get: Callable[[str], str | None], argv: list[str] | None = None) -> RunOptions:
     """From doit variables (dodo.py: `get_var`) and doit's own command line."""
     for word in argv or []:
-        name = word.split("=", 1)[0] if word.startswith("--") else word[:2] if word.startswith("-r") else word
-        if name in REFUSED:
-            raise JobError([f"{name}: not with helios-doit ({REFUSED[name]}); leave it out"])
+        if (why := refusal(word)) is not None:
+            raise JobError([why])
     return parse({option.variable: get(option.variable) for option in OPTIONS}, argv)

@@ -75,10 +75,6 @@ def remote_fingerprint(work: Work, listing: dict[str, Identity]) -> str | None:
     return fingerprint(work.fingerprint, idents)
 
 
-def remote_done(work: Work) -> bool:
-    return remote_look(work)[0]
-
-
 def remote_look(work: Work) -> tuple[bool, str | None]:
     """(done, the identity of the record that vouches for the output) in the bucket, decided from
     one listing of the job's prefix per runner. The merge, asked after this run's chunks, trusts

@@ -32,7 +32,7 @@ from ..video import commands as _own_commands  # noqa: F401  (registers render a
 from .graph import Graph, TaskDicts, build, chunk_tasks, merge_task
 from .options import OPTIONS, RunOptions, from_vars
 from .uptodate import remember
-from .work import Work
+from .work import Work, shown
 from .refuse import load_or_exit, refuse_bad
 
 #: The job `doit` renders when no `job=` is given.
@@ -143,7 +143,7 @@ def _merged_as_said(job: Job) -> str | None:
         return job.remote.url_of(key)
     from doit import loader
 
-    return _shown(job.merge_output, loader.initial_workdir or os.getcwd())
+    return shown(job.merge_output, loader.initial_workdir or os.getcwd())
 
 
 def dodo(default_job: str | os.PathLike[str]) -> dict[str, Any]:
@@ -155,7 +155,7 @@ def dodo(default_job: str | os.PathLike[str]) -> dict[str, Any]:
     # Before anything is loaded: a typo in a variable would otherwise be ignored (`jobb=` renders
     # the default job), and doit's database commands would act on a database that is not there.
     command, variables = doit_words(sys.argv[1:])
-    given = get_var("job") or _shown(default_job, loader.initial_workdir or os.getcwd())
+    given = get_var("job") or shown(default_job, loader.initial_workdir or os.getcwd())
     refuse_bad(lambda: check_command_line(command, variables, given))
     # doit has changed into the dodo file's folder; the user's paths are relative to where they started.
     job = load_or_exit(get_var("job") or default_job, get_var("output_root"), loader.initial_workdir, get_var("storage"))
@@ -215,12 +215,6 @@ def check_command_line(command: str, variables: list[str], job: str) -> None:
         lines.append(f"doit {command}: " + REFUSED_COMMANDS[command].format(job=job))
     if lines:
         raise JobError(lines)
-
-
-def _shown(path: str | os.PathLike[str], cwd: str) -> str:
-    """A path as a user would type it from `cwd`: relative when it is under it."""
-    relative = os.path.relpath(path, cwd)
-    return str(path) if relative.startswith("..") else relative
 
 
 def namespace(job: Job, merge: str | None = None, options: RunOptions = RunOptions(), clean: bool = False) -> dict[str, Any]:

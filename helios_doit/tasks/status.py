@@ -29,6 +29,7 @@ import math
 import os
 import shlex
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from ..state.locks import is_held
 from ..state.outcome import Failure
 from .complete import Complete
 from .graph import build
-from .publish import remote_done, remote_size, remote_state
+from .publish import remote_look, remote_size, remote_state
 from .work import Work
 
 
@@ -72,25 +73,26 @@ def aside_summary(aside: Path) -> dict[str, Any]:
         found = []
     for entry in found:
         entries += 1
-        size += _bytes_of(entry.path)
+        size += bytes_under(entry.path)
     return {"path": str(aside), "entries": entries, "bytes": size}
 
 
-def _bytes_of(path: str) -> int:
-    """Bytes under `path`, links not followed (a link counts as itself)."""
+def bytes_under(path: str | os.PathLike[str]) -> int:
+    """Bytes under `path`, links not followed (a link counts as itself); what cannot be read counts 0."""
     try:
         st = os.lstat(path)
     except OSError:
         return 0
-    if not os.path.isdir(path) or os.path.islink(path):
+    if not stat.S_ISDIR(st.st_mode):
         return st.st_size
     total = 0
-    for folder, _dirs, files in os.walk(path):
-        for name in files:
+    for folder, dirs, files in os.walk(path):
+        for name in dirs + files:
             try:
-                total += os.lstat(os.path.join(folder, name)).st_size
+                entry = os.lstat(os.path.join(folder, name))
             except OSError:
-                pass
+                continue
+            total += 0 if stat.S_ISDIR(entry.st_mode) else entry.st_size
     return total
 
 
@@ -112,7 +114,7 @@ def task_status(state: StateDir, work: Work) -> dict[str, Any]:
         done = f"{frames}/{work.expect.frames} frames, " if isinstance(frames, int) and work.expect else ""
         entry.update(state="running", attempts=runner.get("attempt"), size=None, framesDone=frames,
                      note=f"{done}for {time.time() - float(runner.get('startedAt') or time.time()):.0f}s")
-    elif remote_done(work) if work.remote is not None else record is not None and complete():
+    elif remote_look(work)[0] if work.remote is not None else record is not None and complete():
         record = record or {}
         retimed = record.get("retimed") if isinstance(record.get("retimed"), str) else None
         entry.update(state="done", attempts=_count(record.get("attempts")), duration=_seconds(record.get("duration")),

@@ -69,10 +69,7 @@ class Work:
     @property
     def shown_output(self) -> str:
         """The output as a user names it: from the job's folder when it is inside it."""
-        if self.output is None:
-            return "(an output helios-doit cannot know)"
-        relative = os.path.relpath(self.output, self.cwd)
-        return self.output if relative.startswith("..") else relative
+        return "(an output helios-doit cannot know)" if self.output is None else shown(self.output, self.cwd)
 
     def __repr__(self) -> str:
         """What `doit info` shows of a task (its uptodate check's argument): the task, its command
@@ -86,3 +83,9 @@ class Work:
 
     def complete(self) -> Complete:
         return Complete(record_file(self.state_root, self.key), self.fingerprint, self.output, self.inputs, self.cwd)
+
+
+def shown(path: str | os.PathLike[str], cwd: str) -> str:
+    """A path as a user would type it from `cwd`: relative when it is under it."""
+    relative = os.path.relpath(path, cwd)
+    return str(path) if relative.startswith("..") else relative

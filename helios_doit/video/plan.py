@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from ..core.errors import BadInput
+from ..spec.paths import is_url, too_wide
 from ..state.atomic import write_atomic
 from .composition import (
     CompositionError,
@@ -29,13 +30,6 @@ from .render import VIDEO_CODECS, RenderError, resolve
 #: Tokens of --command-template; --output-template has all but {output}.
 TOKENS = ("id", "start", "end", "count", "output")
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-
-#: `scheme://...`: a URL (s3://, https://), where a job file is never written.
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def is_url(text: str) -> bool:
-    return bool(_URL.match(text))
 
 
 def upload_hint(url: str) -> str:
@@ -127,7 +121,7 @@ def write_emitted_job(job_path: str, composition: str, output_path: str, *, conc
     # which a run allows from the folder that holds both, or with an output root.
     holder = Path(os.path.commonpath([job_file.parent.resolve(), output.parent.resolve()]))
     root = holder if not output.resolve().is_relative_to(job_file.parent.resolve()) else None
-    if root is not None and holder in (Path("/"), Path.home().resolve()):  # no project folder: a run would need it all
+    if root is not None and too_wide(holder):  # no project folder: a run would need it all
         raise RenderError(f"{output_path}: is outside the job's folder {job_file.parent}, and they share no folder but "
                           f"{holder}; put the job file in the output's folder or above it")
     s = resolve(comp, output, start_frame=start_frame or 0, frame_count=frame_count, width=width, height=height,

@@ -48,7 +48,8 @@ def retime_chunk(path: str | Path, fps: float | Fraction) -> str:
             source = Fraction(video.average_rate or video.guessed_rate or 0)
             if not source:
                 raise RetimeError("it has no frame rate to retime from")
-            muxer = _muxer_for(path)
+            with muxer_for(path) as probe:
+                muxer = str(probe.format.name)
             with new_file(path) as tmp:
                 with av.open(tmp.file, "w", format=muxer) as out:
                     _remux(src, out, video, source, target)
@@ -106,10 +107,9 @@ def _frame_at(ts: int | None, tb: Fraction, rate: Fraction) -> int | None:
     return frame
 
 
-def _muxer_for(path: Path) -> str:
-    """The muxer libav picks for the file's extension (nothing is written by asking)."""
-    probe = av.open(str(path.with_name(f".{path.stem}.retime-probe{path.suffix}")), "w")
-    try:
-        return str(probe.format.name)
-    finally:
-        probe.close()
+def muxer_for(path: Path) -> Any:
+    """An output container of the muxer libav picks for `path`'s extension, to ask it (its name,
+    the streams it takes): opened at a name beside `path`, which nothing touches before a header is
+    written. Close it unused. Raises ValueError (or av.FFmpegError) for an extension libav has no
+    muxer for."""
+    return av.open(str(path.with_name(f".{path.stem}.muxer-probe{path.suffix}")), "w")

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import uuid
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from ..core.errors import HeliosDoitError
 from ..state.atomic import NewFile, new_file
 from .probe import MediaInfo, ProbeError, mismatch, open_media, probe
+from .retime import muxer_for
 
 #: Containers that hold PCM audio and whose usual players play it. This libav's mp4 muxer
 #: accepts PCM (as ISO 'ipcm'), but browsers and QuickTime do not play that, so MP4 gets AAC.
@@ -120,11 +120,6 @@ def plan_audio(infos: Sequence[MediaInfo], output: Path, audio_codec: str | None
     return tuple(plans)
 
 
-def _temp_path(output: Path) -> Path:
-    # Same folder (so the rename is atomic) and same extension (so libav picks the same muxer).
-    return output.parent / f".{output.stem}.partial-{uuid.uuid4().hex[:8]}{output.suffix}"
-
-
 class _AtomicStitcher:
     """Checks, a temporary file, a frame count, a rename: what every stitcher must do alike."""
 
@@ -172,7 +167,7 @@ def _check_container(output: Path, first: MediaInfo, plans: Sequence[str | None]
     """Ask this libav build's muxer whether it takes our streams, before any work is done; the
     muxer's name (from the output's extension)."""
     try:
-        container = av.open(str(_temp_path(output)), "w")  # nothing touches the disk before the header
+        container = muxer_for(output)
     except (ValueError, av.FFmpegError):
         raise StitchError(f"{output.name}: cannot tell the container from the extension; use .mov, .mp4 or .mkv", 2) from None
     try:

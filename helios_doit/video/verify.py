@@ -56,17 +56,11 @@ class Verdict:
     not_retimable: str | None = None  # the rate is wrong, and this is why a remux cannot fix it
 
 
-def inspect_chunk(path: str | Path, frame_count: int, width: int, height: int, fps: float | None = None
-                  ) -> tuple[str | None, ChunkFacts | None]:
-    """Why a chunk's output is not what the job asked for (None if it is), and its facts. Given the
-    job's `fps`, the chunk must have that frame rate, and so last `frame_count / fps` seconds."""
-    verdict = judge_chunk(path, frame_count, width, height, fps)
-    return verdict.problem, verdict.facts
-
-
 def judge_chunk(path: str | Path, frame_count: int, width: int, height: int, fps: float | None = None) -> Verdict:
-    """`inspect_chunk`, and whether a wrong frame rate is all that is wrong (Helios' canvas path
-    writes 25 fps whatever the job says, with the right frames): then `rate` is the file's own."""
+    """Why a chunk's output is not what the job asked for (`problem`, None if it is), and its facts.
+    Given the job's `fps`, the chunk must have that frame rate, and so last `frame_count / fps`
+    seconds. Also whether a wrong frame rate is all that is wrong (Helios' canvas path writes 25 fps
+    whatever the job says, with the right frames): then `rate` is the file's own."""
     try:
         info = probe(path)
     except ProbeError as exc:
@@ -114,11 +108,6 @@ def _not_retimable(info: MediaInfo, frames: int, fps: float) -> str | None:
             return (f"its audio lasts {audio.duration:.3f} s, not the {expected:.3f} s of {frames} frames at {fps:g} fps, "
                     "and audio cannot be retimed without re-encoding")
     return None
-
-
-def check_chunk(path: str | Path, frame_count: int, width: int, height: int, fps: float | None = None) -> str | None:
-    """One line saying why a chunk's output is not what the job asked for, or None if it is."""
-    return inspect_chunk(path, frame_count, width, height, fps)[0]
 
 
 def check_timing(rate: Fraction, span: float, frames: int, fps: float) -> str | None:

@@ -192,6 +192,18 @@ def test_a_damaged_record_reads_as_not_done(job_dir: Path, damage: dict) -> None
     assert job.complete().check() is False
 
 
+@pytest.mark.parametrize("state", [
+    [1],                         # IndexError: not a whole content state
+    {"mtime": 1},                # KeyError: a mapping, not a content state
+])
+def test_a_merge_record_with_a_damaged_input_state_reads_as_not_done(job_dir: Path, state: object) -> None:
+    parts = make_parts(job_dir)
+    merge = merge_of(job_dir, parts)
+    record = succeed(merge, b"merged")
+    edit_record(merge, inputs={**record["inputs"], "parts/part_1.mov": state})
+    assert merge.complete().check() is False
+
+
 def test_a_record_that_is_garbage_or_not_a_file_reads_as_not_done(job_dir: Path) -> None:
     job = chunk(job_dir)
     succeed(job)

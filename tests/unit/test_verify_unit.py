@@ -15,27 +15,33 @@ from helios_doit.video.probe import probe, signature
 from fractions import Fraction
 
 from helios_doit.video.verify import (
-    SAME_PICTURE, ChunkFacts, Verdict, _seam_packets, check_chunk, check_merged, check_seams, check_timing, inspect_chunk,
-    judge_chunk, signature_distance, verify_merged,
+    SAME_PICTURE, ChunkFacts, Verdict, _seam_packets, check_merged, check_seams, check_timing, judge_chunk,
+    signature_distance, verify_merged,
 )
 
 from .conftest import FPS, H, W
 
 
+def judged(path, *expected) -> tuple[str | None, ChunkFacts | None]:
+    """What the runner acts on in `judge_chunk`'s verdict: the problem, and the facts a record keeps."""
+    verdict = judge_chunk(path, *expected)
+    return verdict.problem, verdict.facts
+
+
 def facts_of(clips) -> list[ChunkFacts]:
-    return [inspect_chunk(p, 4, W, H)[1] for p in clips.parts]
+    return [judged(p, 4, W, H)[1] for p in clips.parts]
 
 
 # -- chunks ------------------------------------------------------------------------------------
 
 def test_a_good_chunk_passes_and_yields_its_facts(clips) -> None:
-    problem, facts = inspect_chunk(clips.parts[0], 4, W, H)
+    problem, facts = judged(clips.parts[0], 4, W, H)
     assert problem is None
     info = probe(clips.parts[0])
     assert facts == ChunkFacts(4, 4, info.video.first_packet, info.video.last_packet, info.video.signature)
     assert len(facts.first) == 16 and facts.first != facts.last
     assert len(facts.signature) == 128
-    assert check_chunk(str(clips.parts[0]), 4, W, H) is None
+    assert judge_chunk(str(clips.parts[0]), 4, W, H).problem is None
 
 
 def test_each_chunk_has_facts_of_its_own(clips) -> None:
@@ -45,30 +51,30 @@ def test_each_chunk_has_facts_of_its_own(clips) -> None:
 
 
 def test_a_chunk_with_other_frames_or_size_fails(clips) -> None:
-    assert inspect_chunk(clips.parts[0], 5, W, H) == ("expected 5 frames, found 4", None)
-    assert inspect_chunk(clips.parts[0], 3, W, H) == ("expected 3 frames, found 4", None)
-    assert inspect_chunk(clips.small, 4, W, H) == (f"expected {W}x{H}, found 32x24", None)
-    assert check_chunk(clips.small, 4, 32, 24) is None
-    assert inspect_chunk(clips.parts[0], 4, W, 24) == (f"expected {W}x24, found {W}x{H}", None)
-    assert inspect_chunk(clips.parts[0], 4, 32, H) == (f"expected 32x{H}, found {W}x{H}", None)
+    assert judged(clips.parts[0], 5, W, H) == ("expected 5 frames, found 4", None)
+    assert judged(clips.parts[0], 3, W, H) == ("expected 3 frames, found 4", None)
+    assert judged(clips.small, 4, W, H) == (f"expected {W}x{H}, found 32x24", None)
+    assert judge_chunk(clips.small, 4, 32, 24).problem is None
+    assert judged(clips.parts[0], 4, W, 24) == (f"expected {W}x24, found {W}x{H}", None)
+    assert judged(clips.parts[0], 4, 32, H) == (f"expected 32x{H}, found {W}x{H}", None)
 
 
 def test_a_chunk_at_the_jobs_frame_rate_passes(clips) -> None:
-    problem, facts = inspect_chunk(clips.parts[0], 4, W, H, FPS)
-    assert problem is None and facts == inspect_chunk(clips.parts[0], 4, W, H)[1]
-    assert inspect_chunk(clips.parts[0], 4, W, H, 24.0)[0] is None
-    assert check_chunk(clips.parts[0], 4, W, H, FPS) is None
+    problem, facts = judged(clips.parts[0], 4, W, H, FPS)
+    assert problem is None and facts == judged(clips.parts[0], 4, W, H)[1]
+    assert judged(clips.parts[0], 4, W, H, 24.0)[0] is None
+    assert judge_chunk(clips.parts[0], 4, W, H, FPS).problem is None
 
 
 def test_a_chunk_at_another_frame_rate_fails(clips) -> None:
     # All else right: the frame rate is the fault, and a remux can fix it (`--retime`): its rate is said.
-    assert inspect_chunk(clips.parts[0], 4, W, H, 30) == ("24 fps, expected 30: the renderer ignored the job's frame rate", None)
+    assert judged(clips.parts[0], 4, W, H, 30) == ("24 fps, expected 30: the renderer ignored the job's frame rate", None)
     assert judge_chunk(clips.parts[0], 4, W, H, 30) == Verdict(
         "24 fps, expected 30: the renderer ignored the job's frame rate", None, Fraction(24))
-    assert check_chunk(clips.parts[0], 4, W, H, 30).startswith("24 fps, expected 30: ")
-    assert inspect_chunk(clips.parts[0], 4, W, H) == inspect_chunk(clips.parts[0], 4, W, H, None)  # no fps: not checked
+    assert judge_chunk(clips.parts[0], 4, W, H, 30).problem.startswith("24 fps, expected 30: ")
+    assert judged(clips.parts[0], 4, W, H) == judged(clips.parts[0], 4, W, H, None)  # no fps: not checked
     # the frame count is said first; the rate before the keyframe
-    assert inspect_chunk(clips.parts[0], 5, W, H, 30) == ("expected 5 frames, found 4", None)
+    assert judged(clips.parts[0], 5, W, H, 30) == ("expected 5 frames, found 4", None)
     assert judge_chunk(clips.parts[0], 5, W, H, 30).rate is None
     late = judge_chunk(clips.no_keyframe, 4, W, H, 30)  # no keyframe first: new timestamps cannot make it right
     assert late == Verdict("24 fps, expected 30: the renderer ignored the job's frame rate (4 frames last 0.167 s "
@@ -83,7 +89,7 @@ def test_a_chunk_whose_audio_followed_the_wrong_rate_cannot_be_retimed(tmp_path)
     assert verdict.rate is None and verdict.problem.startswith("24 fps, expected 30: ")
     assert verdict.not_retimable == ("its audio lasts 0.167 s, not the 0.133 s of 4 frames at 30 fps, and audio cannot "
                                      "be retimed without re-encoding")
-    assert judge_chunk(wrong, 4, W, H, 24) == Verdict(None, inspect_chunk(wrong, 4, W, H)[1])
+    assert judge_chunk(wrong, 4, W, H, 24) == Verdict(None, judged(wrong, 4, W, H)[1])
 
 
 def test_check_timing_rate_to_a_thousandth() -> None:
@@ -109,32 +115,32 @@ def test_check_timing_duration_to_half_a_frame() -> None:
 
 
 def test_a_chunk_not_starting_on_a_keyframe_fails(clips) -> None:
-    assert inspect_chunk(clips.no_keyframe, 4, W, H) == (
+    assert judged(clips.no_keyframe, 4, W, H) == (
         "does not start on a keyframe, so it cannot be stitched without re-encoding", None)
 
 
 def test_a_missing_chunk_was_not_written(tmp_path: Path) -> None:
-    assert inspect_chunk(tmp_path / "part_0.mov", 4, W, H) == ("was not written", None)
+    assert judged(tmp_path / "part_0.mov", 4, W, H) == ("was not written", None)
 
 
 def test_a_chunk_without_video_fails(clips) -> None:
-    assert inspect_chunk(clips.audio_only, 4, W, H) == ("has no video stream", None)
+    assert judged(clips.audio_only, 4, W, H) == ("has no video stream", None)
 
 
 def test_a_garbage_or_cut_chunk_does_not_decode(tmp_path: Path, clips) -> None:
     junk = tmp_path / "part_0.mov"
     junk.write_bytes(b"not a video at all" * 100)
-    problem, facts = inspect_chunk(junk, 4, W, H)
+    problem, facts = judged(junk, 4, W, H)
     assert facts is None
     assert problem.startswith("does not decode: not a readable media file (")
     assert "part_0.mov" not in problem  # the file's name is said once, by the caller
     folder = tmp_path / "f.mov"
     folder.mkdir()
-    assert inspect_chunk(folder, 4, W, H) == ("does not decode: is a folder, not a media file", None)
+    assert judged(folder, 4, W, H) == ("does not decode: is a folder, not a media file", None)
 
 
 def test_a_chunk_whose_first_frame_does_not_decode_says_so_once(clips) -> None:
-    assert inspect_chunk(clips.undecodable, 4, W, H) == ("does not decode: Invalid data found when processing input", None)
+    assert judged(clips.undecodable, 4, W, H) == ("does not decode: Invalid data found when processing input", None)
 
 
 def test_a_merge_that_does_not_decode_says_why_without_its_name(clips, tmp_path: Path) -> None:
