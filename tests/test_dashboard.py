@@ -107,7 +107,9 @@ def test_a_finished_job_shows_a_done_cell_and_a_decodable_thumbnail_per_chunk_an
 
         page.set_viewport_size({"width": 1280, "height": 800})
         page.goto(server.url + "/")
+        page.locator(f'tr[data-job="{good}"]').wait_for()  # the queue has arrived
         page.locator('button[data-filter="failed"]').click()
+        page.locator(f'tr[data-job="{good}"]').wait_for(state="hidden")
         assert page.locator("tr[data-job]:visible").count() == 1
         assert page.locator(f'tr[data-job="{bad}"]').is_visible()
         shot(page, "queue-failed-filter")
