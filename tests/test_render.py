@@ -430,3 +430,18 @@ def test_a_job_file_is_written_here_never_to_a_url(tmp_path: Path, flag: str) ->
     assert "s3://renders/shot1/job.json: " in line and "writes a local file" in line, line
     assert "then upload it (e.g. aws s3 cp job.json s3://renders/shot1/job.json)" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["comp.py"]  # no folder "s3:"
+
+
+@pytest.mark.parametrize("flag", ["plan", "render"])
+def test_a_job_file_named_as_a_folder_is_one_line_naming_the_file_to_give(tmp_path: Path, flag: str) -> None:
+    make_comp(tmp_path)
+    (tmp_path / "jobs").mkdir()
+    argv = (["plan", "--frames", "8", "--concurrency", "2", "--command-template", "r {output}", "--output-template",
+             "p{id}.mkv", "-o", "jobs"] if flag == "plan" else
+            ["render", "comp.py", "-o", "out.mp4", "--emit-job", "jobs"])
+    result = subprocess.run([sys.executable, "-m", "helios_doit", *argv], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert "jobs: is a folder; name the job file in it" in line and "jobs/job.json" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["comp.py", "jobs"] and not any((tmp_path / "jobs").iterdir())

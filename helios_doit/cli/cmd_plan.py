@@ -4,12 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..core.errors import os_fault
-from ..spec.paths import is_url
-from ..video.plan import PlanError, plan_job, upload_hint, write_job
+from ..video.plan import PlanError, job_place, plan_job, write_job
 from ..core.usage import one_line
 
 
@@ -37,14 +35,8 @@ def run(args: argparse.Namespace) -> int:
         job = plan_job(numbers["frames"], numbers["concurrency"], args.command_template, args.output_template,
                        numbers["start"], args.fps, numbers["width"], numbers["height"], merge_command=args.merge_command,
                        output_file=args.output_file, inputs=args.input)
-        if args.output and is_url(args.output):
-            raise PlanError(f"-o {args.output}: plan writes a local file; write it here (-o job.json), then upload it "
-                            f"({upload_hint(args.output)})")
         if args.output:
-            job_file = Path(args.output).absolute()
-            if not job_file.parent.is_dir():
-                raise PlanError(f"{args.output}: folder {job_file.parent} does not exist; create it first")
-            write_job(job_file, job)
+            write_job(job_place(args.output, "-o", PlanError), job)
         else:
             sys.stdout.write(json.dumps(job, indent=2) + "\n")
     except PlanError as exc:

@@ -109,12 +109,7 @@ def write_emitted_job(job_path: str, composition: str, output_path: str, *, conc
     outputs outside the job's folder (Helios' layout), a line saying how to run it."""
     if concurrency is not None and concurrency < 1:
         raise RenderError(f"--concurrency must be at least 1, got {concurrency}")
-    if is_url(job_path):
-        raise RenderError(f"--emit-job {job_path}: writes a local file; write it here (--emit-job job.json), then upload "
-                          f"it ({upload_hint(job_path)})")
-    job_file = Path(job_path).absolute()
-    if not job_file.parent.is_dir():
-        raise RenderError(f"{job_path}: folder {job_file.parent} does not exist; create it first")
+    job_file = job_place(job_path, "--emit-job", RenderError)
     comp = load_composition(composition)
     output = Path(output_path).absolute()
     # Helios' own layout (`-o renders/final.mp4 --emit-job jobs/job.json`): outputs as ../renders/...,
@@ -247,6 +242,20 @@ def _job_faults(job: dict[str, Any], job_file: Path, root: Path | None = None) -
         return [str(exc).splitlines()[0]]
     state_dir = job_file.parent / STATE_ROOT / job_file.name
     return check_job(spec, job_file.parent, job_file, state_dir, root)[3]
+
+
+def job_place(job_path: str, flag: str, error: type[BadInput]) -> Path:
+    """Where a job file is to be written, refused before any work: a URL, a folder that does not
+    exist, or a folder given where the file's name belongs (it cannot be replaced by a file)."""
+    if is_url(job_path):
+        raise error(f"{flag} {job_path}: writes a local file; write it here ({flag} job.json), then upload "
+                    f"it ({upload_hint(job_path)})")
+    job_file = Path(job_path).absolute()
+    if not job_file.parent.is_dir():
+        raise error(f"{job_path}: folder {job_file.parent} does not exist; create it first")
+    if job_file.is_dir():
+        raise error(f"{job_path}: is a folder; name the job file in it ({flag} {os.path.join(job_path, 'job.json')})")
+    return job_file
 
 
 def write_job(path: Path, job: dict[str, Any]) -> None:
