@@ -58,6 +58,22 @@ def test_init_then_plain_doit_renders_a_job_outside_the_repository(installed, tm
     assert job.merged.read_text() == job.expected_merge()
     listed = sh("doit", "list")
     assert listed.returncode == 0 and [line.split()[0] for line in listed.stdout.splitlines()] == ["chunk", "merge"]
+    dumped = sh("doit", "dumpdb")  # doit's own traces back: helios-doit keeps no database to dump
+    assert dumped.returncode == 2 and dumped.stderr == ("helios-doit: doit dumpdb: helios-doit keeps doit's database in "
+                                                        "memory, there is none to dump; to see where tasks stand: "
+                                                        "helios-doit status JOB\n"), dumped.stderr
+
+
+def test_doit_dumpdb_of_a_doit_project_that_is_not_a_job_dumps_its_database_as_before(installed, tmp_path):
+    (tmp_path / "dodo.py").write_text('def task_hello():\n    return {"actions": ["echo hello > hello.txt"], '
+                                      '"targets": ["hello.txt"]}\n')
+
+    def sh(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(argv), cwd=tmp_path, env=installed, capture_output=True, text=True, timeout=120)
+
+    assert sh("doit").returncode == 0 and (tmp_path / "hello.txt").read_text() == "hello\n"
+    dumped = sh("doit", "dumpdb")
+    assert dumped.returncode == 0 and "b'hello' -> {" in dumped.stdout and "helios-doit" not in dumped.stdout + dumped.stderr
 
 
 def test_init_never_overwrites_a_dodo_it_did_not_write(installed, tmp_path):
