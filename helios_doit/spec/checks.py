@@ -111,7 +111,7 @@ class _Paths:
             self.outside.append(f"{what}: {raw!r} {where}, outside {roots}")
         elif _within(path, str(self.state_parent)):
             self.faults.append(f"{what}: {raw!r} is inside the state folder {self.state_parent}; choose another path")
-        elif (own := _helios_folder(path, self.roots)) is not None:
+        elif (own := _helios_folder(path, self.remote.mirror if self.remote else os.sep)) is not None:
             self.faults.append(f"{what}: {raw!r} is inside {own}, a folder of helios-doit's own (another job's state, "
                                "or a render service's data); choose another path")
         elif is_dir:
@@ -157,16 +157,15 @@ class _Paths:
         return outputs
 
 
-def _helios_folder(path: str, roots: list[str]) -> str | None:
-    """The folder of helios-doit's own (`.helios-doit`, `.helios-doit-serve`...) between the allowed
-    root holding `path` and the output's name, if any: a job run from its project folder may write
-    anywhere under it, never in another job's state or a service's queue."""
-    for root in roots:
-        if _within(path, root):
-            parts = Path(os.path.relpath(path, root)).parts[:-1]
-            for depth, part in enumerate(parts):
-                if part == STATE_ROOT or part.startswith(STATE_ROOT + "-"):
-                    return os.path.join(root, *parts[:depth + 1])
+def _helios_folder(path: str, base: str) -> str | None:
+    """The folder of helios-doit's own (`.helios-doit`, `.helios-doit-serve`...) on the way from
+    `base` (`/`, or a bucket's mirror) to the output, if any: never another job's state or a
+    service's queue, whichever folder allowed the output (the job's, its project folder, or an
+    output root the user named, even one inside such a folder)."""
+    parts = Path(os.path.relpath(path, base)).parts[:-1] if _within(path, base) else ()
+    for depth, part in enumerate(parts):
+        if part == STATE_ROOT or part.startswith(STATE_ROOT + "-"):
+            return os.path.join(base, *parts[:depth + 1])
     return None
 
 

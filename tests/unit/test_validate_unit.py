@@ -247,6 +247,17 @@ def test_an_output_in_another_jobs_state_or_a_services_data_is_refused_even_from
     load_job(str(write_job(project / "jobs", [(0, 0, 8, "../renders/a.mov"), (1, 8, 8, "b.mov")])), cwd=project)
 
 
+def test_an_output_root_inside_another_jobs_state_allows_no_output_there(tmp_path: Path) -> None:
+    other = tmp_path / "shot1" / ".helios-doit" / "job.json" / "records"
+    other.mkdir(parents=True)
+    for root in (other.parent.parent, other):
+        path = write_job(tmp_path / "shot2", [(0, 0, 8, str(other / "chunk-0.json")), (1, 8, 8, "b.mov")])
+        with pytest.raises(JobError) as refused:
+            load_job(str(path), output_root=root, cwd=tmp_path)
+        [line] = refused.value.lines
+        assert "a folder of helios-doit's own" in line and str(tmp_path / "shot1" / ".helios-doit") in line, line
+
+
 def test_an_existing_folder_is_not_an_output(job: Path) -> None:
     (job / "renders").mkdir(parents=True)
     path = write_job(job, [(0, 0, 8, "renders"), (1, 8, 8, "b.mov")], merge="helios merge out.mp4 x y")
