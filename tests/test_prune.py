@@ -120,3 +120,34 @@ def test_prune_scratch_removes_this_machines_mirror_of_a_bucket_job_and_the_job_
     lines = again.stdout.splitlines()  # still done: nothing rendered again
     assert sorted(lines[:-1]) == ["-- chunk:0", "-- chunk:1", "-- merge"]
     assert lines[-1].startswith("helios-doit: nothing to do: 2 chunks and the merge were done already")
+
+
+def test_prune_scratch_leaves_a_folder_while_a_job_in_it_below_or_above_it_is_loaded(bucket):
+    urls = {folder: bucket.upload_job(folder, chunks=1) for folder in ("shot1", "shot1/sub", "shot2")}
+    cwd, env = bucket.machine("a")
+    assert all(job_run(bucket, "a", url).returncode == 0 for url in urls.values())
+    (mirror,) = (bucket.root / "a" / "scratch").iterdir()
+
+    def loaded(url: str) -> subprocess.Popen[str]:
+        user = subprocess.Popen([sys.executable, "-c", f"from helios_doit.spec.load import load_job; load_job({url!r}); "
+                                 "print('loaded', flush=True); input()"], cwd=cwd, env=env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert user.stdout is not None and user.stdout.readline() == "loaded\n"
+        return user
+
+    def prune(folder: str) -> subprocess.CompletedProcess[str]:
+        return cli("prune", urls[folder], "--scratch", cwd=cwd, env=env)
+
+    user = loaded(urls["shot1/sub"])  # a job below: its files are inside shot1's folder
+    refused = prune("shot1")
+    assert refused.returncode == 1 and "a process on this machine uses the job now" in refused.stderr, refused.stderr
+    user.communicate("\n", timeout=30)
+    user = loaded(urls["shot1"])  # a job above: its outputs may be anywhere in its folder, sub/ too
+    refused = prune("shot1/sub")
+    assert refused.returncode == 1 and "a process on this machine uses the job now" in refused.stderr, refused.stderr
+    assert (mirror / "shot1" / "sub" / "part_0.txt").exists()
+    pruned = prune("shot2")  # a job beside it: no one's files
+    assert pruned.returncode == 0 and not (mirror / "shot2").exists(), pruned.stderr
+    user.communicate("\n", timeout=30)
+    pruned = prune("shot1")
+    assert pruned.returncode == 0 and not (mirror / "shot1").exists(), pruned.stderr

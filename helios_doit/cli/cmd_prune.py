@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         if args.aside or not args.scratch:
             _prune_aside(StateDir(state).aside, days)
         if args.scratch and remote is not None:
-            return _prune_scratch(remote.job_dir, days)
+            return _prune_scratch(remote.job_dir, remote.mirror, days)
     except OSError as exc:
         return one_line("helios-doit prune", os_fault(exc), 1)
     return 0
@@ -104,14 +104,15 @@ def _prune_aside(aside: Path, days: float | None) -> None:
     print(f"{aside}: removed {removed} entr{'y' if removed == 1 else 'ies'} ({human_size(size)}){newer}")
 
 
-def _prune_scratch(folder: Path, days: float | None) -> int:
-    """The job's folder in this machine's mirror of its bucket, unless a runner here works on a job there."""
+def _prune_scratch(folder: Path, mirror: str, days: float | None) -> int:
+    """The job's folder in this machine's mirror of its bucket, unless a process here uses a job
+    there, in a folder below, or in a folder above (whose outputs may be in this one)."""
     if not os.path.lexists(folder):
         print(f"{folder}: nothing to prune (no mirror of the job on this machine)")
         return 0
     if os.path.islink(folder) or not folder.is_dir():
         return one_line("helios-doit prune", f"{folder}: is not a folder of helios-doit's mirror; nothing was removed", 1)
-    with mirror_unused(str(folder)) as unused:
+    with mirror_unused(str(folder), mirror) as unused:
         if not unused:
             return one_line("helios-doit prune", f"{folder}: a process on this machine uses the job now (a run, a "
                             "status, a render service); prune the scratch once it has ended", 1)

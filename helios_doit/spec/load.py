@@ -87,7 +87,7 @@ def load_job(
             if faults:
                 raise JobError([f"{name}: {fault}" for fault in faults])
             check_keys(remote, [*_outputs.values(), *([_merged] if _merged else [])], name)
-            use_mirror(str(remote.job_dir))  # before the first byte lands there: `prune --scratch` leaves it
+            use_mirror(str(remote.job_dir), remote.mirror)  # before the first byte lands there: `prune --scratch` leaves it
             remote = dataclasses.replace(remote, inputs=fetch_inputs(remote, spec.inputs, source))
             if spec.assets_url:  # Helios' asset bundle: fetched like inputs, and counted as inputs
                 remote, assets = fetch_assets_of(remote, spec.assets_url, source)
@@ -99,7 +99,7 @@ def load_job(
     roots = tuple(dict.fromkeys(str(r) for r in (job_dir.resolve(), root) if r is not None))
     if remote is not None:
         check_keys(remote, [*outputs.values(), *([merge_output] if merge_output else [])], name)
-        use_mirror(str(remote.job_dir))  # this process uses the job's scratch from here on
+        use_mirror(str(remote.job_dir), remote.mirror)  # this process uses the job's scratch from here on
     return Job(spec, source, job_file, job_dir, state_dir, outputs, merge_output, inputs, roots, remote)
 
 

@@ -83,43 +83,77 @@ def _bring(store: Store, mirror: str, wanted: list[tuple[str, str, Identity]]) -
             raise StorageError(f"{index_path}: cannot write the scratch folder: {exc.strerror}") from None
 
 
-_in_use: dict[str, int] = {}  # a job's folder in the mirror -> this process' shared lock on it
+_in_use: dict[str, list[int]] = {}  # a job's folder in the mirror -> this process' shared locks for it
+
+#: In a job's folder, what only a job there (not one in a folder below) holds: its state folder.
+_OWN = ".helios-doit"
 
 
-def use_mirror(job_dir: str) -> None:
+def use_mirror(job_dir: str, mirror: str) -> None:
     """Say, for as long as this process lives, that it uses the job's folder in this machine's
-    mirror (a shared `flock` on the folder itself: the kernel lets go when the process dies,
-    however it dies; doit's workers, forked, share it). `prune --scratch` removes a folder only
+    mirror: a shared `flock` on that folder and on each folder above it up to the mirror (a job
+    below a folder uses the folder too: pruning it would remove the job's files), and on the
+    folder's `.helios-doit` (what a job exactly there holds: its outputs may lie in any folder
+    below, so pruning one of those waits for it). The kernel lets go when the process dies,
+    however it dies; doit's workers, forked, share them. `prune --scratch` removes a folder only
     when nobody uses it. A folder that cannot be made is said by the fetch that needs it."""
     if job_dir in _in_use:
         return
+    held: list[int] = []
+    for folder in [*_above(job_dir, mirror), job_dir, os.path.join(job_dir, _OWN)]:
+        fd = _shared(folder)
+        if fd is None:
+            break
+        held.append(fd)
+    _in_use[job_dir] = held
+
+
+def _shared(folder: str) -> int | None:
+    """A shared lock on the folder (made if missing), waiting while a prune removes it."""
     while True:
         try:
-            os.makedirs(job_dir, exist_ok=True)
-            fd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
-            return
+            return None
         fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a prune removes it
         try:
-            same = os.path.samestat(os.fstat(fd), os.lstat(job_dir))
+            same = os.path.samestat(os.fstat(fd), os.lstat(folder))
         except FileNotFoundError:
             same = False
         if same:
-            _in_use[job_dir] = fd
-            return
+            return fd
         os.close(fd)  # pruned as we waited: the folder to use is a new one
 
 
 @contextlib.contextmanager
-def mirror_unused(job_dir: str) -> Iterator[bool]:
-    """Hold the job's folder in the mirror for removal, if no process uses it (yields False if one does)."""
-    fd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+def mirror_unused(job_dir: str, mirror: str) -> Iterator[bool]:
+    """Hold the job's folder in the mirror for removal, if no process uses it (yields False if one
+    does): no job there or below (its lock on the folder), and no job in a folder above (its lock
+    on that folder's `.helios-doit`), whose outputs may be in this one."""
+    held: list[int] = []
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-        else:
-            yield True
+        for path in [job_dir, *(os.path.join(up, _OWN) for up in _above(job_dir, mirror))]:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                continue
+            held.append(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+        yield True
     finally:
-        os.close(fd)
+        for fd in held:
+            os.close(fd)
+
+
+def _above(job_dir: str, mirror: str) -> list[str]:
+    """The folders above the job's, up to the mirror's root (the bucket's), each possibly a job's."""
+    rel = os.path.relpath(job_dir, mirror)
+    if rel == "." or rel.startswith(".."):
+        return []
+    parts = Path(rel).parts
+    return [os.path.join(mirror, *parts[:n]) for n in range(len(parts))]
