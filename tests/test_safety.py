@@ -224,3 +224,26 @@ def test_doit_clean_leaves_a_chunk_another_runner_is_rendering_alone(make_job):
     (job.folder / "pause-0").unlink()
     assert runner.wait(30) == 0
     assert job.output(0).read_text().count("frame") == 8 and not (job.state / "aside").exists()
+
+
+@pytest.mark.parametrize("second", ["job run", "doit"])
+def test_two_jobs_that_name_one_output_never_write_it_at_once(tmp_path, second):
+    first = writer_job(tmp_path / "shot", writer=HELD_WRITER)
+    again = first.with_name("job-v2.json")  # the job emitted again under another name: the same outputs
+    again.write_text(first.read_text().replace("merged.txt", "merged-v2.txt"))
+    (first.parent / "hold").touch()
+    runner = subprocess.Popen(MODES["job run"](first), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = first.parent / "out_0.txt"
+    wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 2, 30, "the first job to be writing")
+    other = subprocess.Popen(MODES[second](again), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # the second job's runner is up, and at the output
+    assert len(set(writers(out))) == 1 and other.poll() is None  # it waits; nobody else writes
+    (first.parent / "hold").unlink()
+    assert runner.wait(timeout=60) == 0
+    stdout, stderr = other.communicate(timeout=60)
+    assert other.returncode == 0, stdout + stderr
+    assert "chunk 0: waiting: a runner of another job writes out_0.txt now" in stderr, stderr
+    lines = writers(out)
+    assert len(lines) == LINES and len(set(lines)) == 1, out.read_text()  # one writer's whole file: the second's
+    (kept,) = (first.parent / ".helios-doit" / "job-v2.json" / "aside").iterdir()  # the first's, moved aside
+    assert len(writers(kept)) == LINES and writers(kept)[0] != lines[0]

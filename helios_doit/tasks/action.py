@@ -6,12 +6,13 @@ nothing half-written is ever kept. It returns to doit, as the task's values, a `
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from doit.exceptions import TaskFailed
 
@@ -21,7 +22,7 @@ from ..core.errors import os_fault
 from ..state import events
 from ..state.files import read_json, remove, write_json_atomic
 from ..state.folder import StateDir
-from ..state.locks import task_lock
+from ..state.locks import output_lock, task_lock
 from ..state.outcome import Failure, TaskResult, TaskStopped
 from ..state.places import PlaceError
 from ..storage.lease import acquire
@@ -55,14 +56,31 @@ def do_task(work: Work, task: Any) -> TaskFailed | dict[str, Any]:
             done, identity = work.complete().look()
             if done and identity != was:
                 return _elsewhere(work, state)
-            dead = _take_over(work, state)
-            return _until_done(work, state, dead)
+            with _output_held(work, state):
+                return _until_done(work, state, _take_over(work, state))
     except StorageError as exc:  # the store's fault, mid-run: one line, the run fails
         return _refused(work, state, f"{work.label}: {exc}")
     except PlaceError as exc:
         return _refused(work, state, f"{work.label}: {exc}; nothing was run or removed there")
     except OSError as exc:  # the environment's fault (disk full, permissions): one line, the run fails
         return _refused(work, state, f"{work.label}: {os_fault(exc)}")
+
+
+@contextlib.contextmanager
+def _output_held(work: Work, state: StateDir) -> Iterator[None]:
+    """One writer per output, across jobs too: held from clearing the output's place to its record."""
+    if work.place is None:
+        yield
+        return
+    lock = output_lock(work.place.path)
+    os.makedirs(lock.parent, exist_ok=True)
+
+    def waiting() -> None:
+        say(f"{work.label}: waiting: a runner of another job writes {work.shown_output} now")
+        events.emit(state.root, "task-wait", task=work.key, chunkId=work.chunk_id, output=work.shown_output)
+
+    with task_lock(lock, supervise.stopping, on_wait=waiting):
+        yield
 
 
 def _elsewhere(work: Work, state: StateDir) -> dict[str, Any]:
@@ -95,7 +113,8 @@ def _in_bucket(work: Work, state: StateDir, was: str | None) -> TaskFailed | dic
         result: TaskFailed | dict[str, Any] = TaskResult(0.0, 0).values()
         # Done there as this run saw it: this run chose to redo it (-a), whatever is here.
         if published is not None or not work.complete().check():
-            result = _until_done(work, state, _take_over(work, state))
+            with _output_held(work, state):
+                result = _until_done(work, state, _take_over(work, state))
             if isinstance(result, TaskFailed):
                 return result
         with supervise.held():  # a stop waits until the output and its record are both in the bucket, or neither
