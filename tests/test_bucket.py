@@ -378,3 +378,22 @@ def test_doit_clean_takes_over_the_lease_a_runner_killed_on_this_machine_left(bu
     keys = bucket.keys()
     assert "shot1/part_0.txt" not in keys and not [k for k in keys if "/leases/" in k]
     assert [k for k in keys if "/aside/part_0.txt." in k]  # no record named the upload: copied aside, then removed
+
+
+def held_by_another_machine(bucket, task: str) -> None:
+    """A live lease on `task`, as a runner on machine `vm` holds it while it renders there."""
+    body = {"host": "vm", "pid": 4242, "machine": "another-boot:1", "tag": "another-boot:1:4242:1", "ttl": 120}
+    bucket.fs.pipe(f"{bucket.name}/shot1/.helios-doit/job.json/leases/{task}.json", json.dumps(body).encode())
+
+
+def test_doit_clean_leaves_a_chunk_a_runner_on_another_machine_holds_alone_in_one_line(bucket, finished):
+    url = copy_finished(bucket, finished)
+    held_by_another_machine(bucket, "chunk-1")
+    cwd, env = bucket.machine("c")
+    cleaned = run([*DOIT, "clean", "chunk:1", f"job={url}"], cwd=cwd, env=env)
+    assert cleaned.returncode == 1
+    assert cleaned.stderr.splitlines() == [
+        "helios-doit: chunk 1: a runner on vm holds it in the bucket; not cleaned (stop that run first; one that "
+        "died on another machine gives it up 120 s after its last renewal)"]
+    keys = bucket.keys()
+    assert "shot1/part_1.txt" in keys and [k for k in keys if "/done/chunk-1/" in k]  # left as it was

@@ -43,6 +43,15 @@ def kubernetes_expands(text: str, env: dict[str, str]) -> str:
     (["--mount", "/work"], "--mount /work: says where pods mount --claim PVC; give the claim too"),
     (["--claim", "renders", "--mount", "work"], "--mount work: a path in the pods, from their root"),
     (["--claim", "renders", "--secret", "s3-creds"], "--secret s3-creds: for a job in a bucket"),
+    (["--claim", "renders", "--mount", "/"], "--mount /: the pods' root; the claim there would hide the image's"),
+    (["--claim", "renders", "--mount", "/w/../.."], "--mount /w/../..: the pods' root"),
+    (["--claim", "renders", "--mount", ""], "--mount '': a path in the pods, from their root"),
+    (["--claim", "renders", "--secret", ""], "--secret '': not a Secret name (lowercase letters, digits, '-' and '.'"),
+    (["--claim", "renders", "--secret", "a b"], "--secret 'a b': not a Secret name"),
+    (["--claim", "bad claim"], "--claim 'bad claim': not a PersistentVolumeClaim name"),
+    (["--claim", "a" * 254], "not a PersistentVolumeClaim name"),
+    (["--claim", "renders", "--parallelism", "2147483648"], "--parallelism 2147483648: at most 2147483647"),
+    (["--claim", "renders", "--retries", "2147483648"], "--retries 2147483648: at most 2147483647"),
 ])
 def test_what_cannot_work_is_one_line_and_prints_no_manifest(make_job, args, says):
     job = make_job(chunks=3)
@@ -56,7 +65,8 @@ def test_what_cannot_work_is_one_line_and_prints_no_manifest(make_job, args, say
 
 def test_slurm_refuses_the_same_numbers(make_job):
     job = make_job(chunks=3)
-    for args in (["--parallelism", "0"], ["--retries", "-2"], ["--claim", "renders"], ["--image", "registry/helios:1"]):
+    for args in (["--parallelism", "0"], ["--retries", "-2"], ["--claim", "renders"], ["--image", "registry/helios:1"],
+                 ["--parallelism", "2147483648"], ["--secret", ""], ["--mount", "/work"]):
         result = export("slurm", str(job.file), *args)
         assert result.returncode == 2 and result.stdout == "" and len(result.stderr.splitlines()) == 1, result.stderr
 
@@ -74,6 +84,21 @@ def test_a_dollar_in_a_path_reaches_the_pod_as_it_is(make_job):
     assert "$$(whoami)" in worker[-1]
     mounted = chunks["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["mountPath"]
     assert mounted == str(job.folder)  # not a command: Kubernetes does not expand it
+    checked = subprocess.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", "-"],
+                             input=result.stdout, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_mount_is_taken_as_the_plain_path_it_names(make_job):
+    job = make_job(chunks=2)
+    result = export("k8s", str(job.file), "--image", "i:1", "--claim", "renders", "--mount", "/w/../work/",
+                    "--retries", "2147483647")
+    assert result.returncode == 0, result.stderr
+    chunks, _ = yaml.safe_load_all(result.stdout)
+    pod = chunks["spec"]["template"]["spec"]["containers"][0]
+    assert pod["volumeMounts"][0]["mountPath"] == "/work"
+    assert pod["command"] == ["helios-doit", "worker", "/work/job.json"]
+    assert chunks["spec"]["backoffLimitPerIndex"] == 2147483647  # the largest Kubernetes takes
     checked = subprocess.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", "-"],
                              input=result.stdout, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 import os
+import posixpath
 import re
 import shlex
 import sys
@@ -40,19 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.parallelism is not None and args.parallelism < 1:
-        return one_line("helios-doit export", f"--parallelism {args.parallelism}: give how many chunks run at once, "
-                        "at least 1 (default: all of them)")
-    if args.retries < 0:
-        return one_line("helios-doit export", f"--retries {args.retries}: give the attempts after the first, 0 or more")
-    if args.target == "k8s" and not args.image:
-        return one_line("helios-doit export", "k8s needs --image IMAGE (an image with helios-doit installed)")
-    if args.mount and not args.claim:
-        return one_line("helios-doit export", f"--mount {args.mount}: says where pods mount --claim PVC; give the claim too")
-    if args.mount and not args.mount.startswith("/"):
-        return one_line("helios-doit export", f"--mount {args.mount}: a path in the pods, from their root (e.g. /work)")
-    if args.target == "slurm" and (given := next((f for f in ("image", "secret", "claim") if getattr(args, f)), None)):
-        return one_line("helios-doit export", f"--{given}: for k8s only; Slurm nodes run the job where it is (leave it out)")
+    if refused := _flags_refused(args):  # before the job is read: a flag is wrong whatever the job
+        return one_line("helios-doit export", refused)
     job = load_or_exit(args.file)
     count = len(job.spec.chunks)
     parallelism = min(args.parallelism or count, count)
@@ -75,12 +65,79 @@ def run(args: argparse.Namespace) -> int:
         if outside := _outside(job):
             return one_line("helios-doit export", f"--claim {args.claim}: the claim holds the job's folder {job.job_dir}, "
                        f"but {outside} is outside it; emit the job into the folder that holds every output")
-        mount = args.mount or str(job.job_dir)
+        mount = _normal(args.mount) if args.mount is not None else str(job.job_dir)
         path = f"{mount.rstrip('/')}/{job.job_file.name}" if job.job_file is not None else where
         sys.stdout.write(k8s_manifests(path, name, count, parallelism, args.retries, args.image, args.claim, mount))
     else:
         sys.stdout.write(slurm_script(where, name, count, parallelism, args.retries))
     return 0
+
+
+#: Kubernetes' integer fields (parallelism, backoffLimitPerIndex) are int32: a larger number
+#: makes a manifest the API server rejects.
+INT32_MAX = 2**31 - 1
+#: A Secret's or a PersistentVolumeClaim's name: a DNS-1123 subdomain, at most 253 characters.
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _flags_refused(args: argparse.Namespace) -> str | None:
+    """What is wrong with the flags, if anything: a given flag is never silently ignored (an empty
+    `--secret ''` is given too), and what would make a manifest Kubernetes rejects is refused here."""
+    return _numbers_refused(args) or _slurm_refused(args) or _k8s_refused(args)
+
+
+def _numbers_refused(args: argparse.Namespace) -> str | None:
+    for flag, value in (("parallelism", args.parallelism), ("retries", args.retries)):
+        if value is not None and value > INT32_MAX:
+            return f"--{flag} {value}: at most {INT32_MAX} (Kubernetes' limit for the field)"
+    if args.parallelism is not None and args.parallelism < 1:
+        return f"--parallelism {args.parallelism}: give how many chunks run at once, at least 1 (default: all of them)"
+    if args.retries < 0:
+        return f"--retries {args.retries}: give the attempts after the first, 0 or more"
+    return None
+
+
+def _slurm_refused(args: argparse.Namespace) -> str | None:
+    given = next((f for f in ("image", "secret", "claim", "mount") if getattr(args, f) is not None), None)
+    if args.target == "slurm" and given:
+        return f"--{given}: for k8s only; Slurm nodes run the job where it is (leave it out)"
+    return None
+
+
+def _k8s_refused(args: argparse.Namespace) -> str | None:
+    if args.target == "k8s" and not args.image:
+        return "k8s needs --image IMAGE (an image with helios-doit installed)"
+    for flag, kind, listed in (("claim", "PersistentVolumeClaim", "pvc"), ("secret", "Secret", "secrets")):
+        name = getattr(args, flag)
+        if name is not None and not (len(name) <= 253 and DNS_SUBDOMAIN.fullmatch(name)):
+            return (f"--{flag} {_shown(name)}: not a {kind} name (lowercase letters, digits, '-' and '.', starting "
+                    f"and ending with a letter or digit, at most 253); give one as kubectl get {listed} lists it")
+    return _mount_refused(args.mount, args.claim)
+
+
+def _mount_refused(mount: str | None, claim: str | None) -> str | None:
+    """A mount the pods can use: a folder from their root, not the root itself (the claim would
+    hide the image's own files, helios-doit with them)."""
+    if mount is None:
+        return None
+    if claim is None:
+        return f"--mount {_shown(mount)}: says where pods mount --claim PVC; give the claim too"
+    if not mount.startswith("/"):
+        return f"--mount {_shown(mount)}: a path in the pods, from their root (e.g. /work)"
+    if _normal(mount) == "/":
+        return (f"--mount {_shown(mount)}: the pods' root; the claim there would hide the image's own files "
+                "(helios-doit too): give a folder (e.g. /work)")
+    return None
+
+
+def _normal(mount: str) -> str:
+    """The mount as a plain absolute path (`/w/../x` is `/x`; POSIX keeps a leading `//`)."""
+    return "/" + posixpath.normpath(mount).lstrip("/")
+
+
+def _shown(text: str) -> str:
+    """A flag's value as the user would type it, on one line whatever it holds ('' for empty)."""
+    return shlex.quote(text) if text.isprintable() else repr(text)
 
 
 def _outside(job: Job) -> str | None:

@@ -248,8 +248,8 @@ def unpublish(work: Work) -> None:
     prefix = remote_state(work)
     lease = Lease(store, lease_key(prefix, work.key), lease_owner(), dead=dead_here)
     held = lease.holder()  # taken, unless a live runner holds it: nobody publishes while it is cleaned
-    if held is not None:
-        raise StorageError(f"{work.label}: a runner on {held.get('host')} holds it in the bucket; not cleaned "
+    if held is not None:  # said under the task's name by `clean_task`, as every line of clean is
+        raise StorageError(f"a runner on {held.get('host')} holds it in the bucket; not cleaned "
                            f"(stop that run first; one that died on another machine gives it up {lease.ttl:g} s "
                            "after its last renewal)")
     try:
