@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .folder import open_own
+from .locks import would_wait
 
 #: Set by the runner's main process; workers (forked or spawned) inherit it.
 RUN_ID_ENV = "HELIOS_DOIT_RUN_ID"
@@ -99,14 +100,7 @@ def prune(state_root: Path | str, keep: int = KEEP_RUNS, recent: float = KEEP_RE
 
 def _written_to(path: str) -> bool:
     """Does a live process hold this log open to write (its shared lock)? Asking never waits."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return would_wait(path, fcntl.LOCK_EX)
 
 
 def read(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:

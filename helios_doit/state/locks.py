@@ -124,12 +124,19 @@ def is_held(lock: Path, this_machine: bool = True) -> bool:
 
 def _held_anywhere(lock: Path) -> bool:
     """Try the lock without waiting (works across NFS clients); let go at once."""
+    return would_wait(str(lock), fcntl.LOCK_SH)
+
+
+def would_wait(path: str, mode: int) -> bool:
+    """Would a lock of `mode` on the file wait (another process holds one that excludes it)? Asking
+    never waits, takes the lock only for that instant, and follows no link; a file that is not
+    there is held by nobody."""
     try:
-        fd = os.open(lock, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
