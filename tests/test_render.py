@@ -417,31 +417,30 @@ def test_helios_layout_is_emitted_and_runs_from_the_project_folder(tmp_path: Pat
         assert sum(1 for p in merged.demux(merged.streams.video[0]) if p.size) == 24
 
 
-@pytest.mark.parametrize("flag", ["plan", "render"])
-def test_a_job_file_is_written_here_never_to_a_url(tmp_path: Path, flag: str) -> None:
-    make_comp(tmp_path)
+def refused_job_place(folder: Path, flag: str, place: str) -> str:
+    """The one line `plan -o PLACE` or `render --emit-job PLACE` says, with nothing printed or written."""
+    make_comp(folder)
     argv = (["plan", "--frames", "8", "--concurrency", "2", "--command-template", "r {output}", "--output-template",
-             "p{id}.mkv", "-o", "s3://renders/shot1/job.json"] if flag == "plan" else
-            ["render", "comp.py", "-o", "out.mp4", "--emit-job", "s3://renders/shot1/job.json"])
-    result = subprocess.run([sys.executable, "-m", "helios_doit", *argv], cwd=tmp_path, capture_output=True, text=True,
+             "p{id}.mkv", "-o", place] if flag == "plan" else
+            ["render", "comp.py", "-o", "out.mp4", "--emit-job", place])
+    before = sorted(folder.rglob("*"))
+    result = subprocess.run([sys.executable, "-m", "helios_doit", *argv], cwd=folder, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2 and result.stdout == ""
+    assert sorted(folder.rglob("*")) == before  # no folder "s3:", no file in the folder named
     [line] = result.stderr.splitlines()
+    return line
+
+
+@pytest.mark.parametrize("flag", ["plan", "render"])
+def test_a_job_file_is_written_here_never_to_a_url(tmp_path: Path, flag: str) -> None:
+    line = refused_job_place(tmp_path, flag, "s3://renders/shot1/job.json")
     assert "s3://renders/shot1/job.json: " in line and "writes a local file" in line, line
     assert "then upload it (e.g. aws s3 cp job.json s3://renders/shot1/job.json)" in line, line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["comp.py"]  # no folder "s3:"
 
 
 @pytest.mark.parametrize("flag", ["plan", "render"])
 def test_a_job_file_named_as_a_folder_is_one_line_naming_the_file_to_give(tmp_path: Path, flag: str) -> None:
-    make_comp(tmp_path)
     (tmp_path / "jobs").mkdir()
-    argv = (["plan", "--frames", "8", "--concurrency", "2", "--command-template", "r {output}", "--output-template",
-             "p{id}.mkv", "-o", "jobs"] if flag == "plan" else
-            ["render", "comp.py", "-o", "out.mp4", "--emit-job", "jobs"])
-    result = subprocess.run([sys.executable, "-m", "helios_doit", *argv], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 2 and result.stdout == ""
-    [line] = result.stderr.splitlines()
+    line = refused_job_place(tmp_path, flag, "jobs")
     assert "jobs: is a folder; name the job file in it" in line and "jobs/job.json" in line, line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["comp.py", "jobs"] and not any((tmp_path / "jobs").iterdir())
