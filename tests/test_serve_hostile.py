@@ -328,3 +328,23 @@ def test_a_connection_whose_request_never_arrives_whole_is_closed_and_an_event_s
     monkeypatch.setenv("HELIOS_DOIT_REQUEST_TIMEOUT", "soon")
     result = run([*CLI, "serve", "--data", str(tmp_path / "other"), "--root", str(tmp_path)], timeout=60)
     assert result.returncode == 2 and "HELIOS_DOIT_REQUEST_TIMEOUT=soon: give seconds" in result.stderr
+
+
+def test_serve_keeps_its_data_only_in_a_folder_it_made_and_never_touches_a_folder_of_yours(tmp_path):
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "seams").write_text("notes\n")
+    (project / "thumbs").symlink_to(project / "seams")
+    for data, said in ((".", "--data .: holds files helios-doit serve did not make (no queue.db)"),
+                       ("", "--data '': give the queue's folder"),
+                       ("seams", "--data seams: not a folder")):
+        result = run([*CLI, "serve", "--port", "0", "--data", data, "--root", str(tmp_path)], cwd=project, timeout=60)
+        assert result.returncode == 2 and result.stderr.startswith(f"helios-doit: {said}"), result.stderr
+        assert len(result.stderr.splitlines()) == 1
+        assert sorted(os.listdir(project)) == ["seams", "thumbs"] and (project / "seams").read_text() == "notes\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with serving(empty, tmp_path) as server:  # an empty folder is taken, and is the service's from then on
+        assert server.call("GET", "/api/jobs") == (200, {"jobs": []})
+    with serving(empty, tmp_path) as server:  # as it is again
+        assert server.call("GET", "/api/jobs") == (200, {"jobs": []})

@@ -108,9 +108,14 @@ def serve(args: argparse.Namespace) -> int:
 def _checked(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     """(the token, the served roots): every argument checked before anything is made, so a refusal
     is one line and leaves no data folder behind."""
+    from .queue import not_ours
     from .service import url_root
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
+    if not args.data:
+        raise BadInput("--data '': give the queue's folder, e.g. --data .helios-doit-serve")
+    if why := not_ours(Path(args.data)):
+        raise BadInput(f"--data {args.data}: {why}")
     if not 0 <= args.port <= 65535:
         raise BadInput(f"--port {args.port}: give a port from 0 to 65535")
     if not 1 <= args.workers <= MAX_WORKERS:
