@@ -348,3 +348,15 @@ def test_serve_keeps_its_data_only_in_a_folder_it_made_and_never_touches_a_folde
         assert server.call("GET", "/api/jobs") == (200, {"jobs": []})
     with serving(empty, tmp_path) as server:  # as it is again
         assert server.call("GET", "/api/jobs") == (200, {"jobs": []})
+
+
+def test_a_host_or_a_job_id_no_name_can_be_is_one_line_with_exit_2_server_or_not(tmp_path):
+    data = tmp_path / "data"
+    for host in (os.fsdecode(b"\xff"), "\u00fc" * 70):
+        result = run([*CLI, "serve", "--host", host, "--token", "abc", "--port", "0", "--data", str(data)], timeout=60)
+        assert result.returncode == 2 and "not an address or host name" in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1 and not data.exists()
+    for args in ([os.fsdecode(b"\xff")], ["--server", "http://127.0.0.1:9", os.fsdecode(b"\xff"), "pause"]):
+        result = run([*CLI, "jobs", *args])
+        assert result.returncode == 2 and "no job has that id" in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1

@@ -125,6 +125,10 @@ def _checked(args: argparse.Namespace) -> tuple[str | None, list[str]]:
         raise BadInput("--token: give printable ASCII without spaces (e.g. openssl rand -hex 16)")
     if args.scheduler and args.executor != "dask":
         raise BadInput(f"--scheduler {args.scheduler}: only --executor dask has a scheduler")
+    try:
+        args.host.encode("idna")  # as the socket will: a name no DNS can carry is said here, not as a traceback
+    except UnicodeError:
+        raise BadInput(f"--host {args.host}: not an address or host name; give e.g. 127.0.0.1 or 0.0.0.0") from None
     if not _loopback(args.host) and token is None:
         raise BadInput(f"--host {args.host}: other machines could run any command as you; give --token T "
                        "(or serve on 127.0.0.1)")
@@ -246,6 +250,8 @@ def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
 def jobs(args: argparse.Namespace) -> int:
     if args.action and not args.id:
         raise BadInput(f"jobs {args.action}: which job? helios-doit jobs ID {args.action}")
+    if args.id and not all("!" <= char <= "~" for char in args.id):
+        raise BadInput(f"jobs {args.id}: no job has that id; helios-doit jobs lists them (e.g. j3f9a1c2d4e)")
     where = f"/api/jobs/{urllib.parse.quote(args.id, safe='')}" if args.id else "/api/jobs"
     if args.action == "delete":
         _call(args, "DELETE", where)
