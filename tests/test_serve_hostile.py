@@ -127,6 +127,22 @@ def test_a_video_chunks_thumbnail_and_seams_are_made_anew_whatever_was_put_in_th
         shutil.rmtree(tmp_path / "data" / "seams")
         (tmp_path / "data" / "seams").write_text("a file where the seams' folder was\n")
         assert server.call("GET", f"/api/jobs/{job_id}/seams") == (200, seams)
+        _a_folder_that_cannot_hold_the_seams_is_a_503(server, job_id, tmp_path / "data" / "seams", seams)
+
+
+def _a_folder_that_cannot_hold_the_seams_is_a_503(server, job_id, folder, seams):
+    """`chattr +i data/seams`: the picture cannot be kept, said in one line (as for a thumbnail), then made once it can."""
+    shutil.rmtree(folder)
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs root, and a file system that has it")
+    try:
+        code, reply = server.call("GET", f"/api/jobs/{job_id}/seams")
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert code == 503 and reply == {"error": f"job {job_id}: no picture can be kept in the data folder now "
+                                              "(Operation not permitted)"}, (code, reply)
+    assert server.call("GET", f"/api/jobs/{job_id}/seams") == (200, seams)
 
 
 def test_a_job_file_that_became_a_link_out_of_the_root_after_it_was_queued_does_not_run(tmp_path):
