@@ -376,3 +376,14 @@ def test_a_host_or_a_job_id_no_name_can_be_is_one_line_with_exit_2_server_or_not
         result = run([*CLI, "jobs", *args])
         assert result.returncode == 2 and "no job has that id" in result.stderr, result.stderr
         assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_body_not_in_utf_8_is_a_400_of_one_line_as_every_refusal(tmp_path):
+    with serving(tmp_path / "data", tmp_path, token="s3cret") as server:
+        body = b'{"token":"\xff"}'
+        answer = _raw(server, b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        head, _, reply = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), answer
+        assert json.loads(reply) == {"error": 'body: not JSON in UTF-8; send a JSON object, e.g. {"token": "..."}'}
+        assert server.call("POST", "/api/login", {"token": "s3cret"}, token=None)[0] == 204
