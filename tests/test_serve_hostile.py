@@ -387,3 +387,13 @@ def test_a_body_not_in_utf_8_is_a_400_of_one_line_as_every_refusal(tmp_path):
         assert head.startswith(b"HTTP/1.1 400 "), answer
         assert json.loads(reply) == {"error": 'body: not JSON in UTF-8; send a JSON object, e.g. {"token": "..."}'}
         assert server.call("POST", "/api/login", {"token": "s3cret"}, token=None)[0] == 204
+
+
+def test_a_server_address_no_server_can_have_is_the_users_to_fix_exit_2_not_no_answer(tmp_path):
+    for server, said in (("http://h:99999", "its port is not a number from 0 to 65535"),
+                         ("http://h:abc", "its port is not a number from 0 to 65535"),
+                         ("ftp://h", "not an http:// address")):
+        result = run([*CLI, "jobs", "--server", server])
+        assert result.returncode == 2 and result.stderr.startswith(f"helios-doit: --server {server}: {said}; give a "
+                                                                   "server such as http://127.0.0.1:8765"), result.stderr
+        assert len(result.stderr.splitlines()) == 1

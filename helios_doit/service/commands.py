@@ -305,7 +305,7 @@ DEADLINE = 60.0
 
 def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """One request; a refusal is its line(s), exit 2; a server that does not answer, or fails, exit 1."""
-    url = args.server.rstrip("/") + path
+    url = _server_url(args.server) + path
     try:
         auth = {"Authorization": f"Bearer {args.token}".encode("latin-1").decode("latin-1")} if args.token else {}
         request = urllib.request.Request(url, json.dumps(body or {}).encode() if method != "GET" else None,
@@ -335,6 +335,23 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]
         return json.loads(data) if data else {}
     except ValueError:
         raise EnvironmentFault(f"{args.server}: the answer is not JSON; is it a helios-doit server?") from None
+
+
+def _server_url(server: str) -> str:
+    """The server's address, checked before anything is sent: a port no server can have, or no
+    web address at all, is the user's to fix (exit 2), never "no answer"."""
+    try:
+        parts = urllib.parse.urlsplit(server)
+    except ValueError as exc:  # http://[::1
+        raise BadInput(f"--server {server}: not a web address ({exc}); give a server such as {DEFAULT_SERVER}") from None
+    try:
+        parts.port  # noqa: B018 (read to check it: a ValueError when it is no port)
+        why = None if parts.scheme in ("http", "https") and parts.hostname else "not an http:// address"
+    except ValueError:
+        why = "its port is not a number from 0 to 65535"
+    if why:
+        raise BadInput(f"--server {server}: {why}; give a server such as {DEFAULT_SERVER}")
+    return server.rstrip("/")
 
 
 def _said(data: bytes) -> list[str]:
