@@ -341,9 +341,12 @@ def test_a_connection_whose_request_never_arrives_whole_is_closed_and_an_event_s
         job_id = server.submit(job.file)
         with stream:  # older than the deadline, and still told every change
             assert any(job_id.encode() in line for line in iter(stream.readline, b""))
-    monkeypatch.setenv("HELIOS_DOIT_REQUEST_TIMEOUT", "soon")
-    result = run([*CLI, "serve", "--data", str(tmp_path / "other"), "--root", str(tmp_path)], timeout=60)
-    assert result.returncode == 2 and "HELIOS_DOIT_REQUEST_TIMEOUT=soon: give seconds" in result.stderr
+    for given in ("soon", "1e-300", "0.05", "nan"):
+        monkeypatch.setenv("HELIOS_DOIT_REQUEST_TIMEOUT", given)
+        result = run([*CLI, "serve", "--data", str(tmp_path / "other"), "--root", str(tmp_path)], timeout=60)
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, (given, result.stderr)
+        assert f"HELIOS_DOIT_REQUEST_TIMEOUT={given}: give seconds, from 0.1 to 3600" in result.stderr
+        assert not (tmp_path / "other").exists()
 
 
 def test_serve_keeps_its_data_only_in_a_folder_it_made_and_never_touches_a_folder_of_yours(tmp_path):

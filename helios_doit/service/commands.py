@@ -140,7 +140,7 @@ def _checked(args: argparse.Namespace) -> tuple[str | None, list[str]]:
 
 def _request_timeout() -> float:
     """Seconds a request may take to arrive: $HELIOS_DOIT_REQUEST_TIMEOUT, else 10."""
-    from .limits import REQUEST_TIMEOUT, REQUEST_TIMEOUT_ENV
+    from .limits import MIN_REQUEST_TIMEOUT, REQUEST_TIMEOUT, REQUEST_TIMEOUT_ENV
 
     given = os.environ.get(REQUEST_TIMEOUT_ENV)
     if not given:
@@ -149,8 +149,8 @@ def _request_timeout() -> float:
         seconds = float(given)
     except ValueError:
         seconds = 0.0
-    if not 0 < seconds <= 3600:
-        raise BadInput(f"{REQUEST_TIMEOUT_ENV}={given}: give seconds, more than 0 and at most 3600")
+    if not MIN_REQUEST_TIMEOUT <= seconds <= 3600:  # less: every connection closed before its request could arrive
+        raise BadInput(f"{REQUEST_TIMEOUT_ENV}={given}: give seconds, from {MIN_REQUEST_TIMEOUT:g} to 3600")
     return seconds
 
 
