@@ -127,6 +127,22 @@ def test_a_video_chunks_thumbnail_and_seams_are_made_anew_whatever_was_put_in_th
         shutil.rmtree(tmp_path / "data" / "seams")
         (tmp_path / "data" / "seams").write_text("a file where the seams' folder was\n")
         assert server.call("GET", f"/api/jobs/{job_id}/seams") == (200, seams)
+        _a_folder_that_cannot_hold_the_seams_is_a_503(server, job_id, tmp_path / "data" / "seams", seams)
+
+
+def _a_folder_that_cannot_hold_the_seams_is_a_503(server, job_id, folder, seams):
+    """`chattr +i data/seams`: the picture cannot be kept, said in one line (as for a thumbnail), then made once it can."""
+    shutil.rmtree(folder)
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs root, and a file system that has it")
+    try:
+        code, reply = server.call("GET", f"/api/jobs/{job_id}/seams")
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert code == 503 and reply == {"error": f"job {job_id}: no picture can be kept in the data folder now "
+                                              "(Operation not permitted)"}, (code, reply)
+    assert server.call("GET", f"/api/jobs/{job_id}/seams") == (200, seams)
 
 
 def test_a_job_file_that_became_a_link_out_of_the_root_after_it_was_queued_does_not_run(tmp_path):
@@ -325,6 +341,62 @@ def test_a_connection_whose_request_never_arrives_whole_is_closed_and_an_event_s
         job_id = server.submit(job.file)
         with stream:  # older than the deadline, and still told every change
             assert any(job_id.encode() in line for line in iter(stream.readline, b""))
-    monkeypatch.setenv("HELIOS_DOIT_REQUEST_TIMEOUT", "soon")
-    result = run([*CLI, "serve", "--data", str(tmp_path / "other"), "--root", str(tmp_path)], timeout=60)
-    assert result.returncode == 2 and "HELIOS_DOIT_REQUEST_TIMEOUT=soon: give seconds" in result.stderr
+    for given in ("soon", "1e-300", "0.05", "nan"):
+        monkeypatch.setenv("HELIOS_DOIT_REQUEST_TIMEOUT", given)
+        result = run([*CLI, "serve", "--data", str(tmp_path / "other"), "--root", str(tmp_path)], timeout=60)
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, (given, result.stderr)
+        assert f"HELIOS_DOIT_REQUEST_TIMEOUT={given}: give seconds, from 0.1 to 3600" in result.stderr
+        assert not (tmp_path / "other").exists()
+
+
+def test_serve_keeps_its_data_only_in_a_folder_it_made_and_never_touches_a_folder_of_yours(tmp_path):
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "seams").write_text("notes\n")
+    (project / "thumbs").symlink_to(project / "seams")
+    for data, said in ((".", "--data .: holds files helios-doit serve did not make (no queue.db)"),
+                       ("", "--data '': give the queue's folder"),
+                       ("seams", "--data seams: not a folder")):
+        result = run([*CLI, "serve", "--port", "0", "--data", data, "--root", str(tmp_path)], cwd=project, timeout=60)
+        assert result.returncode == 2 and result.stderr.startswith(f"helios-doit: {said}"), result.stderr
+        assert len(result.stderr.splitlines()) == 1
+        assert sorted(os.listdir(project)) == ["seams", "thumbs"] and (project / "seams").read_text() == "notes\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with serving(empty, tmp_path) as server:  # an empty folder is taken, and is the service's from then on
+        assert server.call("GET", "/api/jobs") == (200, {"jobs": []})
+    with serving(empty, tmp_path) as server:  # as it is again
+        assert server.call("GET", "/api/jobs") == (200, {"jobs": []})
+
+
+def test_a_host_or_a_job_id_no_name_can_be_is_one_line_with_exit_2_server_or_not(tmp_path):
+    data = tmp_path / "data"
+    for host in (os.fsdecode(b"\xff"), "\u00fc" * 70):
+        result = run([*CLI, "serve", "--host", host, "--token", "abc", "--port", "0", "--data", str(data)], timeout=60)
+        assert result.returncode == 2 and "not an address or host name" in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1 and not data.exists()
+    for args in ([os.fsdecode(b"\xff")], ["--server", "http://127.0.0.1:9", os.fsdecode(b"\xff"), "pause"]):
+        result = run([*CLI, "jobs", *args])
+        assert result.returncode == 2 and "no job has that id" in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_body_not_in_utf_8_is_a_400_of_one_line_as_every_refusal(tmp_path):
+    with serving(tmp_path / "data", tmp_path, token="s3cret") as server:
+        body = b'{"token":"\xff"}'
+        answer = _raw(server, b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        head, _, reply = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), answer
+        assert json.loads(reply) == {"error": 'body: not JSON in UTF-8; send a JSON object, e.g. {"token": "..."}'}
+        assert server.call("POST", "/api/login", {"token": "s3cret"}, token=None)[0] == 204
+
+
+def test_a_server_address_no_server_can_have_is_the_users_to_fix_exit_2_not_no_answer(tmp_path):
+    for server, said in (("http://h:99999", "its port is not a number from 0 to 65535"),
+                         ("http://h:abc", "its port is not a number from 0 to 65535"),
+                         ("ftp://h", "not an http:// address")):
+        result = run([*CLI, "jobs", "--server", server])
+        assert result.returncode == 2 and result.stderr.startswith(f"helios-doit: --server {server}: {said}; give a "
+                                                                   "server such as http://127.0.0.1:8765"), result.stderr
+        assert len(result.stderr.splitlines()) == 1

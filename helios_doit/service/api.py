@@ -14,9 +14,11 @@ import sqlite3
 from typing import Annotated, Any, AsyncIterator, Literal
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import BadInput
 from ..spec.errors import JobError
@@ -29,6 +31,9 @@ COOKIE = "helios_doit_token"
 KEEPALIVE = 15.0
 #: Changes an event stream may be behind before it is ended (a client that does not read).
 MAX_BEHIND = 1000
+#: What FastAPI says of a body it cannot parse (not UTF-8, say), and what the service says instead.
+_FASTAPI_UNPARSED = "There was an error parsing the body"
+_UNPARSED = "body: not JSON in UTF-8; send a JSON object, e.g. {\"token\": \"...\"}"
 
 
 def _plain(text: str | None) -> str | None:
@@ -153,6 +158,15 @@ def make_app(service: Service, token: str | None, hosts: set[str] | None = None)
         lines = [f"{'.'.join(str(part) for part in error.get('loc', ())[1:]) or 'body'}: {error.get('msg')}"
                  for error in exc.errors()]
         return JSONResponse({"errors": lines}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_fault(request: Request, exc: StarletteHTTPException) -> Response:
+        """FastAPI's own refusals (a body it cannot parse, such as one not in UTF-8; no such route) in
+        the product's shape, one line, as every other refusal."""
+        if exc.status_code < 400:
+            return await http_exception_handler(request, exc)
+        line = _UNPARSED if exc.detail == _FASTAPI_UNPARSED else str(exc.detail)
+        return JSONResponse({"error": line}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(sqlite3.Error)
     async def queue_fault(request: Request, exc: sqlite3.Error) -> JSONResponse:

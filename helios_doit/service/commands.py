@@ -108,9 +108,14 @@ def serve(args: argparse.Namespace) -> int:
 def _checked(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     """(the token, the served roots): every argument checked before anything is made, so a refusal
     is one line and leaves no data folder behind."""
+    from .queue import not_ours
     from .service import url_root
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
+    if not args.data:
+        raise BadInput("--data '': give the queue's folder, e.g. --data .helios-doit-serve")
+    if why := not_ours(Path(args.data)):
+        raise BadInput(f"--data {args.data}: {why}")
     if not 0 <= args.port <= 65535:
         raise BadInput(f"--port {args.port}: give a port from 0 to 65535")
     if not 1 <= args.workers <= MAX_WORKERS:
@@ -120,6 +125,10 @@ def _checked(args: argparse.Namespace) -> tuple[str | None, list[str]]:
         raise BadInput("--token: give printable ASCII without spaces (e.g. openssl rand -hex 16)")
     if args.scheduler and args.executor != "dask":
         raise BadInput(f"--scheduler {args.scheduler}: only --executor dask has a scheduler")
+    try:
+        args.host.encode("idna")  # as the socket will: a name no DNS can carry is said here, not as a traceback
+    except UnicodeError:
+        raise BadInput(f"--host {args.host}: not an address or host name; give e.g. 127.0.0.1 or 0.0.0.0") from None
     if not _loopback(args.host) and token is None:
         raise BadInput(f"--host {args.host}: other machines could run any command as you; give --token T "
                        "(or serve on 127.0.0.1)")
@@ -131,7 +140,7 @@ def _checked(args: argparse.Namespace) -> tuple[str | None, list[str]]:
 
 def _request_timeout() -> float:
     """Seconds a request may take to arrive: $HELIOS_DOIT_REQUEST_TIMEOUT, else 10."""
-    from .limits import REQUEST_TIMEOUT, REQUEST_TIMEOUT_ENV
+    from .limits import MIN_REQUEST_TIMEOUT, REQUEST_TIMEOUT, REQUEST_TIMEOUT_ENV
 
     given = os.environ.get(REQUEST_TIMEOUT_ENV)
     if not given:
@@ -140,8 +149,8 @@ def _request_timeout() -> float:
         seconds = float(given)
     except ValueError:
         seconds = 0.0
-    if not 0 < seconds <= 3600:
-        raise BadInput(f"{REQUEST_TIMEOUT_ENV}={given}: give seconds, more than 0 and at most 3600")
+    if not MIN_REQUEST_TIMEOUT <= seconds <= 3600:  # less: every connection closed before its request could arrive
+        raise BadInput(f"{REQUEST_TIMEOUT_ENV}={given}: give seconds, from {MIN_REQUEST_TIMEOUT:g} to 3600")
     return seconds
 
 
@@ -241,6 +250,8 @@ def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
 def jobs(args: argparse.Namespace) -> int:
     if args.action and not args.id:
         raise BadInput(f"jobs {args.action}: which job? helios-doit jobs ID {args.action}")
+    if args.id and not all("!" <= char <= "~" for char in args.id):
+        raise BadInput(f"jobs {args.id}: no job has that id; helios-doit jobs lists them (e.g. j3f9a1c2d4e)")
     where = f"/api/jobs/{urllib.parse.quote(args.id, safe='')}" if args.id else "/api/jobs"
     if args.action == "delete":
         _call(args, "DELETE", where)
@@ -294,7 +305,7 @@ DEADLINE = 60.0
 
 def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """One request; a refusal is its line(s), exit 2; a server that does not answer, or fails, exit 1."""
-    url = args.server.rstrip("/") + path
+    url = _server_url(args.server) + path
     try:
         auth = {"Authorization": f"Bearer {args.token}".encode("latin-1").decode("latin-1")} if args.token else {}
         request = urllib.request.Request(url, json.dumps(body or {}).encode() if method != "GET" else None,
@@ -324,6 +335,23 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]
         return json.loads(data) if data else {}
     except ValueError:
         raise EnvironmentFault(f"{args.server}: the answer is not JSON; is it a helios-doit server?") from None
+
+
+def _server_url(server: str) -> str:
+    """The server's address, checked before anything is sent: a port no server can have, or no
+    web address at all, is the user's to fix (exit 2), never "no answer"."""
+    try:
+        parts = urllib.parse.urlsplit(server)
+    except ValueError as exc:  # http://[::1
+        raise BadInput(f"--server {server}: not a web address ({exc}); give a server such as {DEFAULT_SERVER}") from None
+    try:
+        parts.port  # noqa: B018 (read to check it: a ValueError when it is no port)
+        why = None if parts.scheme in ("http", "https") and parts.hostname else "not an http:// address"
+    except ValueError:
+        why = "its port is not a number from 0 to 65535"
+    if why:
+        raise BadInput(f"--server {server}: {why}; give a server such as {DEFAULT_SERVER}")
+    return server.rstrip("/")
 
 
 def _said(data: bytes) -> list[str]:

@@ -9,6 +9,7 @@ without following a link, and only its end is sent.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -167,12 +168,14 @@ def _done_output(service: Service, job_id: str, chunk_id: int) -> str:
 def _make_seams(job: Job, video: Path, picture: Path) -> None:
     """The merged video's seams, drawn under a name of its own (never through a link planted at a
     name known in advance), then renamed into place."""
-    from ..video.seams import SeamsError, seams_report
+    from ..video.seams import ReportNotWritten, SeamsError, seams_report
 
     chunks = sorted(job.spec.chunks, key=lambda c: c.start_frame)
     partial = picture.with_name(f".{picture.name}.{os.urandom(6).hex()}.png")
     try:
         seams_report(video, partial, [c.start_frame - chunks[0].start_frame for c in chunks[1:]], 6)
+    except ReportNotWritten as exc:  # the data folder's fault: 503, as for a thumbnail (its path not said)
+        raise OSError(errno.EIO, exc.strerror) from None
     except SeamsError as exc:
         raise NotFound(f"job {job.source}: {exc}") from None
     os.replace(partial, picture)

@@ -23,6 +23,8 @@ Send = Callable[[Message], Awaitable[None]]
 MAX_BODY = 2**20
 #: Seconds a request may take to arrive whole (head and body) once the server waits for it.
 REQUEST_TIMEOUT = 10.0
+#: The least it may be set to: less, and every connection is closed before its request could arrive.
+MIN_REQUEST_TIMEOUT = 0.1
 #: Sets REQUEST_TIMEOUT for a server as it starts.
 REQUEST_TIMEOUT_ENV = "HELIOS_DOIT_REQUEST_TIMEOUT"
 

@@ -12,12 +12,17 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
+
+#: The queue's file in the data folder: a folder that holds it is one a server made.
+QUEUE_FILE = "queue.db"
+_SQLITE_HEADER = b"SQLite format 3\x00"
 
 #: A job's states, as Helios' JobManager names them.
 STATES = ("pending", "running", "paused", "completed", "failed", "cancelled")
@@ -75,7 +80,7 @@ class Queue:
         except BlockingIOError:
             os.close(self._lock_fd)
             raise DataFolderInUse(str(data)) from None
-        self._db = sqlite3.connect(data / "queue.db", check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(data / QUEUE_FILE, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(_SCHEMA)
@@ -128,6 +133,37 @@ class Queue:
         with self._mutex:
             rows = self._db.execute("SELECT * FROM jobs WHERE state = ? ORDER BY seq", (state,)).fetchall()
         return (_job(row) for row in rows)
+
+
+def not_ours(data: Path) -> str | None:
+    """Why `data` cannot be a data folder, or None. The server writes, replaces and removes what it
+    likes in its data folder, so it takes only a new path, an empty folder, or a folder a server
+    made (one that holds the queue); never a folder of someone's files, whose names it might reuse."""
+    if not os.path.lexists(data):
+        return None
+    if not data.is_dir():
+        return "not a folder; give a new or empty folder"
+    try:
+        with os.scandir(data) as entries:
+            if next(entries, None) is None:
+                return None
+    except OSError:
+        return None  # unreadable: said when the queue is opened there
+    if _is_queue(data / QUEUE_FILE):
+        return None
+    return (f"holds files helios-doit serve did not make (no {QUEUE_FILE}), which it could overwrite; "
+            "give a new or empty folder")
+
+
+def _is_queue(path: Path) -> bool:
+    """A plain file that is an SQLite database (or still empty: a server stopped as it made it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as file:
+        head = file.read(len(_SQLITE_HEADER)) if stat.S_ISREG(os.fstat(fd).st_mode) else b"?"
+    return head in (b"", _SQLITE_HEADER)
 
 
 def _row(job: QueuedJob) -> tuple[Any, ...]:

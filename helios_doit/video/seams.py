@@ -40,6 +40,15 @@ class SeamsError(HeliosDoitError):
         super().__init__(message, exit_code=exit_code)
 
 
+class ReportNotWritten(SeamsError):
+    """The picture was drawn, but its folder cannot hold it (full, read-only): the place's fault, not
+    the video's, so the service says it as it says a thumbnail it cannot keep. `strerror`: why."""
+
+    def __init__(self, message: str, strerror: str):
+        super().__init__(message, 1)
+        self.strerror = strerror
+
+
 @dataclass(frozen=True)
 class Seam:
     frame: int  # the first frame after the seam
@@ -149,7 +158,7 @@ def seams_report(video_or_parts: Path | str | Sequence[Path | str], output_png: 
         os.replace(tmp, output)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise SeamsError(f"{output}: cannot write the report: {exc.strerror}", 1) from None
+        raise ReportNotWritten(f"{output}: cannot write the report: {exc.strerror}", exc.strerror or str(exc)) from None
     return SeamsReport(output, image.size, tuple(rows))
 
 
