@@ -367,6 +367,8 @@ def test_sigkill_between_upload_and_record_leaves_no_record_and_the_rerun_publis
     keys = bucket.keys()
     assert keys["shot1/part_0.txt"] == uploaded and not [k for k in keys if "/aside/" in k]  # ours: recorded as is
     assert "no record of ours vouches for" not in result.stdout + result.stderr
+    assert "-- chunk:0 (made here earlier; published now)" in result.stdout, result.stdout  # not rendered again
+    assert "0 chunks rendered, 1 already done" in result.stdout, result.stdout
 
 
 def test_doit_clean_takes_over_the_lease_a_runner_killed_on_this_machine_left(bucket):

@@ -37,6 +37,9 @@ PROGRESS_ENV = "HELIOS_DOIT_PROGRESS_JSON"
 Event = Mapping[str, Any]
 
 
+_ELSEWHERE = "done by another runner"
+
+
 @dataclass(slots=True)
 class TaskState:
     """One chunk (or the merge) as far as this run knows."""
@@ -66,6 +69,7 @@ class Progress:
         self.first_start: float | None = None  # when the first command started: the ETA's clock
         self.tasks: dict[str, TaskState] = {}
         self.errors: list[dict[str, Any]] = []
+        self.skip_notes: dict[str, str] = {}  # why a task this run did not render was done, when not the usual
         self.fatal = False
         self.ended = False
         self.code: int | None = None
@@ -210,6 +214,9 @@ class Progress:
         if task.finished:
             return False
         task.state = "skipped"
+        reason = event.get("reason")
+        if isinstance(reason, str) and reason != _ELSEWHERE:
+            self.skip_notes[key] = reason
         return True
 
     def _error(self, task: TaskState, key: str, attempt: int, will_retry: bool, message: Any) -> None:
@@ -344,7 +351,7 @@ class Progress:
         """The plain line for a task doit reports finished: how long, and where the run stands."""
         task = self.tasks.get(key)
         if task is not None and task.state == "skipped":
-            return f"-- {label(key)} (done by another runner) [{self.counts()}]"
+            return f"-- {label(key)} ({self.skip_notes.get(key, _ELSEWHERE)}) [{self.counts()}]"
         took = f" in {task.duration:.2f}s" if task is not None and task.duration is not None else ""
         tries = f" after {task.attempt} attempts" if task is not None and task.attempt > 1 else ""
         return f"ok {label(key)}{took}{tries} [{self.counts()}]"

@@ -117,6 +117,9 @@ def _in_bucket(work: Work, state: StateDir, was: str | None) -> TaskFailed | dic
                 result = _until_done(work, state, _take_over(work, state))
             if isinstance(result, TaskFailed):
                 return result
+        else:  # made and verified here by a run that died before publishing it: not rendered now
+            events.emit(state.root, "task-skip", task=work.key, chunkId=work.chunk_id,
+                        reason="made here earlier; published now")
         with supervise.held():  # a stop waits until the output and its record are both in the bucket, or neither
             if not publish(work, state, lease, published):
                 return _elsewhere(work, state)
