@@ -128,8 +128,9 @@ def test_prune_scratch_leaves_a_folder_while_a_job_in_it_below_or_above_it_is_lo
     assert all(job_run(bucket, "a", url).returncode == 0 for url in urls.values())
     (mirror,) = (bucket.root / "a" / "scratch").iterdir()
 
-    def loaded(url: str) -> subprocess.Popen[str]:
-        user = subprocess.Popen([sys.executable, "-c", f"from helios_doit.spec.load import load_job; load_job({url!r}); "
+    def loaded(url: str, output_root: str | None = None) -> subprocess.Popen[str]:
+        user = subprocess.Popen([sys.executable, "-c", "from helios_doit.spec.load import load_job; "
+                                 f"load_job({url!r}, output_root={output_root!r}); "
                                  "print('loaded', flush=True); input()"], cwd=cwd, env=env, text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert user.stdout is not None and user.stdout.readline() == "loaded\n"
@@ -151,3 +152,7 @@ def test_prune_scratch_leaves_a_folder_while_a_job_in_it_below_or_above_it_is_lo
     user.communicate("\n", timeout=30)
     pruned = prune("shot1")
     assert pruned.returncode == 0 and not (mirror / "shot1").exists(), pruned.stderr
+    user = loaded(urls["shot2"], output_root=bucket.url("shot1"))  # its outputs may be in shot1/ too
+    refused = prune("shot1")
+    assert refused.returncode == 1 and "a process on this machine uses the job now" in refused.stderr, refused.stderr
+    user.communicate("\n", timeout=30)

@@ -247,3 +247,40 @@ def test_two_jobs_that_name_one_output_never_write_it_at_once(tmp_path, second):
     assert len(lines) == LINES and len(set(lines)) == 1, out.read_text()  # one writer's whole file: the second's
     (kept,) = (first.parent / ".helios-doit" / "job-v2.json" / "aside").iterdir()  # the first's, moved aside
     assert len(writers(kept)) == LINES and writers(kept)[0] != lines[0]
+
+
+@pytest.mark.parametrize("planted", [".helios-doit/.outputs", ".helios-doit/.outputs/locks"])
+@pytest.mark.parametrize("kind", ["symlink", "file"])
+def test_a_link_or_file_where_the_outputs_locks_belong_is_moved_aside_never_followed(make_job, tmp_path, planted, kind):
+    outside = tmp_path / "outside"
+    (outside / "locks").mkdir(parents=True)
+    (outside / "locks" / "part_0.txt.output-lock").write_text("precious\n")
+    (outside / "part_0.txt.output-lock").write_text("precious\n")
+    job = make_job(chunks=1)
+    place = job.folder / planted
+    place.parent.mkdir(parents=True)
+    if kind == "symlink":
+        place.symlink_to(outside)
+    else:
+        place.write_text("notes\n")
+    result = job.cli()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{place} was not a folder of ours (a link, or a file); moved it to" in result.stderr, result.stderr
+    assert sorted(p.name for p in outside.rglob("*")) == ["locks", "part_0.txt.output-lock", "part_0.txt.output-lock"]
+    assert all(p.read_text() == "precious\n" for p in outside.rglob("*.output-lock"))
+    [moved] = (job.state / "aside").iterdir()
+    assert moved.is_symlink() if kind == "symlink" else moved.read_text() == "notes\n"
+    assert job.cli().returncode == 0
+
+
+def test_a_job_file_named_like_the_outputs_lock_folder_never_waits_on_itself(make_job):
+    job = make_job(chunks=2, name=".outputs")
+    for chunk in job.data["chunks"]:  # outputs named as its task locks are: chunk-0.lock would be both
+        chunk["outputFile"] = f"chunk-{chunk['id']}"
+        chunk["command"] = chunk["command"].replace(f"part_{chunk['id']}.txt", f"chunk-{chunk['id']}")
+    job.data["mergeCommand"] = "sh merge.sh merge chunk-0 chunk-1"
+    job.data["outputFile"] = "merge"
+    job.save()
+    result = job.cli(timeout=60)
+    assert result.returncode == 0 and "waiting" not in result.stderr, result.stdout + result.stderr
+    assert (job.folder / "merge").is_file()

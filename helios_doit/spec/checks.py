@@ -159,10 +159,10 @@ class _Paths:
 
 def _helios_folder(path: str, base: str) -> str | None:
     """The folder of helios-doit's own (`.helios-doit`, `.helios-doit-serve`...) on the way from
-    `base` (`/`, or a bucket's mirror) to the output, if any: never another job's state or a
+    `base` (`/`, or a bucket's mirror) to the output, or in the output's own place, if any: never another job's state or a
     service's queue, whichever folder allowed the output (the job's, its project folder, or an
     output root the user named, even one inside such a folder)."""
-    parts = Path(os.path.relpath(path, base)).parts[:-1] if _within(path, base) else ()
+    parts = Path(os.path.relpath(path, base)).parts if _within(path, base) else ()  # its own name too
     for depth, part in enumerate(parts):
         if part == STATE_ROOT or part.startswith(STATE_ROOT + "-"):
             return os.path.join(base, *parts[:depth + 1])

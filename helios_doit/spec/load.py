@@ -99,7 +99,9 @@ def load_job(
     roots = tuple(dict.fromkeys(str(r) for r in (job_dir.resolve(), root) if r is not None))
     if remote is not None:
         check_keys(remote, [*outputs.values(), *([merge_output] if merge_output else [])], name)
-        use_mirror(str(remote.job_dir), remote.mirror)  # this process uses the job's scratch from here on
+        in_mirror = root is not None and root.is_relative_to(remote.mirror)
+        for used in dict.fromkeys([str(remote.job_dir), *([str(root)] if in_mirror else [])]):
+            use_mirror(used, remote.mirror)  # this process uses the job's scratch (and its output root's) from here on
     return Job(spec, source, job_file, job_dir, state_dir, outputs, merge_output, inputs, roots, remote)
 
 

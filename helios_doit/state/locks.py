@@ -13,23 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..spec.model import STATE_ROOT
 from .folder import open_own
-
-#: Beside an output, in its folder's `.helios-doit`: the locks of the outputs there, shared by
-#: every job that writes in that folder (a folder no job file's state can be: see `output_lock`).
-OUTPUTS = ".outputs"
-
-
-def output_lock(output: str) -> Path:
-    """The lock that one writer of `output` holds, whichever job it runs: two jobs that name one
-    output (a job emitted again under another name, two shots that share a folder) have task locks
-    of their own, in their own state folders, and would otherwise both write it at once. It lives
-    in the output's folder, the one place every such job shares, also on shared storage. (A job
-    file named `.outputs` has its state there too: its lock files are named after outputs plus
-    `.lock`, never like a state folder's entries.)"""
-    folder, name = os.path.split(output)
-    return Path(folder) / STATE_ROOT / OUTPUTS / "locks" / f"{name}.lock"
 
 
 @contextlib.contextmanager

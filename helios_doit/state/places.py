@@ -19,9 +19,10 @@ import os
 import stat
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..core.errors import EnvironmentFault
+from ..spec.model import STATE_ROOT
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -69,6 +70,41 @@ def folder_of(place: Place, create: bool = False) -> Iterator[int | None]:
         yield fd
     finally:
         os.close(fd)
+
+
+#: In an output's folder, under `.helios-doit`: the locks of the outputs there (see `output_lock`).
+OUTPUTS = ".outputs"
+
+
+def output_lock(place: Place, set_aside: Callable[[str], None]) -> str:
+    """The lock that one writer of the output holds, whichever job it runs: two jobs that name one
+    output (a job emitted again under another name, two shots that share a folder) have task
+    locks of their own, in their own state folders, and would otherwise both write it at once.
+    It lives in the output's folder, the one place every such job shares (also on shared
+    storage), under `.helios-doit/.outputs/locks/`, reached as the output's place is: a folder
+    that became a symlink is refused, and what is not a folder where one of ours belongs (a
+    link, a file) goes to `set_aside`, never followed. Its name ends in `.output-lock`, never
+    like a task's lock, should a job file be named `.outputs`."""
+    folder, name = os.path.split(place.path)
+    with folder_of(place, create=True) as top:
+        assert top is not None  # made if missing
+        fd = os.dup(top)
+    try:
+        walked = folder
+        for part in (STATE_ROOT, OUTPUTS, "locks"):
+            walked = os.path.join(walked, part)
+            try:
+                nxt = _open_dir(part, fd, True)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise PlaceError(_not_a_folder(walked, fd, part, exc)) from None
+                set_aside(walked)
+                nxt = _open_dir(part, fd, True)
+            os.close(fd)
+            fd = nxt
+    finally:
+        os.close(fd)
+    return os.path.join(walked, f"{name}.output-lock")
 
 
 def _open_dir(part: str, fd: int, create: bool) -> int:

@@ -22,9 +22,9 @@ from ..core.errors import os_fault
 from ..state import events
 from ..state.files import read_json, remove, write_json_atomic
 from ..state.folder import StateDir
-from ..state.locks import output_lock, task_lock
+from ..state.locks import task_lock
 from ..state.outcome import Failure, TaskResult, TaskStopped
-from ..state.places import PlaceError
+from ..state.places import PlaceError, output_lock
 from ..storage.lease import acquire
 from ..storage.records import lease_key
 from ..storage.store import StorageError
@@ -72,8 +72,11 @@ def _output_held(work: Work, state: StateDir) -> Iterator[None]:
     if work.place is None:
         yield
         return
-    lock = output_lock(work.place.path)
-    os.makedirs(lock.parent, exist_ok=True)
+    def planted(path: str) -> None:
+        moved = state.set_aside(Path(path))
+        say(f"{work.label}: {path} was not a folder of ours (a link, or a file); moved it to {moved}")
+
+    lock = Path(output_lock(work.place, planted))
 
     def waiting() -> None:
         say(f"{work.label}: waiting: a runner of another job writes {work.shown_output} now")

@@ -238,8 +238,9 @@ def test_an_output_inside_the_state_folder_is_refused(job: Path) -> None:
 def test_an_output_in_another_jobs_state_or_a_services_data_is_refused_even_from_the_project_folder(tmp_path: Path) -> None:
     project = tmp_path / "project"
     (project / "jobs").mkdir(parents=True)
-    for folder in (".helios-doit/other.json/records", ".helios-doit-serve", "shots/.helios-doit/x"):
-        path = write_job(project / "jobs", [(0, 0, 8, f"../{folder}/a.mov"), (1, 8, 8, "b.mov")])
+    for output in (".helios-doit/other.json/records/a.mov", ".helios-doit-serve/a.mov", "shots/.helios-doit/x/a.mov",
+                   "shots/.helios-doit"):  # where the folder of the outputs' locks in shots/ would be
+        path = write_job(project / "jobs", [(0, 0, 8, f"../{output}"), (1, 8, 8, "b.mov")])
         with pytest.raises(JobError) as refused:
             load_job(str(path), cwd=project)  # run from the project folder: outputs anywhere under it, but not there
         [line] = refused.value.lines
