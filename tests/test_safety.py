@@ -84,12 +84,17 @@ def test_sigkill_of_the_runner_alone_then_an_immediate_rerun_leaves_one_writer(t
     wait_for(lambda: not any(alive(pid) for pid in below), 5, "the first runner's processes to be gone")
 
 
-def test_an_orphan_the_guard_missed_is_killed_before_the_chunk_is_rendered_again(tmp_path):
+@pytest.mark.parametrize("next_job", ["the same job", "another job naming that output"])
+def test_an_orphan_the_guard_missed_is_killed_before_the_chunk_is_rendered_again(tmp_path, next_job):
     """The second defence: with the runner's guard killed first, its command outlives it; the
-    next runner finds it through the running marker (its group and its attempt tag) and kills it.
-    The command is held after its second line (however slow the machine), so it is still there,
-    alive, when the next runner starts."""
+    next runner finds it through the running marker (its group and its attempt tag), its job's
+    own or the copy beside the output, and kills it. The command is held after its second line
+    (however slow the machine), so it is still there, alive, when the next runner starts."""
     job = writer_job(tmp_path / "job", writer=HELD_WRITER)
+    following = job
+    if next_job != "the same job":  # the job emitted again under another name: the same outputs
+        following = job.with_name("job-v2.json")
+        following.write_text(job.read_text().replace("merged.txt", "merged-v2.txt"))
     hold = job.parent / "hold"
     hold.touch()
     output = job.parent / "out_0.txt"
@@ -104,8 +109,8 @@ def test_an_orphan_the_guard_missed_is_killed_before_the_chunk_is_rendered_again
     orphan = int(writers(output)[0])
     time.sleep(0.5)
     assert alive(orphan)  # nobody guards it now
-    again = subprocess.Popen([*CLI, "job", "run", str(job)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    again = subprocess.Popen([*CLI, "job", "run", str(following)], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     wait_for(lambda: not alive(orphan), 60, "the next runner to kill the orphan")
     hold.unlink()  # the new attempt goes on
     out, err = again.communicate(timeout=60)

@@ -72,39 +72,61 @@ def folder_of(place: Place, create: bool = False) -> Iterator[int | None]:
         os.close(fd)
 
 
-#: In an output's folder, under `.helios-doit`: the locks of the outputs there (see `output_lock`).
+#: In an output's folder, under `.helios-doit`: the locks and markers of the outputs there (see `output_claim`).
 OUTPUTS = ".outputs"
 
 
-def output_lock(place: Place, set_aside: Callable[[str], None]) -> str:
-    """The lock that one writer of the output holds, whichever job it runs: two jobs that name one
-    output (a job emitted again under another name, two shots that share a folder) have task
-    locks of their own, in their own state folders, and would otherwise both write it at once.
-    It lives in the output's folder, the one place every such job shares (also on shared
-    storage), under `.helios-doit/.outputs/locks/`, reached as the output's place is: a folder
-    that became a symlink is refused, and what is not a folder where one of ours belongs (a
-    link, a file) goes to `set_aside`, never followed. Its name ends in `.output-lock`, never
-    like a task's lock, should a job file be named `.outputs`."""
+@dataclass(frozen=True, slots=True)
+class OutputClaim:
+    """Where one writer of an output says so, whichever job it runs (see `output_claim`)."""
+
+    lock: str  # held from clearing the output's place to its record
+    marker: str  # a copy of the running marker of the attempt that writes it: what to reap if its runner died
+
+
+def output_claim(place: Place, set_aside: Callable[[str], None]) -> OutputClaim:
+    """Two jobs that name one output (a job emitted again under another name, two shots that
+    share a folder) have task locks and running markers of their own, in their own state
+    folders, and would otherwise both write it at once, or one would start while a command of the
+    other, whose runner died, still writes. So the output has a lock and a running marker of its
+    own in its folder, the one place every such job shares (also on shared storage), under
+    `.helios-doit/.outputs/`: reached as the output's place is (a folder that became a symlink is
+    refused), and what is not a folder where one of ours belongs (a link, a file) goes to
+    `set_aside`, never followed. Names end in `.output-lock` and `.output.json`, never like a
+    task's lock or marker, should a job file be named `.outputs`."""
     folder, name = os.path.split(place.path)
     with folder_of(place, create=True) as top:
         assert top is not None  # made if missing
         fd = os.dup(top)
+    walked = folder
     try:
-        walked = folder
-        for part in (STATE_ROOT, OUTPUTS, "locks"):
-            walked = os.path.join(walked, part)
-            try:
-                nxt = _open_dir(part, fd, True)
-            except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise PlaceError(_not_a_folder(walked, fd, part, exc)) from None
-                set_aside(walked)
-                nxt = _open_dir(part, fd, True)
+        for part in (STATE_ROOT, OUTPUTS):
+            current, fd = fd, -1  # _own_folder closes it, whatever happens
+            walked, fd = _own_folder(walked, current, part, set_aside)
+        for part in ("locks", "running"):
+            os.close(_own_folder(walked, os.dup(fd), part, set_aside)[1])
+    finally:
+        if fd >= 0:
             os.close(fd)
-            fd = nxt
+    return OutputClaim(os.path.join(walked, "locks", f"{name}.output-lock"),
+                       os.path.join(walked, "running", f"{name}.output.json"))
+
+
+def _own_folder(walked: str, fd: int, part: str, set_aside: Callable[[str], None]) -> tuple[str, int]:
+    """The folder `part` in `fd` (made if missing; a link or file there set aside): its path and
+    descriptor, `fd` closed."""
+    walked = os.path.join(walked, part)
+    try:
+        try:
+            nxt = _open_dir(part, fd, True)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise PlaceError(_not_a_folder(walked, fd, part, exc)) from None
+            set_aside(walked)
+            nxt = _open_dir(part, fd, True)
     finally:
         os.close(fd)
-    return os.path.join(walked, f"{name}.output-lock")
+    return walked, nxt
 
 
 def _open_dir(part: str, fd: int, create: bool) -> int:

@@ -24,7 +24,7 @@ from ..state.files import read_json, remove, write_json_atomic
 from ..state.folder import StateDir
 from ..state.locks import task_lock
 from ..state.outcome import Failure, TaskResult, TaskStopped
-from ..state.places import PlaceError, output_lock
+from ..state.places import PlaceError, output_claim
 from ..storage.lease import acquire
 from ..storage.records import lease_key
 from ..storage.store import StorageError
@@ -56,8 +56,7 @@ def do_task(work: Work, task: Any) -> TaskFailed | dict[str, Any]:
             done, identity = work.complete().look()
             if done and identity != was:
                 return _elsewhere(work, state)
-            with _output_held(work, state):
-                return _until_done(work, state, _take_over(work, state))
+            return _render(work, state)
     except StorageError as exc:  # the store's fault, mid-run: one line, the run fails
         return _refused(work, state, f"{work.label}: {exc}")
     except PlaceError as exc:
@@ -66,24 +65,36 @@ def do_task(work: Work, task: Any) -> TaskFailed | dict[str, Any]:
         return _refused(work, state, f"{work.label}: {os_fault(exc)}")
 
 
+def _render(work: Work, state: StateDir) -> TaskFailed | dict[str, Any]:
+    """Under the output's own claim (one writer per output, across jobs too): whatever a runner
+    that died left running is reaped first, this job's (its running marker) or another job's (the
+    copy beside the output), then the attempts run until done."""
+    with _output_claimed(work, state) as copy:
+        dead = _take_over(work, state, state.marker(work.key))
+        if copy is not None:
+            dead = _take_over(work, state, copy) or dead
+        return _until_done(work, state, dead, copy)
+
+
 @contextlib.contextmanager
-def _output_held(work: Work, state: StateDir) -> Iterator[None]:
-    """One writer per output, across jobs too: held from clearing the output's place to its record."""
+def _output_claimed(work: Work, state: StateDir) -> Iterator[Path | None]:
+    """Hold the output's lock, from clearing its place to its record; yields where the attempt
+    keeps a copy of its running marker beside the output (None for a task without an output)."""
     if work.place is None:
-        yield
+        yield None
         return
+
     def planted(path: str) -> None:
         moved = state.set_aside(Path(path))
         say(f"{work.label}: {path} was not a folder of ours (a link, or a file); moved it to {moved}")
-
-    lock = Path(output_lock(work.place, planted))
 
     def waiting() -> None:
         say(f"{work.label}: waiting: a runner of another job writes {work.shown_output} now")
         events.emit(state.root, "task-wait", task=work.key, chunkId=work.chunk_id, output=work.shown_output)
 
-    with task_lock(lock, supervise.stopping, on_wait=waiting):
-        yield
+    claim = output_claim(work.place, planted)
+    with task_lock(Path(claim.lock), supervise.stopping, on_wait=waiting):
+        yield Path(claim.marker)
 
 
 def _elsewhere(work: Work, state: StateDir) -> dict[str, Any]:
@@ -116,8 +127,7 @@ def _in_bucket(work: Work, state: StateDir, was: str | None) -> TaskFailed | dic
         result: TaskFailed | dict[str, Any] = TaskResult(0.0, 0).values()
         # Done there as this run saw it: this run chose to redo it (-a), whatever is here.
         if published is not None or not work.complete().check():
-            with _output_held(work, state):
-                result = _until_done(work, state, _take_over(work, state))
+            result = _render(work, state)
             if isinstance(result, TaskFailed):
                 return result
         else:  # made and verified here by a run that died before publishing it: not rendered now
@@ -140,13 +150,12 @@ def _refused(work: Work, state: StateDir, message: str) -> TaskFailed:
     return TaskFailed(message)
 
 
-def _take_over(work: Work, state: StateDir) -> str | None:
-    """A running marker under a lock we now hold was left by a runner that died mid-attempt.
+def _take_over(work: Work, state: StateDir, path: Path) -> str | None:
+    """A running marker (`path`) under a lock we now hold was left by a runner that died mid-attempt.
 
     Whatever that attempt still runs on this machine is killed, and waited for, before the
     output is touched: one writer per output. (On another machine, its own guard did that.)
     """
-    path = state.marker(work.key)
     if not os.path.lexists(path):
         return None
     marker = read_json(path) or {}
@@ -171,10 +180,11 @@ def _remove_entry(state: StateDir, path: Path) -> None:
         say(f"{path} was a folder; moved it to {state.set_aside(path)}")
 
 
-def _until_done(work: Work, state: StateDir, dead: str | None = None) -> TaskFailed | dict[str, Any]:
+def _until_done(work: Work, state: StateDir, dead: str | None, copy: Path | None) -> TaskFailed | dict[str, Any]:
     """Run until success, a final failure, or the run is cancelled; count every attempt.
 
-    `dead` says whose attempt died here, if one did: its partial output is not ours to delete."""
+    `dead` says whose attempt died here, if one did: its partial output is not ours to delete.
+    `copy`: where each attempt keeps a copy of its running marker beside the output."""
     if work.sources and (changed := changed_source(work)):
         return _refused(work, state, f"{work.label}: {changed}")
     vouched = (read_json(state.record(work.key)) or {}).get("output")
@@ -187,7 +197,7 @@ def _until_done(work: Work, state: StateDir, dead: str | None = None) -> TaskFai
     for attempt in range(1, allowed + 1):
         if cancel.exists():
             return TaskStopped(f"{work.label} stopped: {_why_cancelled(cancel)}")
-        outcome = one_attempt(work, state, attempt, allowed)
+        outcome = one_attempt(work, state, attempt, allowed, copy)
         failure, result, output = outcome.failure, outcome.result, outcome.output
         if failure is None:
             size = output[0] if output else None

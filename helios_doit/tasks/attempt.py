@@ -44,12 +44,14 @@ class Outcome:
     wrong: bool = False  # the command exited 0 but its output is not what the job asked for
 
 
-def one_attempt(work: Work, state: StateDir, attempt: int, allowed: int) -> Outcome:
+def one_attempt(work: Work, state: StateDir, attempt: int, allowed: int, copy: Path | None = None) -> Outcome:
     """One run of the command: never leaves a partial output behind, whatever ends it. On success
     its record is written (and the output's stamp returned) before a stop can interrupt: an output
     is either recorded or removed. A whole output that is wrong (exit 0, failed verification) is
-    moved aside as the failure's evidence, never merged."""
+    moved aside as the failure's evidence, never merged. The running marker has a `copy` beside
+    the output, for a runner of another job that writes it next."""
     marker = state.marker(work.key)
+    markers = [marker, *([copy] if copy is not None else [])]
     place = work.place
     if place is not None and attempt > 1:  # the first attempt's place was made ready just before
         clear_place(work, place, None, create=True)  # empty unless something appeared since: moved aside
@@ -61,14 +63,18 @@ def one_attempt(work: Work, state: StateDir, attempt: int, allowed: int) -> Outc
     sink = LogSink(state.log(work.key), f"{work.label} attempt {attempt}/{allowed} on {host} pid {pid}: {work.command}",
                    f"[{work.label}] ", _Reports(work, state, attempt, marker, running).output if work.chunk_id is not None else None)
     try:
-        write_json_atomic(marker, running)
+        for path in markers:
+            write_json_atomic(path, running)
     except BaseException:
         sink.close("not started: the running marker could not be written")
+        for path in markers:
+            remove(path)
         raise
 
     def on_start(pgid: int, leader_start: int | None = None) -> None:
         running.update(pgid=pgid, leaderStart=leader_start)
-        write_json_atomic(marker, running)
+        for path in markers:
+            write_json_atomic(path, running)
 
     timeout = work.options.chunk_timeout if work.chunk_id is not None else None
     ok = wrong = False
@@ -105,7 +111,8 @@ def one_attempt(work: Work, state: StateDir, attempt: int, allowed: int) -> Outc
         except (PlaceError, OSError) as exc:  # said, never in the way of the marker's removal or a stop
             say(f"{work.label}: its partial output was not removed: {exc}")
         finally:
-            remove(marker)
+            for path in markers:
+                remove(path)
     return Outcome(failure, result, output, wrong)
 
 
