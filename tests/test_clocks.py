@@ -91,7 +91,7 @@ def test_bucket_a_lease_holds_while_renewed_whatever_its_holders_clock_says(buck
     hold.unlink()
     out, err = behind.communicate(timeout=60)
     out_b, err_b = second.communicate(timeout=60)
-    assert behind.returncode == 0 and second.returncode == 0, err + err_b
+    assert behind.returncode == 0 and second.returncode == 0, out + err + out_b + err_b
     assert "waiting for the runner" in out_b + err_b  # held, though its clock says an hour ago
     assert "chunk 0" not in bucket.runs("b")
 
