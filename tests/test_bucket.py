@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import av
@@ -399,3 +400,31 @@ def test_doit_clean_leaves_a_chunk_a_runner_on_another_machine_holds_alone_in_on
         "died on another machine gives it up 120 s after its last renewal)"]
     keys = bucket.keys()
     assert "shot1/part_1.txt" in keys and [k for k in keys if "/done/chunk-1/" in k]  # left as it was
+
+
+def test_an_object_replaced_while_it_is_read_is_read_again_never_a_failure(bucket, monkeypatch):
+    """A lease is replaced every few seconds by its holder; a runner that waits reads it meanwhile."""
+    from helios_doit.storage.store import Store
+
+    for name, value in bucket.env.items():
+        monkeypatch.setenv(name, value)
+    store = Store(bucket.url(""))
+    key = "shot1/.helios-doit/job.json/leases/chunk-0.json"
+    bucket.fs.pipe(f"{bucket.name}/{key}", b'{"n": 0}')
+    done = threading.Event()
+
+    def renew() -> None:
+        n = 0
+        while not done.is_set():
+            n += 1
+            bucket.fs.pipe(f"{bucket.name}/{key}", json.dumps({"n": n}).encode())
+            done.wait(0.02)  # a holder renews every few seconds: here 100 times as often
+
+    renewer = threading.Thread(target=renew)
+    renewer.start()
+    try:
+        seen = [json.loads(store.read(key) or b"null")["n"] for _ in range(150)]
+    finally:
+        done.set()
+        renewer.join(10)
+    assert seen == sorted(seen) and seen[-1] > seen[0]  # every read whole, each a newer version

@@ -101,6 +101,10 @@ def _filesystem(protocol: str) -> Any:
     return fsspec.filesystem(protocol, skip_instance_cache=True)
 
 
+#: Reads again of an object replaced while it was read, before that is a fault.
+_REREADS = 5
+
+
 class Store:
     """One bucket (or folder) of an object store, addressed by keys relative to `root`."""
 
@@ -125,13 +129,22 @@ class Store:
                 raise StorageError(f"{self.root}: the bucket does not exist; create it or fix the URL", errno=errno.ENOENT) from None
 
     def read(self, key: str, cap: int = MAX_SMALL_BYTES) -> bytes | None:
-        """A small object's bytes, or None if there is none."""
+        """A small object's bytes, or None if there is none.
+
+        An object replaced between the client's look at it and its read (a lease its holder
+        renews every few seconds) fails the read with EBUSY (s3fs reads only the version it
+        looked at): that is no fault, the new version is read."""
         with _guard(self.url(key)):
-            try:
-                with self.fs.open(self._path(key), "rb") as f:
-                    data = f.read(cap + 1)
-            except FileNotFoundError:
-                return None
+            for tries_left in range(_REREADS, -1, -1):
+                try:
+                    with self.fs.open(self._path(key), "rb") as f:
+                        data = f.read(cap + 1)
+                    break
+                except FileNotFoundError:
+                    return None
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or not tries_left:
+                        raise
         if len(data) > cap:
             raise StorageError(f"{self.url(key)}: more than {cap} bytes; not a file of a job", errno=errno.EFBIG)
         return bytes(data)
