@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import CLI, new_job, run
+from harness import CLI, new_job, run, wait_for
 
 #: moto's S3 server, in a process of its own: not traced by coverage (the suite's measured
 #: processes are ours), so it answers at its own speed.
@@ -113,3 +113,17 @@ def copy_finished(bucket: Bucket, finished: Bucket) -> str:
 def job_run(bucket: Bucket, machine: str, url: str, *args: str) -> subprocess.CompletedProcess[str]:
     cwd, env = bucket.machine(machine)
     return run([*CLI, "job", "run", url, *args], cwd=cwd, env=env, timeout=120)
+
+
+def paused_run(bucket: Bucket, url: str, point: str, **env: str) -> tuple[subprocess.Popen[str], Path]:
+    """`job run` of the job on machine a, held at the checkpoint `point` (e.g. before-record:chunk-0),
+    in a session of its own; returns it and the flag file whose removal lets it go on (it holds
+    the pid of the process that waits there)."""
+    cwd, environ = bucket.machine("a")
+    environ.update(env, HELIOS_DOIT_PAUSE_AT=point)
+    proc = subprocess.Popen([*CLI, "job", "run", url], cwd=cwd, env=environ, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    name = "paused-" + point.replace(":", "-")
+    scratch = bucket.root / "a" / "scratch"
+    wait_for(lambda: any(scratch.rglob(name)), 60, f"runner a at {point}")
+    return proc, next(scratch.rglob(name))

@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import pytest
 import yaml
-from buckets import Bucket, bucket, copy_finished, endpoint, finished, job_run  # noqa: F401 (fixtures)
+from buckets import Bucket, bucket, copy_finished, endpoint, finished, job_run, paused_run  # noqa: F401 (fixtures)
 from harness import CLI, DOIT, new_job, run, wait_for
 
 
@@ -163,13 +163,7 @@ def test_export_k8s_of_a_bucket_job_needs_no_volume_and_passes_strict_validation
 
 def test_a_runner_paused_past_its_lease_never_writes_over_the_chunk_another_runner_published(bucket):
     url = bucket.upload_job(chunks=1)
-    cwd, env = bucket.machine("a")
-    env.update(HELIOS_DOIT_LEASE_TTL="2", HELIOS_DOIT_PAUSE_AT="before-record:chunk-0")
-    paused = subprocess.Popen([*CLI, "job", "run", url], cwd=cwd, env=env, text=True, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    scratch = bucket.root / "a" / "scratch"
-    wait_for(lambda: any(scratch.rglob("paused-before-record-chunk-0")), 60, "runner a at its pause")
-    flag = next(scratch.rglob("paused-before-record-chunk-0"))
+    paused, flag = paused_run(bucket, url, "before-record:chunk-0", HELIOS_DOIT_LEASE_TTL="2")
     frozen = int(flag.read_text())
     os.kill(frozen, signal.SIGSTOP)  # a stopped VM: its lease is no longer renewed
     try:
@@ -347,12 +341,7 @@ def test_a_storage_folder_that_holds_another_job_is_refused(bucket, finished, ma
 def killed_between_upload_and_record(bucket) -> str:
     """A one-chunk job whose runner on machine a was SIGKILLed after its upload, before its record."""
     url = bucket.upload_job(chunks=1)
-    cwd, env = bucket.machine("a")
-    env["HELIOS_DOIT_PAUSE_AT"] = "before-publish-record:chunk-0"
-    proc = subprocess.Popen([*CLI, "job", "run", url], cwd=cwd, env=env, text=True, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    scratch = bucket.root / "a" / "scratch"
-    wait_for(lambda: any(scratch.rglob("paused-before-publish-record-chunk-0")), 60, "the pause before the record")
+    proc, _ = paused_run(bucket, url, "before-publish-record:chunk-0")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     return url

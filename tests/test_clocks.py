@@ -10,7 +10,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from buckets import bucket, endpoint, job_run  # noqa: F401 (fixtures)
+from buckets import bucket, endpoint, job_run, paused_run  # noqa: F401 (fixtures)
 from harness import CLI, DOIT, REPO, new_job, run, wait_for
 
 FAKETIME = ["faketime", "-f"]
@@ -108,13 +108,7 @@ def test_bucket_a_run_with_a_clock_an_hour_ahead_does_not_make_a_later_a_skip_wo
 
 def test_bucket_a_runner_paused_between_its_upload_and_its_record_learns_it_lost_the_chunk(bucket):
     url = bucket.upload_job(chunks=1)
-    cwd, env = bucket.machine("a")
-    env.update(HELIOS_DOIT_LEASE_TTL="2", HELIOS_DOIT_PAUSE_AT="before-publish-record:chunk-0")
-    paused = subprocess.Popen([*CLI, "job", "run", url], cwd=cwd, env=env, text=True, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    scratch = bucket.root / "a" / "scratch"
-    wait_for(lambda: any(scratch.rglob("paused-before-publish-record-chunk-0")), 60, "runner a after its upload")
-    flag = next(scratch.rglob("paused-before-publish-record-chunk-0"))
+    paused, flag = paused_run(bucket, url, "before-publish-record:chunk-0", HELIOS_DOIT_LEASE_TTL="2")
     os.kill(paused.pid, signal.SIGSTOP)  # a stopped VM: its lease is no longer renewed
     try:
         flag.unlink()
