@@ -133,7 +133,7 @@ class Progress:
         if kind == "tasks-skip":  # one event for every task a run found up to date
             changed = False
             for skipped in skipped_tasks(event):
-                changed |= self.apply({"event": "task-skip", "at": at, "task": skipped, "reason": event.get("reason")})
+                changed |= self.apply({"event": "task-skip", "at": at, "task": skipped})  # the usual reason: kept by none
             return changed
         key = task_key(event)
         if key is None:
@@ -215,7 +215,7 @@ class Progress:
             return False
         task.state = "skipped"
         reason = event.get("reason")
-        if isinstance(reason, str) and reason != _ELSEWHERE:
+        if isinstance(reason, str) and reason != _ELSEWHERE:  # one task's own reason, said with its line
             self.skip_notes[key] = reason
         return True
 

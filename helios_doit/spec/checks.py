@@ -111,7 +111,7 @@ class _Paths:
             self.outside.append(f"{what}: {raw!r} {where}, outside {roots}")
         elif _within(path, str(self.state_parent)):
             self.faults.append(f"{what}: {raw!r} is inside the state folder {self.state_parent}; choose another path")
-        elif (own := _helios_folder(path, self.remote.mirror if self.remote else os.sep)) is not None:
+        elif (own := _helios_folder(path, self._scan_from(path))) is not None:
             self.faults.append(f"{what}: {raw!r} is inside {own}, a folder of helios-doit's own (another job's state, "
                                "or a render service's data); choose another path")
         elif is_dir:
@@ -119,6 +119,16 @@ class _Paths:
         else:
             return path
         return None
+
+    def _scan_from(self, path: str) -> str:
+        """Where the search for a folder of helios-doit's own starts: the job's folder, for an
+        output inside it (a job may live in one: a web job of the render service lives in its
+        data folder), else the top (`/`, or the bucket's mirror): an output root named inside
+        another job's state allows nothing there."""
+        job_dir = self.roots[0]
+        if _within(path, job_dir):
+            return job_dir
+        return self.remote.mirror if self.remote else os.sep
 
     def clashes(self, path: str, raw: str, what: str) -> bool:
         """An output that is the job file or an input: the runner would delete it."""
@@ -159,7 +169,7 @@ class _Paths:
 
 def _helios_folder(path: str, base: str) -> str | None:
     """The folder of helios-doit's own (`.helios-doit`, `.helios-doit-serve`...) on the way from
-    `base` (`/`, or a bucket's mirror) to the output, or in the output's own place, if any: never another job's state or a
+    `base` to the output, or in the output's own place, if any: never another job's state or a
     service's queue, whichever folder allowed the output (the job's, its project folder, or an
     output root the user named, even one inside such a folder)."""
     parts = Path(os.path.relpath(path, base)).parts if _within(path, base) else ()  # its own name too

@@ -248,6 +248,16 @@ def test_an_output_in_another_jobs_state_or_a_services_data_is_refused_even_from
     load_job(str(write_job(project / "jobs", [(0, 0, 8, "../renders/a.mov"), (1, 8, 8, "b.mov")])), cwd=project)
 
 
+def test_a_job_whose_own_folder_is_inside_a_service_data_folder_writes_there(tmp_path: Path) -> None:
+    """The render service keeps a web job's folder in its data folder (`<data>/web/<digest>`)."""
+    folder = tmp_path / ".helios-doit-serve" / "web" / "abc"
+    loaded = load_job(str(write_job(folder, [(0, 0, 8, "a.mov"), (1, 8, 8, "b.mov")])), cwd=folder)
+    assert loaded.outputs[0] == str(folder / "a.mov")
+    with pytest.raises(JobError) as refused:  # but not in a folder of helios-doit's own inside it
+        load_job(str(write_job(folder, [(0, 0, 8, ".helios-doit-x/a.mov"), (1, 8, 8, "b.mov")])), cwd=folder)
+    assert "a folder of helios-doit's own" in refused.value.lines[0]
+
+
 def test_an_output_root_inside_another_jobs_state_allows_no_output_there(tmp_path: Path) -> None:
     other = tmp_path / "shot1" / ".helios-doit" / "job.json" / "records"
     other.mkdir(parents=True)
