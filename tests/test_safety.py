@@ -237,7 +237,9 @@ def test_two_jobs_that_name_one_output_never_write_it_at_once(tmp_path, second):
     again = first.with_name("job-v2.json")  # the job emitted again under another name: the same outputs
     again.write_text(first.read_text().replace("merged.txt", "merged-v2.txt"))
     (first.parent / "hold").touch()
-    runner = subprocess.Popen(MODES["job run"](first), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # No merge for the first: it would find its chunk's output replaced by the second job's (and refuse, rightly).
+    runner = subprocess.Popen([*MODES["job run"](first), "--no-merge"], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     out = first.parent / "out_0.txt"
     wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 2, 30, "the first job to be writing")
     other = subprocess.Popen(MODES[second](again), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -19,7 +19,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from ..core.errors import EnvironmentFault
 from ..spec.model import STATE_ROOT
@@ -82,51 +82,53 @@ class OutputClaim:
 
     lock: str  # held from clearing the output's place to its record
     marker: str  # a copy of the running marker of the attempt that writes it: what to reap if its runner died
+    notes: tuple[str, ...] = ()  # what was found where one of its folders belongs, and where it went
 
 
-def output_claim(place: Place, set_aside: Callable[[str], None]) -> OutputClaim:
+def output_claim(place: Place, label: str) -> OutputClaim:
     """Two jobs that name one output (a job emitted again under another name, two shots that
     share a folder) have task locks and running markers of their own, in their own state
     folders, and would otherwise both write it at once, or one would start while a command of the
     other, whose runner died, still writes. So the output has a lock and a running marker of its
     own in its folder, the one place every such job shares (also on shared storage), under
     `.helios-doit/.outputs/`: reached as the output's place is (a folder that became a symlink is
-    refused), and what is not a folder where one of ours belongs (a link, a file) goes to
-    `set_aside`, never followed. Names end in `.output-lock` and `.output.json`, never like a
+    refused), and what is not a folder where one of ours belongs (a link, a file) is moved
+    aside, never followed. Names end in `.output-lock` and `.output.json`, never like a
     task's lock or marker, should a job file be named `.outputs`."""
     folder, name = os.path.split(place.path)
     with folder_of(place, create=True) as top:
         assert top is not None  # made if missing
         fd = os.dup(top)
-    walked = folder
+    walked, notes = folder, list[str]()
     try:
         for part in (STATE_ROOT, OUTPUTS):
             current, fd = fd, -1  # _own_folder closes it, whatever happens
-            walked, fd = _own_folder(walked, current, part, set_aside)
+            fd = _own_folder(current, walked, part, place.aside, label, notes)
+            walked = os.path.join(walked, part)
         for part in ("locks", "running"):
-            os.close(_own_folder(walked, os.dup(fd), part, set_aside)[1])
+            os.close(_own_folder(os.dup(fd), walked, part, place.aside, label, notes))
     finally:
         if fd >= 0:
             os.close(fd)
     return OutputClaim(os.path.join(walked, "locks", f"{name}.output-lock"),
-                       os.path.join(walked, "running", f"{name}.output.json"))
+                       os.path.join(walked, "running", f"{name}.output.json"), tuple(notes))
 
 
-def _own_folder(walked: str, fd: int, part: str, set_aside: Callable[[str], None]) -> tuple[str, int]:
-    """The folder `part` in `fd` (made if missing; a link or file there set aside): its path and
-    descriptor, `fd` closed."""
-    walked = os.path.join(walked, part)
+def _own_folder(fd: int, folder: str, part: str, aside: str, label: str, notes: list[str]) -> int:
+    """The descriptor of the folder `part` in `fd` (at `folder`), made if missing; a link or a
+    file there is moved aside (said in `notes`). `fd` is closed."""
     try:
         try:
-            nxt = _open_dir(part, fd, True)
+            return _open_dir(part, fd, True)
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                raise PlaceError(_not_a_folder(walked, fd, part, exc)) from None
-            set_aside(walked)
-            nxt = _open_dir(part, fd, True)
+                raise PlaceError(_not_a_folder(os.path.join(folder, part), fd, part, exc)) from None
+        where = _move_aside(fd, part, folder, aside, label)
+        notes.append(f"{label}: {os.path.join(folder, part)} was not a folder of ours (a link, or a file); "
+                     f"moved it to {where}")
+        return _open_dir(part, fd, True)
     finally:
         os.close(fd)
-    return walked, nxt
 
 
 def _open_dir(part: str, fd: int, create: bool) -> int:
@@ -237,18 +239,24 @@ def moved_at(name: str) -> float | None:
 
 
 def _set_aside(place: Place, found: _Found, label: str, why: str) -> str:
-    moved = aside_name(found.name, label)
-    os.makedirs(place.aside, exist_ok=True)
-    aside_fd = os.open(place.aside, _DIR_FLAGS)
+    where = _move_aside(found.fd, found.name, os.path.dirname(place.path), place.aside, label)
+    return f"{label}: moved the {found.kind} in its output's place {place.path} to {where} ({why})"
+
+
+def _move_aside(fd: int, name: str, folder: str, aside: str, label: str) -> str:
+    """Move the entry `name` of the folder `fd` (at `folder`) into the state folder's `aside`, or,
+    on another filesystem than that, beside itself under a name of its own; returns where it went."""
+    moved = aside_name(name, label)
+    os.makedirs(aside, exist_ok=True)
+    aside_fd = os.open(aside, _DIR_FLAGS)
     try:
-        os.rename(found.name, moved, src_dir_fd=found.fd, dst_dir_fd=aside_fd)
-        where = os.path.join(place.aside, moved)
+        os.rename(name, moved, src_dir_fd=fd, dst_dir_fd=aside_fd)
+        return os.path.join(aside, moved)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        moved = f".{found.name}.aside-{moved[:22]}"  # on another filesystem than the state folder: beside it
-        os.rename(found.name, moved, src_dir_fd=found.fd, dst_dir_fd=found.fd)
-        where = os.path.join(os.path.dirname(place.path), moved)
+        moved = f".{name}.aside-{moved[:22]}"  # on another filesystem than the state folder: beside it
+        os.rename(name, moved, src_dir_fd=fd, dst_dir_fd=fd)
+        return os.path.join(folder, moved)
     finally:
         os.close(aside_fd)
-    return f"{label}: moved the {found.kind} in its output's place {place.path} to {where} ({why})"

@@ -84,15 +84,13 @@ def _output_claimed(work: Work, state: StateDir) -> Iterator[Path | None]:
         yield None
         return
 
-    def planted(path: str) -> None:
-        moved = state.set_aside(Path(path))
-        say(f"{work.label}: {path} was not a folder of ours (a link, or a file); moved it to {moved}")
-
     def waiting() -> None:
         say(f"{work.label}: waiting: a runner of another job writes {work.shown_output} now")
         events.emit(state.root, "task-wait", task=work.key, chunkId=work.chunk_id, output=work.shown_output)
 
-    claim = output_claim(work.place, planted)
+    claim = output_claim(work.place, work.label)
+    for note in claim.notes:
+        say(note)
     with task_lock(Path(claim.lock), supervise.stopping, on_wait=waiting):
         yield Path(claim.marker)
 
