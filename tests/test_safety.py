@@ -291,3 +291,22 @@ def test_a_job_file_named_like_the_outputs_lock_folder_never_waits_on_itself(mak
     result = job.cli(timeout=60)
     assert result.returncode == 0 and "waiting" not in result.stderr, result.stdout + result.stderr
     assert (job.folder / "merge").is_file()
+
+
+def test_a_marker_planted_beside_an_output_never_gets_a_process_group_killed(make_job):
+    """The outputs' folder may be writable by others: what a marker there names is killed only
+    if it carries that attempt's tag, never a process group by its number."""
+    from helios_doit.executors import reaper
+
+    job = make_job(chunks=1)
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        planted = job.folder / ".helios-doit" / ".outputs" / "running" / "part_0.txt.output.json"
+        planted.parent.mkdir(parents=True)
+        planted.write_text(json.dumps({"machine": reaper.machine(), "tag": "x:1:1", "pgid": bystander.pid, "pid": 1}))
+        result = job.cli()
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert bystander.poll() is None  # alive
+    finally:
+        bystander.kill()
+        bystander.wait()

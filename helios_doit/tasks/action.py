@@ -71,8 +71,8 @@ def _render(work: Work, state: StateDir) -> TaskFailed | dict[str, Any]:
     copy beside the output), then the attempts run until done."""
     with _output_claimed(work, state) as copy:
         dead = _take_over(work, state, state.marker(work.key))
-        if copy is not None:
-            dead = _take_over(work, state, copy) or dead
+        if copy is not None:  # this job's dead attempt (said already), or another job's
+            dead = _take_over(work, state, copy, beside=True, said=dead is not None) or dead
         return _until_done(work, state, dead, copy)
 
 
@@ -148,25 +148,28 @@ def _refused(work: Work, state: StateDir, message: str) -> TaskFailed:
     return TaskFailed(message)
 
 
-def _take_over(work: Work, state: StateDir, path: Path) -> str | None:
+def _take_over(work: Work, state: StateDir, path: Path, beside: bool = False, said: bool = False) -> str | None:
     """A running marker (`path`) under a lock we now hold was left by a runner that died mid-attempt.
 
     Whatever that attempt still runs on this machine is killed, and waited for, before the
     output is touched: one writer per output. (On another machine, its own guard did that.)
+    The copy `beside` the output is in a folder others may write: only processes that carry its
+    attempt's tag are killed, never a process group it names.
     """
     if not os.path.lexists(path):
         return None
     marker = read_json(path) or {}
     if marker.get("machine") == reaper.machine() and not reaper.runner_alive(marker.get("tag")):
         pgid, start, tag = marker.get("pgid"), marker.get("leaderStart"), marker.get("tag")
-        left = reaper.reap(pgid if isinstance(pgid, int) else None, start if isinstance(start, int) else None,
-                           tag if isinstance(tag, str) else None)
+        left = reaper.reap(pgid if isinstance(pgid, int) and not beside else None,
+                           start if isinstance(start, int) else None, tag if isinstance(tag, str) else None)
         if left:
             raise PlaceError(f"processes {', '.join(map(str, left))} of an earlier attempt (runner pid "
                              f"{marker.get('pid')}) would not die; stop them, then run again")
     _remove_entry(state, path)
-    events.emit(state.root, "task-takeover", task=work.key, chunkId=work.chunk_id, pid=marker.get("pid"),
-                host=marker.get("host"), runId=marker.get("runId"))
+    if not said:
+        events.emit(state.root, "task-takeover", task=work.key, chunkId=work.chunk_id, pid=marker.get("pid"),
+                    host=marker.get("host"), runId=marker.get("runId"))
     return f"left by the attempt of runner pid {marker.get('pid')} on {marker.get('host')}, which died"
 
 
