@@ -162,6 +162,22 @@ def test_a_job_file_that_became_a_link_out_of_the_root_after_it_was_queued_does_
         assert started(elsewhere.folder) == [] and not elsewhere.state.exists()
 
 
+def test_a_job_file_that_became_a_link_out_of_the_root_is_never_read_for_its_status_or_logs(tmp_path):
+    root = tmp_path / "root"
+    shot = new_job(root / "shot", chunks=1, frames=1)
+    elsewhere = new_job(tmp_path / "elsewhere", chunks=1, frames=1)
+    assert run([*CLI, "job", "run", str(elsewhere.file)], timeout=60).returncode == 0  # its log: not to be served
+    with serving(tmp_path / "data", root) as server:
+        job_id = server.submit(shot.file)
+        server.wait(job_id, "completed")
+    shot.file.unlink()
+    shot.file.symlink_to(elsewhere.file)
+    with serving(tmp_path / "data", root) as server:  # a new server: nothing of the job loaded yet
+        status, body = server.call("GET", f"/api/jobs/{job_id}/chunks/0/log")
+        assert status == 404 and "render.sh" not in str(body), body
+        assert server.job(job_id)["output"] != str(elsewhere.merged)
+
+
 def test_a_pause_survives_the_server_dying_while_its_runner_stops_and_a_delete_is_never_undone(tmp_path):
     job = new_job(tmp_path / "shot", chunks=3, frames=4)
     (job.folder / "slow").write_text("0.4")

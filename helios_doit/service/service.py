@@ -144,6 +144,8 @@ class Service:
                 return self._jobs[queued.id]
             if time.monotonic() < self._unreadable.get(queued.id, 0.0):
                 return None
+        if self.scheduler.moved_out(queued) is not None:  # its file now leads out of its root: never read
+            return None
         try:
             job = load(queued)
         except (HeliosDoitError, OSError, ValueError):

@@ -7,7 +7,7 @@ The runner's progress file adds what only a running runner knows (its ETA).
 from __future__ import annotations
 
 import datetime
-import json
+
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 from ..core.errors import HeliosDoitError
 from ..spec.load import load_job
 from ..spec.model import Job
+from ..state.files import read_json
 from ..tasks.status import job_status
 from ..video import is_video_path
 from .queue import QueuedJob
@@ -79,8 +80,5 @@ def _chunk(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _progress(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """The runner's progress file; anything else in its place (a FIFO, a link) reads as none."""
+    return read_json(path) or {}
