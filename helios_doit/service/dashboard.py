@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import os
 import shutil
 import stat
@@ -21,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from ..state.atomic import write_atomic
 from ..state.files import read_json, stamp
 from ..state.folder import StateDir
 from ..spec.model import Job
@@ -194,11 +196,9 @@ def _make_thumbnail(video: Path, thumb: Path) -> None:
         picture = Image.fromarray(image).resize((THUMB_WIDTH, height))
     except (av.FFmpegError, StopIteration, OSError) as exc:
         raise NotFound(f"{video.name}: no frame to show ({exc})") from None
-    partial = thumb.with_name(f".{thumb.name}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as out:  # a name of its own, made here: never written through a link
-        picture.save(out, format="PNG")
-    os.replace(partial, thumb)
+    png = io.BytesIO()
+    picture.save(png, format="PNG")
+    write_atomic(thumb, png.getvalue())  # under a name of its own, never through a link; no partial file left
 
 
 def _tail(path: Path) -> str:

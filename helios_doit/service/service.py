@@ -83,7 +83,10 @@ class Service:
         source, cwd = self._source(job)
         if source.startswith(("http://", "https://")):  # a web job's folder is where its runs start: one of its own
             cwd = str(self.queue.data / "web" / hashlib.sha256(source.encode()).hexdigest()[:16])
-            os.makedirs(cwd, exist_ok=True)
+            try:
+                os.makedirs(cwd, exist_ok=True)
+            except OSError as exc:  # the data folder's fault (full, read-only): nothing is queued
+                raise Unavailable(f"job {source}: the data folder cannot hold its folder now ({exc.strerror})") from None
         if options.get("outputRoot"):
             options["outputRoot"] = self._inside(str(options["outputRoot"]), "outputRoot")[0]
         if options.get("storage"):  # outputs sent to a bucket: one the server was told it may write

@@ -116,11 +116,14 @@ def _shared(folder: str) -> int | None:
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             return None
-        fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a prune removes it
         try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a prune removes it
             same = os.path.samestat(os.fstat(fd), os.lstat(folder))
         except FileNotFoundError:
             same = False
+        except BaseException:
+            os.close(fd)
+            raise
         if same:
             return fd
         os.close(fd)  # pruned as we waited: the folder to use is a new one
